@@ -1,0 +1,309 @@
+"""The bounded IRQ event ring and the dispatcher thread that runs the user's handler.
+
+Stack callbacks (on the loop thread) post events here; one dispatcher thread per ``BLE``
+instance takes them in order and calls the handler, so the handler never runs on the
+loop and may call any ``BLE`` method, and handlers never overlap (SPEC D2).
+
+The ring is accounted in bytes with MicroPython's ring-buffer encoding (1 byte of event
+code, 2 per u16, 1 per u8, 6 per address, 1 + size per UUID, 2 + length per data field)
+so ``config('rxbuf')`` means what it means on a ring-buffer build (SPEC D1, section 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .constants import IRQ_SCAN_RESULT
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RXBUF = 16384
+MIN_RXBUF = 16
+MAX_RXBUF = 0xFFFF
+
+#: How long the stack waits for the handler's answer to events 4, 22, 29 and 30 before it
+#: takes the default answer (allow / accept / not found / failure), in seconds (SPEC D3).
+ANSWER_DEADLINE = 5.0
+
+# Field layout of every event, in MicroPython's ring encoding:
+# H u16, B u8, b i8, I u32, a address (6), u UUID (1 + size), d data (2 + length).
+_LAYOUTS: dict[int, str] = {
+    1: "HBa", 2: "HBa", 3: "HH", 4: "HH", 5: "Babd", 6: "", 7: "HBa", 8: "HBa",
+    9: "HHHu", 10: "HH", 11: "HHHBu", 12: "HH", 13: "HHu", 14: "HH", 15: "HHd",
+    16: "HHH", 17: "HHH", 18: "HHd", 19: "HHd", 20: "HHB", 21: "HH", 22: "HHHHH",
+    23: "HHHHH", 24: "HHHH", 25: "HH", 26: "HHB", 27: "HHHHB", 28: "HBBBB", 29: "BHd",
+    30: "Bdd", 31: "HBI",
+}
+_FIXED_SIZE = {"H": 2, "B": 1, "b": 1, "I": 4, "a": 6}
+
+
+def _compile(layout: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    fixed = 1 + sum(_FIXED_SIZE.get(c, 0) for c in layout)
+    data = tuple(i for i, c in enumerate(layout) if c == "d")
+    uuids = tuple(i for i, c in enumerate(layout) if c == "u")
+    return fixed, data, uuids
+
+
+_COMPILED = {event: _compile(layout) for event, layout in _LAYOUTS.items()}
+
+#: Events whose handler return value goes back to the stack (SPEC D3).
+ANSWERED_EVENTS = frozenset({4, 22, 29, 30})
+
+
+def data_cap(rxbuf: int) -> int:
+    """Largest data field an event may carry in a ring of ``rxbuf`` bytes (SPEC section 5)."""
+    return max(rxbuf // 2, rxbuf - 64)
+
+
+@dataclass(frozen=True)
+class IrqStats:
+    """Counters of one instance's event ring (desktop only, see ``mpbluetooth.irq_stats``)."""
+
+    delivered: int
+    dropped: int
+    queued: int
+    queued_bytes: int
+    capacity: int
+
+
+class _Pending:
+    """An event waiting in the ring: its code, field values, accounted size, answer slot."""
+
+    __slots__ = ("event", "values", "size", "answer", "done")
+
+    def __init__(
+        self,
+        event: int,
+        values: tuple[Any, ...],
+        size: int,
+        answer: asyncio.Future[Any] | None = None,
+        done: threading.Event | None = None,
+    ) -> None:
+        self.event = event
+        self.values = values
+        self.size = size
+        self.answer = answer
+        self.done = done
+
+
+class EventRing:
+    """Bounded, byte-accounted FIFO of IRQ events plus the thread that dispatches them."""
+
+    def __init__(self, name: str, loop_getter: Callable[[], asyncio.AbstractEventLoop]) -> None:
+        self._name = name
+        self._loop_getter = loop_getter
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[_Pending] = deque()
+        self._capacity = DEFAULT_RXBUF
+        self._cap = data_cap(DEFAULT_RXBUF)
+        self._used = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._burst = 0
+        self._closed = False
+        self.handler: Callable[[int, tuple[Any, ...]], Any] | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"mpbluetooth-irq-{name}", daemon=True
+        )
+        self._thread.start()
+
+    # --- configuration --------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def set_capacity(self, size: int) -> None:
+        """Replace the ring with one of ``size`` bytes, discarding queued events (as
+        MicroPython's ``config(rxbuf=)`` does). Events awaiting an answer get the default."""
+        with self._cond:
+            discarded = [p for p in self._queue]
+            self._queue.clear()
+            self._used = 0
+            self._capacity = size
+            self._cap = data_cap(size)
+        for pending in discarded:
+            self._finish(pending, None)
+
+    def stats(self) -> IrqStats:
+        with self._cond:
+            return IrqStats(
+                self._delivered, self._dropped, len(self._queue), self._used, self._capacity
+            )
+
+    def in_dispatcher(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    # --- posting (loop thread) ----------------------------------------------------------
+    def post(self, event: int, *values: Any) -> bool:
+        """Queue an event; returns False when it was dropped (ring full or no handler)."""
+        if self.handler is None:
+            return False
+        fixed, data_fields, uuid_fields = _COMPILED[event]
+        size = fixed
+        if data_fields:
+            cap = self._cap
+            for i in data_fields:
+                value = values[i]
+                if value is not None:
+                    if len(value) > cap:
+                        values = values[:i] + (value[:cap],) + values[i + 1 :]
+                        value = values[i]
+                    size += 2 + len(value)
+                else:
+                    size += 2
+        for i in uuid_fields:
+            size += 1 + bytes.__len__(values[i])
+        with self._cond:
+            if self._used + size > self._capacity and not self._make_room(event, size):
+                self._count_drop()
+                return False
+            self._queue.append(_Pending(event, values, size))
+            self._used += size
+            if self._burst:
+                logger.warning(
+                    "%s: IRQ ring full (rxbuf=%d): %d event(s) dropped",
+                    self._name, self._capacity, self._burst,
+                )
+                self._burst = 0
+            self._cond.notify()
+        return True
+
+    def _make_room(self, event: int, size: int) -> bool:
+        """Overflow policy (SPEC D1): a non-scan event evicts queued scan results from the
+        head of the ring; anything else (and any new scan result) is dropped."""
+        if event == IRQ_SCAN_RESULT:
+            return False
+        queue = self._queue
+        while queue and queue[0].event == IRQ_SCAN_RESULT and self._used + size > self._capacity:
+            evicted = queue.popleft()
+            self._used -= evicted.size
+            self._count_drop()
+        return self._used + size <= self._capacity
+
+    def _count_drop(self) -> None:
+        self._dropped += 1
+        self._burst += 1
+
+    def ask(self, event: int, *values: Any) -> asyncio.Future[Any]:
+        """Queue an event whose handler answer the stack needs (call on the loop thread).
+
+        The returned future resolves with the handler's return value, or ``None`` when no
+        handler ran. These events are never dropped and not counted against ``rxbuf``:
+        each one holds a stack operation open, so their number is bounded by the stack.
+        """
+        future: asyncio.Future[Any] = self._loop_getter().create_future()
+        if self.handler is None:
+            future.set_result(None)
+            return future
+        with self._cond:
+            self._queue.append(_Pending(event, values, 0, answer=future))
+            self._cond.notify()
+        return future
+
+    def deliver_now(self, event: int, *values: Any, timeout: float = 5.0) -> None:
+        """Deliver an event before returning to the caller (SCAN_DONE inside ``gap_scan(None)``).
+
+        From inside a handler the event is dispatched nested, as MicroPython does; from any
+        other thread it is queued and this waits until the dispatcher has handled it, so
+        handlers still never overlap.
+        """
+        if self.handler is None:
+            return
+        if self.in_dispatcher():
+            self._dispatch(_Pending(event, values, 0))
+            return
+        done = threading.Event()
+        with self._cond:
+            self._queue.append(_Pending(event, values, 0, done=done))
+            self._cond.notify()
+        done.wait(timeout)
+
+    # --- dispatching (dispatcher thread) -------------------------------------------
+    def _run(self) -> None:
+        cond = self._cond
+        queue = self._queue
+        while True:
+            with cond:
+                while not queue:
+                    if self._closed:
+                        return
+                    cond.wait()
+                pending = queue.popleft()
+                self._used -= pending.size
+            self._dispatch(pending)
+
+    def _dispatch(self, pending: _Pending) -> None:
+        handler = self.handler
+        result: Any = None
+        if handler is not None:
+            views: list[memoryview] = []
+            values = pending.values
+            if any(type(v) is bytes for v in values):
+                values = tuple(_view(v, views) if type(v) is bytes else v for v in values)
+            try:
+                result = handler(pending.event, values)
+                self._delivered += 1
+            except BaseException as exc:  # noqa: BLE001 - reported exactly like MicroPython
+                # SPEC D4: report, uninstall the handler, let the stack take the default.
+                self.handler = None
+                result = None
+                _report_handler_exception(exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    logger.warning("%s: %r raised in the IRQ handler", self._name, exc)
+            finally:
+                for view in views:
+                    view.release()
+        self._finish(pending, result)
+
+    def _finish(self, pending: _Pending, result: Any) -> None:
+        if pending.answer is not None:
+            answer = pending.answer
+            try:
+                answer.get_loop().call_soon_threadsafe(_resolve, answer, result)
+            except RuntimeError:  # loop already closed (interpreter exit)
+                pass
+        if pending.done is not None:
+            pending.done.set()
+
+    def close(self) -> None:
+        """Stop the dispatcher once the queue drains (the instance is being discarded)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+def _view(value: bytes, views: list[memoryview]) -> memoryview:
+    view = memoryview(value)
+    views.append(view)
+    return view
+
+
+def _resolve(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _report_handler_exception(exc: BaseException) -> None:
+    try:
+        sys.stderr.write("Unhandled exception in IRQ callback handler\n")
+        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - stderr may be gone at exit
+        logger.error("unhandled exception in IRQ callback handler", exc_info=exc)
+
+
+async def wait_answer(future: asyncio.Future[Any], what: str) -> Any:
+    """Await a handler's answer with the deadline of SPEC D3; ``None`` (default) on timeout."""
+    try:
+        return await asyncio.wait_for(future, ANSWER_DEADLINE)
+    except asyncio.TimeoutError:
+        logger.warning("IRQ handler did not answer %s within %g s", what, ANSWER_DEADLINE)
+        return None

@@ -1,0 +1,167 @@
+"""The process's one asyncio loop thread, and the synchronous path into it.
+
+Bumble is asyncio-only and its objects must be created and used on one loop. MicroPython's
+API is synchronous and may be called from any thread (the main program, the IRQ
+dispatcher, user threads). So one daemon thread runs the loop for the whole process and
+every ``BLE`` call is marshalled onto it with a deadline. A call made *from* the loop
+thread would deadlock, so it is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ._errors import CallTimeoutError
+from .constants import ETIMEDOUT
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Default deadline of a synchronous call, in seconds. Longer than Bumble's own 10 s HCI
+#: command timeout so that a stack-side timeout surfaces with its own error first.
+DEFAULT_CALL_TIMEOUT = 15.0
+
+#: How long interpreter exit may spend closing live instances before abandoning them.
+EXIT_BUDGET = 1.5
+
+
+class Runtime:
+    """One background event loop; created lazily, stopped at interpreter exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._shutdown_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
+        return loop
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is not None:
+                return self._loop
+            loop = asyncio.new_event_loop()
+            loop.set_exception_handler(_log_loop_exception)
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            thread = threading.Thread(target=run, name="mpbluetooth-loop", daemon=True)
+            thread.start()
+            ready.wait()
+            self._thread = thread
+            self._loop = loop
+            atexit.register(self.shutdown)
+            return loop
+
+    def in_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def call(
+        self,
+        coro: Coroutine[Any, Any, T],
+        what: str,
+        timeout: float | None = DEFAULT_CALL_TIMEOUT,
+    ) -> T:
+        """Run ``coro`` on the loop and return its result in the calling thread.
+
+        The coroutine's exception is re-raised here with its own type. On timeout the
+        coroutine is cancelled on the loop and ``OSError(ETIMEDOUT)`` names ``what``.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError(f"{what}: blocking call made from the stack's own loop thread")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise CallTimeoutError(
+                ETIMEDOUT, f"ETIMEDOUT (no answer from the stack within {timeout:g} s: {what})"
+            ) from None
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the loop from any thread, without waiting."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Start a background task on the loop (call on the loop thread); log its failure."""
+        task = self.loop.create_task(coro, name=what)
+        task.add_done_callback(_log_task_failure)
+        return task
+
+    def add_shutdown_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Register a coroutine function run on the loop at interpreter exit."""
+        self._shutdown_hooks.append(hook)
+
+    def remove_shutdown_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if hook in self._shutdown_hooks:
+            self._shutdown_hooks.remove(hook)
+
+    def shutdown(self) -> None:
+        """Close live instances, cancel leftover tasks and stop the loop, within a budget.
+
+        Runs from ``atexit`` so that a script which never calls ``active(False)`` still
+        releases its transport and exits promptly; anything that overruns is abandoned
+        (the loop thread is a daemon).
+        """
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            future.result(EXIT_BUDGET)
+        except Exception as exc:  # noqa: BLE001 - exit must never raise
+            logger.debug("shutdown did not complete cleanly: %r", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(0.5)
+
+    async def _shutdown(self) -> None:
+        for hook in list(self._shutdown_hooks):
+            try:
+                await asyncio.wait_for(hook(), EXIT_BUDGET / 2)
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("shutdown hook failed: %r", exc)
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=0.2)
+
+
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    logger.error("error on the stack's loop: %s", context.get("message"), exc_info=exc)
+
+
+def _log_task_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logger.error("background task %s failed", task.get_name(), exc_info=exc)
+
+
+_runtime = Runtime()
+
+
+def runtime() -> Runtime:
+    """The process-wide runtime."""
+    return _runtime

@@ -1,0 +1,300 @@
+"""One instance's Bumble side: the transport, Host and Device, and its lifecycle.
+
+Everything here runs on the runtime's loop thread. A fresh Device (and Host, and
+controller for the simulation) is made at every ``active(True)`` and dropped at
+``active(False)``: Bumble objects are cheap to make and this is the only way to be sure no
+state leaks from one activation into the next. What MicroPython keeps across a restart
+(the handler, the GAP name, the pairing settings, and here the address, SPEC D6) lives on
+this object instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _transport
+from ._errors import TransportError, mp_oserror
+from ._events import EventRing
+from ._runtime import runtime
+from .constants import (
+    ADDR_MODE_NRPA,
+    ADDR_MODE_PUBLIC,
+    ADDR_MODE_RANDOM_STATIC,
+    ADDR_MODE_RPA,
+    EINVAL,
+    ENODEV,
+    ETIMEDOUT,
+)
+
+if TYPE_CHECKING:
+    from bumble.device import Device
+    from bumble.hci import Address
+
+    from .sim import Link
+
+logger = logging.getLogger(__name__)
+
+#: Seconds allowed for the controller to answer HCI Reset and the setup commands.
+POWER_ON_TIMEOUT = 5.0
+#: Seconds allowed to tear an instance down before the transport is closed regardless.
+POWER_OFF_TIMEOUT = 2.0
+
+DEFAULT_GAP_NAME = b"MPY BUMBLE"
+DEFAULT_MTU = 256
+
+
+class Stack:
+    """The Bumble objects behind one ``BLE`` instance, and the settings it keeps."""
+
+    def __init__(
+        self, name: str, ring: EventRing, link: Link | None, spec: str | None
+    ) -> None:
+        self.name = name
+        self.ring = ring
+        self.link = link
+        self.spec = spec
+        # Kept across active(False)/active(True), as MicroPython keeps them.
+        self.gap_name = DEFAULT_GAP_NAME
+        self.bond = False
+        self.mitm = False
+        self.le_secure = True
+        self.io = 3
+        self.irk = os.urandom(16)
+        self.sim_public_address: bytes | None = None
+        self.static_address: Address | None = None
+        # Valid while active.
+        self.device: Device | None = None
+        self.transport: _transport.OpenedTransport | None = None
+        self.mtu = DEFAULT_MTU
+        self.addr_mode = ADDR_MODE_PUBLIC
+        self.own_address_type = 0
+        self.active = False
+        self._watch: asyncio.Task[Any] | None = None
+        #: Concern modules attach here; called with the new Device after power-on, and
+        #: before power-off.
+        self.on_power_on: list[Callable[[Device], None]] = []
+        self.on_power_off: list[Callable[[], None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def power_on(self) -> None:
+        """Start (or, like NimBLE, restart) the stack. Raises OSError on failure."""
+        if self.active:
+            await self.power_off()
+        transport = await self._open_transport()
+        try:
+            device = self._make_device(transport)
+            try:
+                await asyncio.wait_for(device.power_on(), POWER_ON_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise mp_oserror(
+                    ETIMEDOUT,
+                    f"controller behind {transport.spec!r} did not answer the HCI reset "
+                    f"within {POWER_ON_TIMEOUT:g} s",
+                ) from None
+            except OSError:
+                raise
+            except Exception as exc:
+                raise _transport.transport_error(transport.spec, exc) from None
+        except BaseException:
+            await self._close_transport(transport)
+            raise
+        self.device = device
+        self.transport = transport
+        self.mtu = DEFAULT_MTU
+        device.gatt_server.max_mtu = DEFAULT_MTU
+        self._choose_own_address(device)
+        self.active = True
+        runtime().add_shutdown_hook(self.power_off)
+        if transport.terminated is not None:
+            self._watch = runtime().spawn(self._watch_transport(transport), f"{self.name}-watch")
+        for hook in self.on_power_on:
+            hook(device)
+        logger.info("%s: active on %s, address %s", self.name, transport.spec, self.address())
+
+    async def _open_transport(self) -> _transport.OpenedTransport:
+        spec = self.spec if self.spec is not None else (
+            None if self.link is not None else _transport.configured_spec()
+        )
+        if spec is not None:
+            return await _transport.open_spec(spec)
+        return self._open_simulated()
+
+    def _open_simulated(self) -> _transport.OpenedTransport:
+        from bumble.hci import Address
+        from bumble.transport.common import AsyncPipeSink
+
+        from .sim import default_link, new_public_address
+        from .sim.controller import SimController
+
+        link = self.link or default_link()
+        if self.sim_public_address is None:
+            self.sim_public_address = new_public_address()
+        bumble_link = link.bumble_link()
+        controller = SimController(
+            self.name, link=bumble_link, public_address=Address(self.sim_public_address[::-1])
+        )
+
+        async def close() -> None:
+            if controller in bumble_link.controllers:
+                bumble_link.remove_controller(controller)
+
+        return _transport.OpenedTransport(
+            controller, AsyncPipeSink(controller), close, "simulated controller"
+        )
+
+    def _make_device(self, transport: _transport.OpenedTransport) -> Device:
+        from bumble.device import Device, DeviceConfiguration
+        from bumble.hci import Address
+        from bumble.host import Host
+
+        if self.static_address is None:
+            self.static_address = Address.generate_static_address()
+        config = DeviceConfiguration(
+            name=self.gap_name.decode("utf-8", "replace"),
+            address=self.static_address,
+            irk=self.irk,
+        )
+        host = Host(transport.source, transport.sink)
+        device = Device(config=config, host=host)
+        return device
+
+    async def power_off(self) -> None:
+        """Stop the stack and release the transport. No DISCONNECT events (SPEC 1.3)."""
+        device, transport = self.device, self.transport
+        if not self.active or device is None or transport is None:
+            return
+        self.active = False
+        runtime().remove_shutdown_hook(self.power_off)
+        for hook in self.on_power_off:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - teardown goes on whatever a concern says
+                logger.exception("%s: power-off hook failed", self.name)
+        try:
+            await asyncio.wait_for(self._quiesce(device), POWER_OFF_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("%s: controller did not stop cleanly: %r", self.name, exc)
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.device = None
+        self.transport = None
+        await self._close_transport(transport)
+        logger.info("%s: inactive", self.name)
+
+    async def _quiesce(self, device: Device) -> None:
+        """Leave the controller idle: peers get their disconnection, adverts stop.
+
+        A real controller keeps advertising and its links until reset, so it gets an HCI
+        Reset too; Bumble's own power_off only flushes the host.
+        """
+        from bumble.hci import HCI_Reset_Command
+
+        for connection in list(device.connections.values()):
+            try:
+                await connection.disconnect()
+            except Exception as exc:  # noqa: BLE001
+                logger.debug("%s: disconnect during power-off: %r", self.name, exc)
+        if self.link is None and self.transport is not None and self.spec_is_real():
+            await device.host.send_command(HCI_Reset_Command())
+        await device.power_off()
+
+    def spec_is_real(self) -> bool:
+        return self.transport is not None and self.transport.terminated is not None
+
+    async def _close_transport(self, transport: _transport.OpenedTransport) -> None:
+        try:
+            await asyncio.wait_for(transport.close(), POWER_OFF_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("%s: closing %s failed: %r", self.name, transport.spec, exc)
+
+    async def _watch_transport(self, transport: _transport.OpenedTransport) -> None:
+        assert transport.terminated is not None
+        await transport.terminated
+        if self.transport is not transport or not self.active:
+            return
+        logger.error("%s: transport %r lost", self.name, transport.spec)
+        device = self.device
+        if device is not None:
+            # Bumble's snooping wrapper hides the loss from the host: tell it ourselves,
+            # so connections see their disconnection (and the user their IRQs).
+            try:
+                device.host.on_transport_lost()
+            except Exception:  # noqa: BLE001
+                logger.debug("%s: host already knew of the transport loss", self.name)
+        self.active = False
+        self.device = None
+        self.transport = None
+        runtime().remove_shutdown_hook(self.power_off)
+        await self._close_transport(transport)
+
+    # --- state the facade reads ------------------------------------------------------------
+    def require(self) -> Device:
+        """The active Device, or MicroPython's ``OSError(ENODEV)``."""
+        device = self.device
+        if device is None or not self.active:
+            raise mp_oserror(ENODEV)
+        return device
+
+    def address(self) -> tuple[int, bytes]:
+        """``config('mac')``: the address in use, as ``(addr_type, big-endian bytes)``."""
+        device = self.require()
+        if self.own_address_type == 0:
+            return 0, bytes(device.public_address)[::-1]
+        return 1, bytes(device.random_address)[::-1]
+
+    def _choose_own_address(self, device: Device) -> None:
+        # NimBLE: public if the controller has one, else a random static address.
+        self.addr_mode = ADDR_MODE_PUBLIC
+        self.own_address_type = 0 if _has_public(device) else 1
+
+    async def set_address_mode(self, mode: int) -> None:
+        """``config(addr_mode=)``: program the controller's random address for the mode."""
+        from bumble.hci import Address, HCI_LE_Set_Random_Address_Command
+
+        device = self.require()
+        if mode == ADDR_MODE_PUBLIC:
+            if not _has_public(device):
+                raise mp_oserror(EINVAL, "the controller has no public address")
+            self.addr_mode, self.own_address_type = mode, 0
+            return
+        if mode == ADDR_MODE_RANDOM_STATIC:
+            address = Address.generate_static_address()
+            self.static_address = address
+        elif mode == ADDR_MODE_RPA:
+            address = Address.generate_private_address(self.irk)
+        elif mode == ADDR_MODE_NRPA:
+            address = Address.generate_private_address()
+        else:
+            return  # MicroPython ignores other values silently
+        await device.send_command(
+            HCI_LE_Set_Random_Address_Command(random_address=address), check_result=True
+        )
+        device.random_address = address
+        self.addr_mode, self.own_address_type = mode, 1
+
+    def set_gap_name(self, name: bytes) -> None:
+        """Store the name and, when active, serve it from the GAP service at once."""
+        self.gap_name = name
+        device = self.device
+        if device is None:
+            return
+        from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC
+
+        device.name = name.decode("utf-8", "replace")
+        for attribute in device.gatt_server.attributes:
+            if getattr(attribute, "type", None) == GATT_DEVICE_NAME_CHARACTERISTIC and hasattr(
+                attribute, "value"
+            ):
+                attribute.value = name
+
+
+def _has_public(device: Device) -> bool:
+    return bytes(device.public_address) != bytes(6)
+
+
+__all__ = ["Stack", "TransportError", "POWER_ON_TIMEOUT"]

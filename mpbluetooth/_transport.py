@@ -1,0 +1,131 @@
+"""Choosing and opening the HCI controller an instance talks to.
+
+The controller is chosen, in order, by an explicit spec given to the instance, by
+``mpbluetooth.set_transport()``, by the ``MPBLUETOOTH_TRANSPORT`` environment variable,
+and otherwise is an in-process virtual controller on the process's simulated link (so
+``BLE().active(True)`` works with no hardware). Any Bumble transport spec is accepted.
+Every failure to open becomes a :class:`TransportError` naming the spec, the cause and,
+where we can tell, the fix; opening never takes longer than ``OPEN_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import TransportError
+
+logger = logging.getLogger(__name__)
+
+ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
+
+#: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
+OPEN_TIMEOUT = 5.0
+
+_process_spec: str | None = None
+
+
+def set_transport(spec: str | None) -> None:
+    """Desktop only: choose the HCI transport for instances activated from now on.
+
+    ``spec`` is any Bumble transport spec (``usb:0``, ``serial:/dev/ttyACM0,1000000``,
+    ``hci-socket:0``, ``tcp-client:127.0.0.1:10723``, ``unix:PATH``...). ``None`` goes back
+    to ``MPBLUETOOTH_TRANSPORT`` or, without it, the in-process simulated controller.
+    Takes effect at the next ``active(True)``.
+    """
+    global _process_spec
+    if spec is not None and (not isinstance(spec, str) or not spec.strip()):
+        raise ValueError("transport spec must be a non-empty str or None")
+    _process_spec = spec
+
+
+def configured_spec() -> str | None:
+    """The transport spec in force for instances without their own, or None for the sim."""
+    if _process_spec is not None:
+        return _process_spec
+    spec = os.environ.get(ENV_TRANSPORT, "").strip()
+    return spec or None
+
+
+@dataclass
+class OpenedTransport:
+    """The HCI packet source and sink of an opened controller, and how to close it."""
+
+    source: Any
+    sink: Any
+    close: Callable[[], Awaitable[None]]
+    spec: str
+    #: Resolves when the transport is lost (None for the in-process controller).
+    terminated: asyncio.Future[Any] | None = None
+
+
+async def open_spec(spec: str) -> OpenedTransport:
+    """Open a Bumble transport by spec (on the loop), bounded and with a clear error."""
+    from bumble.transport import open_transport
+
+    try:
+        transport = await asyncio.wait_for(open_transport(spec), OPEN_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise TransportError(
+            errno.ETIMEDOUT,
+            f"cannot open transport {spec!r}: no answer within {OPEN_TIMEOUT:g} s",
+        ) from None
+    except BaseException as exc:
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise transport_error(spec, exc) from None
+    source = transport.source
+    terminated = getattr(source, "terminated", None)
+    return OpenedTransport(source, transport.sink, transport.close, spec, terminated)
+
+
+def transport_error(spec: str, exc: BaseException) -> TransportError:
+    """Turn whatever a transport raised into one line: spec, cause, and a hint."""
+    cause = str(exc) or type(exc).__name__
+    if type(exc) is not Exception and type(exc).__name__ not in cause:
+        cause = f"{type(exc).__name__}: {cause}"
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENODEV
+    scheme = spec.split(":", 1)[0].lower()
+    hint = _hint(scheme, exc, code)
+    message = f"cannot open transport {spec!r}: {cause}"
+    if hint:
+        message += f" (hint: {hint})"
+    return TransportError(code, message.replace("\n", " "))
+
+
+def _hint(scheme: str, exc: BaseException, code: int) -> str:
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if "unknown transport scheme" in text:
+        return "use one of usb:, serial:, hci-socket:, tcp-client:, unix:, pty:, vhci, ..."
+    if scheme in ("usb", "pyusb"):
+        if "access" in name.lower() or "access" in text or code in (errno.EACCES, errno.EPERM):
+            return (
+                "no permission to open the USB device: add a udev rule for the dongle "
+                "(or join the plugdev group), or run as root"
+            )
+        if "busy" in text or code == errno.EBUSY:
+            return "the dongle is claimed by the OS Bluetooth driver: unbind btusb or stop bluetoothd"
+        if "not found" in text or "no such device" in text:
+            return "no matching USB Bluetooth dongle is attached; `usb:0` is the first one"
+        return "check the dongle is attached and libusb is installed"
+    if scheme == "hci-socket":
+        if code in (errno.EPERM, errno.EACCES):
+            return (
+                "raw HCI sockets need CAP_NET_RAW and CAP_NET_ADMIN: run as root or "
+                "`sudo setcap cap_net_raw,cap_net_admin+eip $(readlink -f $(which python3))`"
+            )
+        if code == errno.EBUSY:
+            return "bluetoothd holds the adapter: power it down first (`sudo hciconfig hci0 down`)"
+        if "not supported" in text:
+            return "HCI sockets need Linux with a Bluetooth adapter"
+    if scheme == "serial":
+        return "the spec is serial:DEVICE[,BAUDRATE] (H4 boards usually run at 1000000 baud)"
+    if scheme in ("tcp-client", "unix") and code in (errno.ECONNREFUSED, errno.ENOENT):
+        return "nothing is listening there: start `mpbluetooth sim-hub` or the HCI bridge first"
+    return ""

@@ -1,0 +1,301 @@
+"""``bluetooth.BLE``: MicroPython's synchronous API, checked here and run on Bumble.
+
+This module only validates arguments the way MicroPython does and delegates: each call is
+marshalled onto the runtime's loop thread, where the concern modules talk to Bumble.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import _transport
+from ._convert import buffer_bytes, to_int, uint16
+from ._errors import mp_oserror
+from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
+from ._runtime import runtime
+from ._stack import Stack
+from .constants import EINVAL, ENODEV
+
+logger = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+_GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
+_MAX_GAP_NAME = 31
+_MTU_RANGE = range(23, 528)
+
+
+def _not_yet(feature: str, issue: str) -> NotImplementedError:
+    return NotImplementedError(f"{feature} is not implemented yet in mpbluetooth ({issue})")
+
+
+_GAP = "GAP roles, issue #3"
+_GATT = "GATT server and client, issue #4"
+_L2CAP = "L2CAP channels, issue #5"
+_SECURITY = "pairing and bonding, issue #5"
+
+
+class BLE:
+    """The Bluetooth Low Energy radio (MicroPython's ``bluetooth.BLE``).
+
+    ``BLE()`` returns the process singleton. Further independent instances (desktop only)
+    come from :mod:`mpbluetooth.sim`.
+    """
+
+    _singleton: BLE | None = None
+    _singleton_lock = threading.Lock()
+    _stack: Stack
+    _ring: EventRing
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
+        # MicroPython accepts and ignores any arguments.
+        if cls._singleton is None:
+            with cls._singleton_lock:
+                if cls._singleton is None:
+                    cls._singleton = cls._new_instance(name="ble")
+        return cls._singleton
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to do: the singleton was set up by ``__new__``."""
+
+    @classmethod
+    def _new_instance(
+        cls, name: str, link: Any = None, transport: str | None = None
+    ) -> BLE:
+        self = object.__new__(cls)
+        rt = runtime()
+        self._ring = EventRing(name, lambda: rt.loop)
+        self._stack = Stack(name, self._ring, link, transport)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<BLE {self._stack.name} {'active' if self._stack.active else 'inactive'}>"
+
+    def _call(self, coro: Any, what: str) -> Any:
+        return runtime().call(coro, f"{self._stack.name}: {what}")
+
+    def _close(self) -> None:
+        """Deactivate and stop the dispatcher (for instances that are being discarded)."""
+        try:
+            self.active(False)
+        finally:
+            self._ring.close()
+
+    # --- general -----------------------------------------------------------------------
+    def active(self, active: Any = _UNSET, /) -> bool:
+        """Start (``True``; restarts a running stack, as NimBLE) or stop the radio.
+
+        Returns the current state. Starting opens the transport (see
+        ``mpbluetooth.set_transport``); failures raise ``OSError`` within a bounded time.
+        """
+        if active is not _UNSET:
+            if active:
+                self._call(self._stack.power_on(), "power on")
+            elif self._stack.active or self._stack.device is not None:
+                self._call(self._stack.power_off(), "power off")
+        return self._stack.active
+
+    def irq(self, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:
+        """Install the event handler, called as ``handler(event, data)`` on the IRQ thread."""
+        if handler is not None and not callable(handler):
+            raise ValueError("invalid handler")
+        self._ring.handler = handler
+
+    def config(self, *args: Any, **kwargs: Any) -> Any:
+        """Query one value (``config('mac')``) or set any number (``config(mtu=247)``)."""
+        if not kwargs:
+            if len(args) != 1:
+                raise TypeError("must query one param")
+            return self._config_get(args[0])
+        if args:
+            raise TypeError("can't specify pos and kw args")
+        for key, value in kwargs.items():
+            self._config_set(key, value)
+        return None
+
+    def _config_get(self, name: Any) -> Any:
+        if not isinstance(name, str):
+            raise TypeError(f"can't convert '{type(name).__name__}' object to str implicitly")
+        stack = self._stack
+        if name == "mac":
+            return stack.address()
+        if name == "gap_name":
+            return stack.gap_name
+        if name == "mtu":
+            stack.require()
+            return stack.mtu
+        if name == "rxbuf":
+            return self._ring.capacity
+        raise ValueError("unknown config param")
+
+    def _config_set(self, key: str, value: Any) -> None:
+        stack = self._stack
+        if key == "gap_name":
+            name = buffer_bytes(value)
+            if len(name) > _MAX_GAP_NAME:
+                raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
+            if stack.active:
+                self._call(_run(stack.set_gap_name, name), "set gap_name")
+            else:
+                stack.gap_name = name
+        elif key == "rxbuf":
+            size = to_int(value)
+            if not MIN_RXBUF <= size <= MAX_RXBUF:
+                raise ValueError()
+            self._ring.set_capacity(size)
+        elif key == "mtu":
+            mtu = uint16(value)
+            stack.require()
+            if mtu not in _MTU_RANGE:
+                raise mp_oserror(EINVAL, "mtu must be 23..527")
+            self._call(_run(_set_mtu, stack, mtu), "set mtu")
+        elif key == "addr_mode":
+            mode = to_int(value)
+            stack.require()
+            self._call(stack.set_address_mode(mode), "set addr_mode")
+        elif key == "bond":
+            stack.bond = bool(value)
+        elif key == "mitm":
+            stack.mitm = bool(value)
+        elif key == "le_secure":
+            stack.le_secure = bool(value)
+        elif key == "io":
+            stack.io = to_int(value)
+        else:
+            raise ValueError("unknown config param")
+
+    # --- GAP ---------------------------------------------------------------------------
+    def gap_advertise(
+        self,
+        interval_us: Any = 500000,
+        adv_data: Any = None,
+        *,
+        resp_data: Any = None,
+        connectable: Any = True,
+    ) -> None:
+        raise _not_yet("gap_advertise", _GAP)
+
+    def gap_scan(
+        self,
+        duration_ms: Any = 0,
+        interval_us: Any = 1280000,
+        window_us: Any = 11250,
+        active: Any = False,
+        /,
+    ) -> None:
+        raise _not_yet("gap_scan", _GAP)
+
+    def gap_connect(
+        self,
+        addr_type: Any,
+        addr: Any = _UNSET,
+        scan_duration_ms: Any = 2000,
+        min_conn_interval_us: Any = None,
+        max_conn_interval_us: Any = None,
+        /,
+    ) -> None:
+        raise _not_yet("gap_connect", _GAP)
+
+    def gap_disconnect(self, conn_handle: Any, /) -> bool:
+        raise _not_yet("gap_disconnect", _GAP)
+
+    def gap_pair(self, conn_handle: Any, /) -> None:
+        raise _not_yet("gap_pair", _SECURITY)
+
+    def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
+        raise _not_yet("gap_passkey", _SECURITY)
+
+    # --- GATT server -------------------------------------------------------------------
+    def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
+        raise _not_yet("gatts_register_services", _GATT)
+
+    def gatts_read(self, value_handle: Any, /) -> bytes:
+        raise _not_yet("gatts_read", _GATT)
+
+    def gatts_write(self, value_handle: Any, data: Any, send_update: Any = False, /) -> int:
+        raise _not_yet("gatts_write", _GATT)
+
+    def gatts_notify(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
+        raise _not_yet("gatts_notify", _GATT)
+
+    def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
+        raise _not_yet("gatts_indicate", _GATT)
+
+    def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
+        raise _not_yet("gatts_set_buffer", _GATT)
+
+    # --- GATT client -------------------------------------------------------------------
+    def gattc_discover_services(self, conn_handle: Any, uuid: Any = None, /) -> None:
+        raise _not_yet("gattc_discover_services", _GATT)
+
+    def gattc_discover_characteristics(
+        self, conn_handle: Any, start_handle: Any, end_handle: Any, uuid: Any = None, /
+    ) -> None:
+        raise _not_yet("gattc_discover_characteristics", _GATT)
+
+    def gattc_discover_descriptors(
+        self, conn_handle: Any, start_handle: Any, end_handle: Any, /
+    ) -> None:
+        raise _not_yet("gattc_discover_descriptors", _GATT)
+
+    def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
+        raise _not_yet("gattc_read", _GATT)
+
+    def gattc_write(
+        self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /
+    ) -> None:
+        raise _not_yet("gattc_write", _GATT)
+
+    def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
+        raise _not_yet("gattc_exchange_mtu", _GATT)
+
+    # --- L2CAP -------------------------------------------------------------------------
+    def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:
+        raise _not_yet("l2cap_listen", _L2CAP)
+
+    def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
+        raise _not_yet("l2cap_connect", _L2CAP)
+
+    def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
+        raise _not_yet("l2cap_disconnect", _L2CAP)
+
+    def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
+        raise _not_yet("l2cap_send", _L2CAP)
+
+    def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
+        raise _not_yet("l2cap_recvinto", _L2CAP)
+
+    # --- HCI ---------------------------------------------------------------------------
+    def hci_cmd(self, ogf: Any, ocf: Any, request: Any, response: Any, /) -> int:
+        """Raw HCI command (MicroPython's optional, undocumented ``hci_cmd``)."""
+        raise _not_yet("hci_cmd", "raw HCI commands are not planned yet")
+
+
+async def _run(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a plain function on the loop thread (Bumble state may only change there)."""
+    return fn(*args)
+
+
+def _set_mtu(stack: Stack, mtu: int) -> None:
+    stack.mtu = mtu
+    device = stack.require()
+    device.gatt_server.max_mtu = mtu
+
+
+def irq_stats(ble: BLE | None = None) -> IrqStats:
+    """Desktop only: counters of an instance's IRQ ring (delivered, dropped, queued).
+
+    ``dropped`` counts events lost to a full ring (``config('rxbuf')`` too small for the
+    handler's pace), including scan results evicted to make room for other events.
+    """
+    return (ble or BLE())._ring.stats()
+
+
+def set_transport(spec: str | None) -> None:
+    """Desktop only: see :func:`mpbluetooth._transport.set_transport`."""
+    _transport.set_transport(spec)
+
+
+__all__ = ["BLE", "irq_stats", "set_transport", "ENODEV"]
