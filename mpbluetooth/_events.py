@@ -36,7 +36,7 @@ ANSWER_DEADLINE = 5.0
 # Field layout of every event, in MicroPython's ring encoding:
 # H u16, B u8, b i8, I u32, a address (6), u UUID (1 + size), d data (2 + length).
 _LAYOUTS: dict[int, str] = {
-    1: "HBa", 2: "HBa", 3: "HH", 4: "HH", 5: "Babd", 6: "", 7: "HBa", 8: "HBa",
+    1: "HBa", 2: "HBa", 3: "HH", 4: "HH", 5: "BaBbd", 6: "", 7: "HBa", 8: "HBa",
     9: "HHHu", 10: "HH", 11: "HHHBu", 12: "HH", 13: "HHu", 14: "HH", 15: "HHd",
     16: "HHH", 17: "HHH", 18: "HHd", 19: "HHd", 20: "HHB", 21: "HH", 22: "HHHHH",
     23: "HHHHH", 24: "HHHH", 25: "HH", 26: "HHB", 27: "HHHHB", 28: "HBBBB", 29: "BHd",

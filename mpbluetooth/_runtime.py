@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -144,6 +145,24 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=0.2)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Bumble listener so an exception in it is logged, never lost or propagated.
+
+    pyee would otherwise swallow it, or it would abort the remaining listeners of the same
+    HCI packet inside Bumble.
+    """
+
+    @functools.wraps(fn)
+    def listener(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:
+            logging.getLogger(fn.__module__).exception("error in stack callback %s", fn.__qualname__)
+            return None
+
+    return listener
 
 
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -135,7 +135,9 @@ class Stack:
             self.sim_public_address = new_public_address()
         bumble_link = link.bumble_link()
         controller = SimController(
-            self.name, link=bumble_link, public_address=Address(self.sim_public_address[::-1])
+            self.name,
+            link=bumble_link,
+            public_address=Address(self.sim_public_address[::-1], Address.PUBLIC_DEVICE_ADDRESS),
         )
 
         async def close() -> None:

@@ -16,8 +16,9 @@ from ._convert import buffer_bytes, to_int, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._runtime import runtime
+from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
 from ._stack import Stack
-from .constants import EINVAL, ENODEV
+from .constants import EINVAL, ENODEV, IRQ_SCAN_DONE
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +26,13 @@ _UNSET: Any = object()
 _GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
 _MAX_GAP_NAME = 31
 _MTU_RANGE = range(23, 528)
+_MAX_LEGACY_ADV = 31
 
 
 def _not_yet(feature: str, issue: str) -> NotImplementedError:
     return NotImplementedError(f"{feature} is not implemented yet in mpbluetooth ({issue})")
 
 
-_GAP = "GAP roles, issue #3"
 _GATT = "GATT server and client, issue #4"
 _L2CAP = "L2CAP channels, issue #5"
 _SECURITY = "pairing and bonding, issue #5"
@@ -48,6 +49,7 @@ class BLE:
     _singleton_lock = threading.Lock()
     _stack: Stack
     _ring: EventRing
+    _gap: Gap
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
         # MicroPython accepts and ignores any arguments.
@@ -68,6 +70,7 @@ class BLE:
         rt = runtime()
         self._ring = EventRing(name, lambda: rt.loop)
         self._stack = Stack(name, self._ring, link, transport)
+        self._gap = Gap(self._stack)
         return self
 
     def __repr__(self) -> str:
@@ -175,7 +178,24 @@ class BLE:
         resp_data: Any = None,
         connectable: Any = True,
     ) -> None:
-        raise _not_yet("gap_advertise", _GAP)
+        """Advertise every ``interval_us`` (rounded down to 625 µs); ``None`` stops.
+
+        ``None`` payloads keep the previous call's, ``b''`` clears. Legacy payloads are at
+        most 31 bytes (``OSError(EINVAL)``). Non-connectable advertising is ADV_SCAN_IND.
+        """
+        if interval_us is None:
+            if self._stack.active:
+                self._call(self._gap.stop_advertising(), "stop advertising")
+            return None
+        interval = to_int(interval_us)
+        adv = None if adv_data is None else buffer_bytes(adv_data)
+        resp = None if resp_data is None else buffer_bytes(resp_data)
+        for payload in (adv, resp):
+            if payload is not None and len(payload) > _MAX_LEGACY_ADV:
+                raise mp_oserror(EINVAL, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes")
+        self._stack.require()
+        self._call(self._gap.advertise(interval, adv, resp, bool(connectable)), "advertise")
+        return None
 
     def gap_scan(
         self,
@@ -185,7 +205,19 @@ class BLE:
         active: Any = False,
         /,
     ) -> None:
-        raise _not_yet("gap_scan", _GAP)
+        """Scan for ``duration_ms`` (0: until stopped); ``None`` stops, delivering
+        ``_IRQ_SCAN_DONE`` before it returns (nested when called from a handler)."""
+        if duration_ms is None:
+            self._stack.require()
+            if self._call(self._gap.stop_scan(), "stop scan"):
+                self._ring.deliver_now(IRQ_SCAN_DONE)
+            return None
+        duration = to_int(duration_ms)
+        interval = to_int(interval_us)
+        window = to_int(window_us)
+        self._stack.require()
+        self._call(self._gap.scan(duration, interval, window, bool(active)), "scan")
+        return None
 
     def gap_connect(
         self,
@@ -196,10 +228,38 @@ class BLE:
         max_conn_interval_us: Any = None,
         /,
     ) -> None:
-        raise _not_yet("gap_connect", _GAP)
+        """Connect to a peripheral as central; ``gap_connect(None)`` cancels a pending attempt.
+
+        The outcome is ``_IRQ_PERIPHERAL_CONNECT``, or ``_IRQ_PERIPHERAL_DISCONNECT`` with
+        handle 65535 when the attempt times out after ``scan_duration_ms`` or is cancelled.
+        """
+        if addr is _UNSET:
+            if addr_type is not None:
+                raise TypeError("invalid addr")
+            self._call(self._gap.cancel_connect(), "cancel connect")
+            return None
+        kind = to_int(addr_type) & 0xFF
+        address = buffer_bytes(addr)
+        if len(address) != 6:
+            raise ValueError("invalid addr")
+        scan_ms = 2000 if scan_duration_ms is None else to_int(scan_duration_ms)
+        min_us = _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else to_int(
+            min_conn_interval_us
+        )
+        max_us = _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else to_int(
+            max_conn_interval_us
+        )
+        self._stack.require()
+        if self._gap.scanning and self._call(self._gap.stop_scan(), "stop scan"):
+            self._ring.deliver_now(IRQ_SCAN_DONE)
+        self._call(self._gap.connect(kind, address, scan_ms, min_us, max_us), "connect")
+        return None
 
     def gap_disconnect(self, conn_handle: Any, /) -> bool:
-        raise _not_yet("gap_disconnect", _GAP)
+        """Start disconnecting; ``False`` when the handle is not connected."""
+        handle = uint16(conn_handle)
+        self._stack.require()
+        return bool(self._call(self._gap.disconnect(handle), "disconnect"))
 
     def gap_pair(self, conn_handle: Any, /) -> None:
         raise _not_yet("gap_pair", _SECURITY)

@@ -1,0 +1,268 @@
+"""GAP: advertising, scanning, connecting, and the connection IRQs (1, 2, 5-8).
+
+Runs on the loop thread. Bumble's listeners here must never raise into Bumble (an
+exception in a pyee listener aborts the remaining listeners for that HCI packet), so each
+one posts to the event ring and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._convert import adv_type, address_to_mp, conn_interval_us_to_ms, interval_us_to_ms
+from ._errors import mp_oserror
+from ._runtime import guarded
+from .constants import (
+    CONN_HANDLE_NONE,
+    EALREADY,
+    EBUSY,
+    EINVAL,
+    EIO,
+    IRQ_CENTRAL_CONNECT,
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_DONE,
+    IRQ_SCAN_RESULT,
+)
+
+if TYPE_CHECKING:
+    from bumble.device import Connection, Device
+
+    from ._stack import Stack
+
+logger = logging.getLogger(__name__)
+
+_NO_ADDR = bytes(6)
+#: NimBLE's defaults for gap_connect: 30..50 ms interval, 2.56 s supervision timeout.
+_DEFAULT_MIN_CONN_US = 30000
+_DEFAULT_MAX_CONN_US = 50000
+#: NimBLE's advertising interval when 0 is asked for (BLE_GAP_ADV_FAST_INTERVAL1_MIN).
+_DEFAULT_ADV_UNITS = 48
+_ADV_UNITS = range(0x20, 0x4001)
+_SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
+
+
+class Gap:
+    """The GAP roles of one instance."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ring = stack.ring
+        self.advertising = False
+        self.adv_data = b""
+        self.resp_data = b""
+        self.scanning = False
+        self._scan_timer: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Task[Any] | None = None
+        stack.on_power_on.append(self._attach)
+        stack.on_power_off.append(self._detach)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def _attach(self, device: Device) -> None:
+        self.advertising = self.scanning = False
+        self.adv_data = self.resp_data = b""
+        device.host.on("advertising_report", guarded(self._on_report))
+        device.on("connection", guarded(self._on_connection))
+        device.on("advertising_set_termination", guarded(self._on_advertising_ended))
+
+    def _detach(self) -> None:
+        self.advertising = self.scanning = False
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+            self._scan_timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+
+    # --- broadcaster -----------------------------------------------------------------
+    async def advertise(
+        self, interval_us: int, adv: bytes | None, resp: bytes | None, connectable: bool
+    ) -> None:
+        from bumble.device import AdvertisingType
+
+        device = self.stack.require()
+        units = interval_us // 625
+        if units == 0:
+            units = _DEFAULT_ADV_UNITS
+        if units not in _ADV_UNITS:
+            raise mp_oserror(EINVAL, "advertising interval must be 20 ms .. 10.24 s")
+        if adv is not None:
+            self.adv_data = adv
+        if resp is not None:
+            self.resp_data = resp
+        if self.advertising:
+            await device.stop_advertising()
+            self.advertising = False
+        interval_ms = units * 0.625
+        await device.start_advertising(
+            advertising_type=(
+                AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE
+                if connectable
+                else AdvertisingType.UNDIRECTED_SCANNABLE
+            ),
+            own_address_type=self.stack.own_address_type,
+            auto_restart=False,
+            advertising_data=self.adv_data,
+            scan_response_data=self.resp_data,
+            advertising_interval_min=interval_ms,
+            advertising_interval_max=interval_ms,
+        )
+        self.advertising = True
+
+    async def stop_advertising(self) -> None:
+        device = self.stack.device
+        if device is not None and self.stack.active and self.advertising:
+            self.advertising = False
+            await device.stop_advertising()
+
+    def _on_advertising_ended(self, *args: Any) -> None:
+        # Legacy advertising stops when a central connects and is never restarted.
+        self.advertising = False
+
+    # --- observer --------------------------------------------------------------------
+    async def scan(self, duration_ms: int, interval_us: int, window_us: int, active: bool) -> None:
+        device = self.stack.require()
+        if self.scanning:
+            raise mp_oserror(EALREADY)
+        if self.connecting is not None:
+            raise mp_oserror(EBUSY)
+        interval = min(max(interval_us // 625, _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
+        window = min(max(window_us // 625, _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
+        if window > interval:
+            raise mp_oserror(EINVAL, "scan window longer than the interval")
+        await device.start_scanning(
+            active=active,
+            scan_interval=interval * 0.625,
+            scan_window=window * 0.625,
+            own_address_type=self.stack.own_address_type,
+            filter_duplicates=False,
+        )
+        self.scanning = True
+        if duration_ms > 0:
+            loop = asyncio.get_running_loop()
+            self._scan_timer = loop.call_later(duration_ms / 1000, self._scan_expired)
+
+    def _scan_expired(self) -> None:
+        self._scan_timer = None
+        if self.scanning:
+            asyncio.get_running_loop().create_task(self._finish_scan(post_done=True))
+
+    async def stop_scan(self) -> bool:
+        """Stop a running scan; True if one was running (the caller delivers SCAN_DONE)."""
+        self.stack.require()
+        if not self.scanning:
+            return False
+        await self._finish_scan(post_done=False)
+        return True
+
+    async def _finish_scan(self, post_done: bool) -> None:
+        if self._scan_timer is not None:
+            self._scan_timer.cancel()
+            self._scan_timer = None
+        self.scanning = False
+        device = self.stack.device
+        if device is not None and self.stack.active:
+            await device.stop_scanning()
+        if post_done:
+            self.ring.post(IRQ_SCAN_DONE)
+
+    def _on_report(self, report: Any) -> None:
+        if not self.scanning:
+            return
+        from bumble.hci import HCI_LE_Extended_Advertising_Report_Event
+
+        extended = isinstance(report, HCI_LE_Extended_Advertising_Report_Event.Report)
+        address = report.address
+        self.ring.post(
+            IRQ_SCAN_RESULT,
+            int(address.address_type) & 1,
+            bytes(address)[::-1],
+            adv_type(report.event_type, extended),
+            report.rssi,
+            report.data,
+        )
+
+    # --- central ---------------------------------------------------------------------
+    async def connect(
+        self, addr_type: int, addr: bytes, scan_ms: int, min_us: int, max_us: int
+    ) -> None:
+        from bumble.device import ConnectionParametersPreferences
+        from bumble.hci import Address, Phy
+
+        device = self.stack.require()
+        if self.connecting is not None:
+            raise mp_oserror(EALREADY)
+        peer = Address(addr[::-1], Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else
+                       Address.PUBLIC_DEVICE_ADDRESS)
+        for connection in device.connections.values():
+            if connection.peer_address == peer:
+                raise mp_oserror(EIO, "already connected to that peer")
+        if self.scanning:
+            await self._finish_scan(post_done=False)
+        preferences = ConnectionParametersPreferences(
+            connection_interval_min=conn_interval_us_to_ms(min_us),
+            connection_interval_max=conn_interval_us_to_ms(max_us),
+        )
+        self.connecting = asyncio.get_running_loop().create_task(
+            self._connect(device, peer, {Phy.LE_1M: preferences}, scan_ms / 1000)
+        )
+
+    async def _connect(self, device: Device, peer: Any, preferences: Any, timeout: float) -> None:
+        try:
+            await device.connect(
+                peer,
+                connection_parameters_preferences=preferences,
+                own_address_type=self.stack.own_address_type,
+                timeout=timeout if timeout > 0 else None,
+            )
+        except asyncio.CancelledError:
+            if self.stack.active:
+                self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+        except Exception as exc:  # noqa: BLE001 - timeout, cancel or refusal: all the same IRQ
+            logger.debug("%s: connect to %s ended: %r", self.stack.name, peer, exc)
+            if self.stack.active:
+                self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+        finally:
+            self.connecting = None
+
+    async def cancel_connect(self) -> None:
+        device = self.stack.require()
+        if self.connecting is None:
+            raise mp_oserror(EALREADY)
+        await device.cancel_connection()
+
+    async def disconnect(self, conn_handle: int) -> bool:
+        device = self.stack.require()
+        connection = device.lookup_connection(conn_handle)
+        if connection is None:
+            return False
+        await connection.disconnect()
+        return True
+
+    # --- connection events --------------------------------------------------------------
+    def _on_connection(self, connection: Connection) -> None:
+        from bumble.hci import Role
+
+        central = connection.role == Role.CENTRAL
+        addr_type, addr = address_to_mp(connection.peer_address)
+        self.ring.post(
+            IRQ_PERIPHERAL_CONNECT if central else IRQ_CENTRAL_CONNECT,
+            connection.handle,
+            addr_type,
+            addr,
+        )
+        event = IRQ_PERIPHERAL_DISCONNECT if central else IRQ_CENTRAL_DISCONNECT
+        connection.on("disconnection", guarded(functools.partial(self._on_disconnection, connection, event)))
+
+    def _on_disconnection(self, connection: Connection, event: int, reason: int) -> None:
+        if not self.stack.active:
+            return  # active(False) tears links down silently, as NimBLE does
+        addr_type, addr = address_to_mp(connection.peer_address)
+        self.ring.post(event, connection.handle, addr_type, addr)
+
+
+__all__ = ["Gap", "interval_us_to_ms"]
