@@ -91,6 +91,8 @@ class Runtime:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine itself raised TimeoutError (same class in 3.11)
+                raise
             future.cancel()
             raise CallTimeoutError(
                 ETIMEDOUT, f"ETIMEDOUT (no answer from the stack within {timeout:g} s: {what})"

@@ -1,0 +1,89 @@
+"""Fixtures: simulated instances on one link, and a handler that records events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mpbluetooth import sim
+from mpbluetooth.ble import BLE
+
+WAIT = 5.0
+
+
+class Recorder:
+    """An IRQ handler that keeps a copy of every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, tuple[Any, ...]]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: int, data: tuple[Any, ...]) -> None:
+        copy = tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
+        with self._cond:
+            self.events.append((event, copy))
+            self._cond.notify_all()
+
+    def of(self, event: int) -> list[tuple[Any, ...]]:
+        with self._cond:
+            return [data for code, data in self.events if code == event]
+
+    def wait(
+        self,
+        event: int,
+        where: Callable[[tuple[Any, ...]], bool] = lambda data: True,
+        timeout: float = WAIT,
+        count: int = 1,
+    ) -> tuple[Any, ...]:
+        """Wait until ``count`` events of this code matching ``where`` arrived; return the last."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [d for code, d in self.events if code == event and where(d)]
+                if len(found) >= count:
+                    return found[count - 1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no event {event} within {timeout} s; got {self.events}")
+                self._cond.wait(remaining)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
+    """Poll a condition that no event announces (counters), with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def link() -> Iterator[sim.Link]:
+    with sim.Link() as the_link:
+        yield the_link
+
+
+@pytest.fixture
+def pair(link: sim.Link) -> Iterator[tuple[BLE, Recorder, BLE, Recorder]]:
+    """Two active instances on one link, each with a recording handler."""
+    a, b = link.instance("a"), link.instance("b")
+    ra, rb = Recorder(), Recorder()
+    a.irq(ra)
+    b.irq(rb)
+    a.active(True)
+    b.active(True)
+    yield a, ra, b, rb
+
+
+def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[int, int]:
+    """Connect ``central`` to ``peripheral``; return (central's handle, peripheral's handle)."""
+    peripheral.gap_advertise(20000, b"\x02\x01\x06")
+    addr_type, addr = peripheral.config("mac")
+    central.gap_connect(addr_type, addr)
+    c_handle = rc.wait(7)[0]
+    p_handle = rp.wait(1)[0]
+    return c_handle, p_handle

@@ -1,0 +1,252 @@
+"""Starting and stopping: the singleton, restarts, transports, timeouts, process exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import mpbluetooth
+from mpbluetooth import TransportError, sim
+from mpbluetooth._runtime import runtime
+from mpbluetooth.ble import BLE
+
+from .conftest import Recorder, connect
+
+ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
+
+
+def run_python(code: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=timeout, env={**ENV, **env},
+    )
+
+
+def test_ble_is_a_singleton_that_ignores_arguments() -> None:
+    assert BLE() is BLE()
+    assert BLE(1, foo=2) is BLE()
+    assert mpbluetooth.BLE() is BLE()
+
+
+def test_active_returns_state(link: sim.Link) -> None:
+    ble = link.instance("state")
+    assert ble.active() is False
+    assert ble.active(1) is True
+    assert ble.active() is True
+    assert ble.active(True) is True  # a restart, as NimBLE does
+    assert ble.active(0) is False
+    assert ble.active(False) is False  # stopping twice is a no-op
+    with pytest.raises(TypeError):
+        ble.active(True, False)  # type: ignore[call-arg]
+
+
+def test_inactive_radio_raises_enodev(link: sim.Link) -> None:
+    ble = link.instance("off")
+    for call in (
+        lambda: ble.gap_advertise(100000),
+        lambda: ble.gap_scan(100),
+        lambda: ble.gap_scan(None),
+        lambda: ble.gap_connect(0, bytes(6)),
+        lambda: ble.gap_disconnect(0),
+    ):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == 19
+    ble.gap_advertise(None)  # stopping advertising works even inactive
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_fifty_active_cycles_leak_no_threads_or_fds(link: sim.Link) -> None:
+    ble = link.instance("cycles")
+    ble.active(True)
+    ble.active(False)
+    threads, fds = threading.active_count(), _fds()
+    for _ in range(50):
+        assert ble.active(True)
+        ble.gap_advertise(20000, b"\x02\x01\x06")
+        assert not ble.active(False)
+    assert threading.active_count() == threads
+    assert _fds() == fds
+
+
+def test_active_false_gives_peers_their_disconnect_but_us_none(link: sim.Link) -> None:
+    a, b = link.instance("a"), link.instance("b")
+    ra, rb = Recorder(), Recorder()
+    a.irq(ra)
+    b.irq(rb)
+    a.active(True)
+    b.active(True)
+    connect(b, rb, a, ra)
+    a.active(False)
+    rb.wait(8)  # the peer sees the link go
+    assert ra.of(2) == []  # NimBLE: no DISCONNECT events on the side that stopped
+
+
+def test_unknown_transport_fails_fast_naming_the_spec() -> None:
+    ble = BLE._new_instance("bad", transport="nonsense:1")
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        ble.active(True)
+    assert time.monotonic() - started < 2
+    assert isinstance(info.value, OSError)
+    assert "'nonsense:1'" in str(info.value) and "unknown transport scheme" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert ble.active() is False
+    ble._close()
+
+
+def test_refused_tcp_transport() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ble = BLE._new_instance("refused", transport=f"tcp-client:127.0.0.1:{port}")
+    with pytest.raises(TransportError) as info:
+        ble.active(True)
+    assert f"tcp-client:127.0.0.1:{port}" in str(info.value)
+    assert "hint:" in str(info.value)
+    ble._close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts and never answers, like a dead HCI bridge."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_silent_controller_times_out_instead_of_hanging(
+    silent_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mpbluetooth import _stack
+
+    monkeypatch.setattr(_stack, "POWER_ON_TIMEOUT", 0.5)
+    ble = BLE._new_instance("silent", transport=f"tcp-client:127.0.0.1:{silent_server}")
+    started = time.monotonic()
+    with pytest.raises(OSError) as info:
+        ble.active(True)
+    assert info.value.errno == 110
+    assert "did not answer" in str(info.value)
+    assert time.monotonic() - started < 3
+    assert ble.active() is False
+    ble._close()
+
+
+def test_set_transport_validates_and_resets() -> None:
+    with pytest.raises(ValueError):
+        mpbluetooth.set_transport("")
+    mpbluetooth.set_transport("usb:0")
+    try:
+        from mpbluetooth._transport import configured_spec
+
+        assert configured_spec() == "usb:0"
+    finally:
+        mpbluetooth.set_transport(None)
+
+
+def test_call_timeout_and_loop_thread_guard() -> None:
+    rt = runtime()
+    with pytest.raises(OSError) as info:
+        rt.call(asyncio.sleep(5), "a slow thing", timeout=0.05)
+    assert info.value.errno == 110 and "a slow thing" in str(info.value)
+
+    async def from_the_loop() -> str:
+        coro = asyncio.sleep(0)
+        try:
+            rt.call(coro, "nested")
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "loop thread" in rt.call(from_the_loop(), "guard")
+
+
+def test_errors_on_the_loop_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    rt = runtime()
+
+    async def fail() -> None:
+        raise KeyError("lost?")
+
+    async def start() -> None:
+        rt.spawn(fail(), "failing-task")
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.ERROR, logger="mpbluetooth"):
+        rt.call(start(), "spawn")
+    assert any("failing-task" in r.getMessage() and r.name.startswith("mpbluetooth")
+               for r in caplog.records)
+
+
+def test_script_without_active_false_exits_promptly() -> None:
+    started = time.monotonic()
+    result = run_python(
+        "import mpbluetooth; b = mpbluetooth.BLE(); b.active(True); print(b.config('mac'))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("(0, b'")
+    assert result.stderr == ""
+    assert time.monotonic() - started < 5
+
+
+def test_exit_with_live_connections_is_prompt() -> None:
+    code = """
+import threading
+from mpbluetooth import sim
+link = sim.Link()
+a, b = link.instance('a'), link.instance('b')
+up = threading.Event()
+b.irq(lambda e, d: e == 7 and up.set())
+a.active(True); b.active(True)
+a.gap_advertise(20000, b'\\x02\\x01\\x06')
+b.gap_connect(*a.config('mac'))
+assert up.wait(5)
+import time; print('connected', flush=True); globals()['t0'] = time.monotonic()
+import atexit; atexit.register(lambda: print('exit took %.3f' % (time.monotonic() - t0)))
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert "connected" in result.stdout
+    took = float(result.stdout.rsplit("exit took", 1)[1])
+    assert took < 2.0
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_transport_is_used() -> None:
+    result = run_python(
+        "import mpbluetooth; mpbluetooth.BLE().active(True)",
+        MPBLUETOOTH_TRANSPORT="nonsense:1",
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mpbluetooth.TransportError: ") and "'nonsense:1'" in last
