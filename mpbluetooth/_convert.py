@@ -40,8 +40,10 @@ def mp_to_address(addr_type: int, addr: bytes) -> Any:
     """MicroPython's ``(addr_type, big-endian addr)`` as a Bumble ``Address``."""
     from bumble.hci import Address
 
-    return Address(bytes(addr)[::-1], Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else
-                   Address.PUBLIC_DEVICE_ADDRESS)
+    return Address(
+        bytes(addr)[::-1],
+        Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else Address.PUBLIC_DEVICE_ADDRESS,
+    )
 
 
 def interval_us_to_ms(interval_us: int) -> float:

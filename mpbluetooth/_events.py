@@ -36,11 +36,37 @@ ANSWER_DEADLINE = 5.0
 # Field layout of every event, in MicroPython's ring encoding:
 # H u16, B u8, b i8, I u32, a address (6), u UUID (1 + size), d data (2 + length).
 _LAYOUTS: dict[int, str] = {
-    1: "HBa", 2: "HBa", 3: "HH", 4: "HH", 5: "BaBbd", 6: "", 7: "HBa", 8: "HBa",
-    9: "HHHu", 10: "HH", 11: "HHHBu", 12: "HH", 13: "HHu", 14: "HH", 15: "HHd",
-    16: "HHH", 17: "HHH", 18: "HHd", 19: "HHd", 20: "HHB", 21: "HH", 22: "HHHHH",
-    23: "HHHHH", 24: "HHHH", 25: "HH", 26: "HHB", 27: "HHHHB", 28: "HBBBB", 29: "BHd",
-    30: "Bdd", 31: "HBI",
+    1: "HBa",
+    2: "HBa",
+    3: "HH",
+    4: "HH",
+    5: "BaBbd",
+    6: "",
+    7: "HBa",
+    8: "HBa",
+    9: "HHHu",
+    10: "HH",
+    11: "HHHBu",
+    12: "HH",
+    13: "HHu",
+    14: "HH",
+    15: "HHd",
+    16: "HHH",
+    17: "HHH",
+    18: "HHd",
+    19: "HHd",
+    20: "HHB",
+    21: "HH",
+    22: "HHHHH",
+    23: "HHHHH",
+    24: "HHHH",
+    25: "HH",
+    26: "HHB",
+    27: "HHHHB",
+    28: "HBBBB",
+    29: "BHd",
+    30: "Bdd",
+    31: "HBI",
 }
 _FIXED_SIZE = {"H": 2, "B": 1, "b": 1, "I": 4, "a": 6}
 
@@ -170,7 +196,9 @@ class EventRing:
             if self._burst:
                 logger.warning(
                     "%s: IRQ ring full (rxbuf=%d): %d event(s) dropped",
-                    self._name, self._capacity, self._burst,
+                    self._name,
+                    self._capacity,
+                    self._burst,
                 )
                 self._burst = 0
             self._cond.notify()
@@ -207,6 +235,18 @@ class EventRing:
             self._queue.append(_Pending(event, values, 0, answer=future))
             self._cond.notify()
         return future
+
+    def discard(self, event: int) -> None:
+        """Forget queued events of one kind (not counted as drops).
+
+        Used when a scan is stopped explicitly: on NimBLE SCAN_DONE is the last scan event
+        and no result is seen after it, so results still queued here are withdrawn.
+        """
+        with self._cond:
+            kept = deque(p for p in self._queue if p.event != event or p.answer or p.done)
+            self._used = sum(p.size for p in kept)
+            self._queue.clear()
+            self._queue.extend(kept)
 
     def deliver_now(self, event: int, *values: Any, timeout: float = 5.0) -> None:
         """Deliver an event before returning to the caller (SCAN_DONE inside ``gap_scan(None)``).
@@ -304,6 +344,6 @@ async def wait_answer(future: asyncio.Future[Any], what: str) -> Any:
     """Await a handler's answer with the deadline of SPEC D3; ``None`` (default) on timeout."""
     try:
         return await asyncio.wait_for(future, ANSWER_DEADLINE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         logger.warning("IRQ handler did not answer %s within %g s", what, ANSWER_DEADLINE)
         return None

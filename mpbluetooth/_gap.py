@@ -12,7 +12,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._convert import adv_type, address_to_mp, conn_interval_us_to_ms, interval_us_to_ms
+from ._convert import address_to_mp, adv_type, conn_interval_us_to_ms, interval_us_to_ms
 from ._errors import mp_oserror
 from ._runtime import guarded
 from .constants import (
@@ -104,7 +104,7 @@ class Gap:
                 if connectable
                 else AdvertisingType.UNDIRECTED_SCANNABLE
             ),
-            own_address_type=self.stack.own_address_type,
+            own_address_type=self.stack.hci_own_address_type(),
             auto_restart=False,
             advertising_data=self.adv_data,
             scan_response_data=self.resp_data,
@@ -138,7 +138,7 @@ class Gap:
             active=active,
             scan_interval=interval * 0.625,
             scan_window=window * 0.625,
-            own_address_type=self.stack.own_address_type,
+            own_address_type=self.stack.hci_own_address_type(),
             filter_duplicates=False,
         )
         self.scanning = True
@@ -196,8 +196,10 @@ class Gap:
         device = self.stack.require()
         if self.connecting is not None:
             raise mp_oserror(EALREADY)
-        peer = Address(addr[::-1], Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else
-                       Address.PUBLIC_DEVICE_ADDRESS)
+        peer = Address(
+            addr[::-1],
+            Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else Address.PUBLIC_DEVICE_ADDRESS,
+        )
         for connection in device.connections.values():
             if connection.peer_address == peer:
                 raise mp_oserror(EIO, "already connected to that peer")
@@ -216,7 +218,7 @@ class Gap:
             await device.connect(
                 peer,
                 connection_parameters_preferences=preferences,
-                own_address_type=self.stack.own_address_type,
+                own_address_type=self.stack.hci_own_address_type(),
                 timeout=timeout if timeout > 0 else None,
             )
         except asyncio.CancelledError:
@@ -256,7 +258,9 @@ class Gap:
             addr,
         )
         event = IRQ_PERIPHERAL_DISCONNECT if central else IRQ_CENTRAL_DISCONNECT
-        connection.on("disconnection", guarded(functools.partial(self._on_disconnection, connection, event)))
+        connection.on(
+            "disconnection", guarded(functools.partial(self._on_disconnection, connection, event))
+        )
 
     def _on_disconnection(self, connection: Connection, event: int, reason: int) -> None:
         if not self.stack.active:

@@ -161,7 +161,9 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args)
         except Exception:
-            logging.getLogger(fn.__module__).exception("error in stack callback %s", fn.__qualname__)
+            logging.getLogger(fn.__module__).exception(
+                "error in stack callback %s", fn.__qualname__
+            )
             return None
 
     return listener

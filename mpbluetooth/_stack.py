@@ -32,7 +32,7 @@ from .constants import (
 
 if TYPE_CHECKING:
     from bumble.device import Device
-    from bumble.hci import Address
+    from bumble.hci import Address, OwnAddressType
 
     from .sim import Link
 
@@ -50,9 +50,7 @@ DEFAULT_MTU = 256
 class Stack:
     """The Bumble objects behind one ``BLE`` instance, and the settings it keeps."""
 
-    def __init__(
-        self, name: str, ring: EventRing, link: Link | None, spec: str | None
-    ) -> None:
+    def __init__(self, name: str, ring: EventRing, link: Link | None, spec: str | None) -> None:
         self.name = name
         self.ring = ring
         self.link = link
@@ -89,7 +87,7 @@ class Stack:
             device = self._make_device(transport)
             try:
                 await asyncio.wait_for(device.power_on(), POWER_ON_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise mp_oserror(
                     ETIMEDOUT,
                     f"controller behind {transport.spec!r} did not answer the HCI reset "
@@ -116,8 +114,10 @@ class Stack:
         logger.info("%s: active on %s, address %s", self.name, transport.spec, self.address())
 
     async def _open_transport(self) -> _transport.OpenedTransport:
-        spec = self.spec if self.spec is not None else (
-            None if self.link is not None else _transport.configured_spec()
+        spec = (
+            self.spec
+            if self.spec is not None
+            else (None if self.link is not None else _transport.configured_spec())
         )
         if spec is not None:
             return await _transport.open_spec(spec)
@@ -248,6 +248,12 @@ class Stack:
         if self.own_address_type == 0:
             return 0, bytes(device.public_address)[::-1]
         return 1, bytes(device.random_address)[::-1]
+
+    def hci_own_address_type(self) -> OwnAddressType:
+        """The address type our adverts, scans and connects use (per ``addr_mode``)."""
+        from bumble.hci import OwnAddressType
+
+        return OwnAddressType(self.own_address_type)
 
     def _choose_own_address(self, device: Device) -> None:
         # NimBLE: public if the controller has one, else a random static address.

@@ -70,7 +70,7 @@ async def open_spec(spec: str) -> OpenedTransport:
 
     try:
         transport = await asyncio.wait_for(open_transport(spec), OPEN_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TransportError(
             errno.ETIMEDOUT,
             f"cannot open transport {spec!r}: no answer within {OPEN_TIMEOUT:g} s",
@@ -110,7 +110,9 @@ def _hint(scheme: str, exc: BaseException, code: int) -> str:
                 "(or join the plugdev group), or run as root"
             )
         if "busy" in text or code == errno.EBUSY:
-            return "the dongle is claimed by the OS Bluetooth driver: unbind btusb or stop bluetoothd"
+            return (
+                "the dongle is claimed by the OS Bluetooth driver: unbind btusb or stop bluetoothd"
+            )
         if "not found" in text or "no such device" in text:
             return "no matching USB Bluetooth dongle is attached; `usb:0` is the first one"
         return "check the dongle is attached and libusb is installed"

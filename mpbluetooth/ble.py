@@ -15,10 +15,10 @@ from . import _transport
 from ._convert import buffer_bytes, to_int, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
-from ._runtime import runtime
 from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
+from ._runtime import runtime
 from ._stack import Stack
-from .constants import EINVAL, ENODEV, IRQ_SCAN_DONE
+from .constants import EINVAL, ENODEV, IRQ_SCAN_DONE, IRQ_SCAN_RESULT
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ class BLE:
         """Nothing to do: the singleton was set up by ``__new__``."""
 
     @classmethod
-    def _new_instance(
-        cls, name: str, link: Any = None, transport: str | None = None
-    ) -> BLE:
+    def _new_instance(cls, name: str, link: Any = None, transport: str | None = None) -> BLE:
         self = object.__new__(cls)
         rt = runtime()
         self._ring = EventRing(name, lambda: rt.loop)
@@ -209,8 +207,7 @@ class BLE:
         ``_IRQ_SCAN_DONE`` before it returns (nested when called from a handler)."""
         if duration_ms is None:
             self._stack.require()
-            if self._call(self._gap.stop_scan(), "stop scan"):
-                self._ring.deliver_now(IRQ_SCAN_DONE)
+            self._stop_scan()
             return None
         duration = to_int(duration_ms)
         interval = to_int(interval_us)
@@ -218,6 +215,12 @@ class BLE:
         self._stack.require()
         self._call(self._gap.scan(duration, interval, window, bool(active)), "scan")
         return None
+
+    def _stop_scan(self) -> None:
+        """Stop a running scan and deliver SCAN_DONE before returning (SPEC 1.7)."""
+        if self._call(self._gap.stop_scan(), "stop scan"):
+            self._ring.discard(IRQ_SCAN_RESULT)
+            self._ring.deliver_now(IRQ_SCAN_DONE)
 
     def gap_connect(
         self,
@@ -243,15 +246,15 @@ class BLE:
         if len(address) != 6:
             raise ValueError("invalid addr")
         scan_ms = 2000 if scan_duration_ms is None else to_int(scan_duration_ms)
-        min_us = _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else to_int(
-            min_conn_interval_us
+        min_us = (
+            _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else to_int(min_conn_interval_us)
         )
-        max_us = _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else to_int(
-            max_conn_interval_us
+        max_us = (
+            _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else to_int(max_conn_interval_us)
         )
         self._stack.require()
-        if self._gap.scanning and self._call(self._gap.stop_scan(), "stop scan"):
-            self._ring.deliver_now(IRQ_SCAN_DONE)
+        if self._gap.scanning:
+            self._stop_scan()
         self._call(self._gap.connect(kind, address, scan_ms, min_us, max_us), "connect")
         return None
 
@@ -303,9 +306,7 @@ class BLE:
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
         raise _not_yet("gattc_read", _GATT)
 
-    def gattc_write(
-        self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /
-    ) -> None:
+    def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
         raise _not_yet("gattc_write", _GATT)
 
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:

@@ -27,7 +27,10 @@ ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 def run_python(code: str, timeout: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=timeout, env={**ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**ENV, **env},
     )
 
 
@@ -204,8 +207,10 @@ def test_errors_on_the_loop_are_logged(caplog: pytest.LogCaptureFixture) -> None
 
     with caplog.at_level(logging.ERROR, logger="mpbluetooth"):
         rt.call(start(), "spawn")
-    assert any("failing-task" in r.getMessage() and r.name.startswith("mpbluetooth")
-               for r in caplog.records)
+    assert any(
+        "failing-task" in r.getMessage() and r.name.startswith("mpbluetooth")
+        for r in caplog.records
+    )
 
 
 def test_script_without_active_false_exits_promptly() -> None:

@@ -43,8 +43,16 @@ def new_public_address() -> bytes:
     with _address_lock:
         while True:
             pid = os.getpid() & 0xFFFF
-            addr = bytes([0xF2, pid >> 8, pid & 0xFF, random.getrandbits(8), next(_counter) & 0xFF,
-                          random.getrandbits(8)])
+            addr = bytes(
+                [
+                    0xF2,
+                    pid >> 8,
+                    pid & 0xFF,
+                    random.getrandbits(8),
+                    next(_counter) & 0xFF,
+                    random.getrandbits(8),
+                ]
+            )
             if addr not in _used_addresses:
                 _used_addresses.add(addr)
                 return addr

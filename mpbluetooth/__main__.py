@@ -1,0 +1,7 @@
+"""``python -m mpbluetooth``: the same as the ``mpbluetooth`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
