@@ -81,9 +81,10 @@ def pair(link: sim.Link) -> Iterator[tuple[BLE, Recorder, BLE, Recorder]]:
 
 def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[int, int]:
     """Connect ``central`` to ``peripheral``; return (central's handle, peripheral's handle)."""
+    before_c, before_p = len(rc.of(7)), len(rp.of(1))
     peripheral.gap_advertise(20000, b"\x02\x01\x06")
     addr_type, addr = peripheral.config("mac")
     central.gap_connect(addr_type, addr)
-    c_handle = rc.wait(7)[0]
-    p_handle = rp.wait(1)[0]
+    c_handle = rc.wait(7, count=before_c + 1)[0]
+    p_handle = rp.wait(1, count=before_p + 1)[0]
     return c_handle, p_handle

@@ -72,8 +72,10 @@ def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(link: sim.Li
 
 
 def test_full_ring_evicts_old_scan_results_for_other_events(link: sim.Link) -> None:
-    (advertiser,) = flood(link, 1)
-    central = link.instance("central")
+    (central,) = flood(link, 1)
+    rc = Recorder()
+    central.irq(rc)
+    scanner = link.instance("scanner")
     gate = threading.Event()
     recorder = Recorder()
 
@@ -82,21 +84,18 @@ def test_full_ring_evicts_old_scan_results_for_other_events(link: sim.Link) -> N
             gate.wait(10)
         recorder(event, data)
 
-    central.irq(handler)
-    central.config(rxbuf=80)
-    central.active(True)
-    central.gap_scan(0, 30000, 30000)
-    wait_until(lambda: mpbluetooth.irq_stats(central).queued >= 2, what="queued scan results")
-    # A connect (which stops the scan: SCAN_DONE) must find room by evicting scan results.
-    advertiser.gap_advertise(20000, ADV)
-    addr_type, addr = advertiser.config("mac")
-    connected = threading.Thread(target=central.gap_connect, args=(addr_type, addr))
-    connected.start()
-    wait_until(lambda: mpbluetooth.irq_stats(central).dropped >= 1, what="an eviction")
+    scanner.irq(handler)
+    scanner.config(rxbuf=70)  # three 22-byte scan results fill it: no room for a connect
+    scanner.active(True)
+    scanner.gap_advertise(20000, ADV)
+    scanner.gap_scan(0, 30000, 30000)
+    wait_until(lambda: mpbluetooth.irq_stats(scanner).queued == 3, what="a full ring")
+    central.gap_connect(*scanner.config("mac"))
+    rc.wait(IRQ_PERIPHERAL_CONNECT)
     gate.set()
-    connected.join(5)
-    assert recorder.wait(IRQ_PERIPHERAL_CONNECT)[2] == addr
-    assert recorder.of(IRQ_SCAN_DONE)
+    # The connection event found room by evicting old scan results; it was not dropped.
+    assert recorder.wait(IRQ_CENTRAL_CONNECT)[1:] == central.config("mac")
+    scanner.gap_scan(None)
 
 
 def test_payload_truncated_to_the_per_event_cap(link: sim.Link) -> None:
