@@ -23,6 +23,7 @@ from .constants import (
     EIO,
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
+    IRQ_CONNECTION_UPDATE,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_DONE,
@@ -259,7 +260,27 @@ class Gap:
         )
         event = IRQ_PERIPHERAL_DISCONNECT if central else IRQ_CENTRAL_DISCONNECT
         connection.on(
+            "connection_parameters_update",
+            guarded(functools.partial(self._on_parameters, connection, 0)),
+        )
+        connection.on(
+            "connection_parameters_update_failure",
+            guarded(functools.partial(self._on_parameters, connection, 1)),
+        )
+        connection.on(
             "disconnection", guarded(functools.partial(self._on_disconnection, connection, event))
+        )
+
+    def _on_parameters(self, connection: Connection, status: int, *error: Any) -> None:
+        """_IRQ_CONNECTION_UPDATE in raw HCI units (1.25 ms, 10 ms); NimBLE's status is 0/1."""
+        parameters = connection.parameters
+        self.ring.post(
+            IRQ_CONNECTION_UPDATE,
+            connection.handle,
+            round(parameters.connection_interval / 1.25),
+            parameters.peripheral_latency,
+            round(parameters.supervision_timeout / 10),
+            status,
         )
 
     def _on_disconnection(self, connection: Connection, event: int, reason: int) -> None:

@@ -9,6 +9,7 @@ import pytest
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
+    IRQ_CONNECTION_UPDATE,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_DONE,
@@ -222,3 +223,66 @@ def test_address_modes_seen_by_the_peer(
     assert seen[0] == addr_type and addr[0] >> 6 == top_bits
     b.gap_connect(kind, addr)
     assert rb.wait(IRQ_PERIPHERAL_CONNECT)[1:] == (kind, addr)
+
+
+@pytest.mark.parametrize("requester", ["central", "peripheral", "peripheral-l2cap"])
+def test_connection_update_requested_by_either_side_is_reported_on_both(
+    pair: Any, requester: str
+) -> None:
+    a, ra, b, rb = pair
+    b_conn, a_conn = connect(b, rb, a, ra)
+    initiator, handle = (b, b_conn) if requester == "central" else (a, a_conn)
+    device = initiator._stack.device
+    connection = device.lookup_connection(handle)
+    from mpbluetooth._runtime import runtime
+
+    # A MicroPython program cannot ask for an update itself; a peer stack (here Bumble's own
+    # API, as NimBLE or a phone would) does.
+    runtime().call(
+        connection.update_parameters(45, 45, 2, 4000, use_l2cap=requester.endswith("l2cap")),
+        "update",
+    )
+    expected = (36, 2, 400, 0)  # 45 ms / 1.25, latency 2, 4 s / 10 ms, status 0
+    assert rb.wait(IRQ_CONNECTION_UPDATE)[1:] == expected
+    assert ra.wait(IRQ_CONNECTION_UPDATE)[1:] == expected
+    assert rb.of(IRQ_CONNECTION_UPDATE)[0][0] == b_conn
+
+
+def test_no_connection_update_at_connection_setup(pair: Any) -> None:
+    a, ra, b, rb = pair
+    b_conn, a_conn = connect(b, rb, a, ra)
+    b.gap_disconnect(b_conn)
+    rb.wait(IRQ_PERIPHERAL_DISCONNECT)
+    assert rb.of(IRQ_CONNECTION_UPDATE) == [] and ra.of(IRQ_CONNECTION_UPDATE) == []
+
+
+def test_connection_interval_is_honoured(pair: Any) -> None:
+    a, ra, b, rb = pair
+    a.gap_advertise(20000, ADV)
+    b.gap_connect(*a.config("mac"), 2000, 15000, 15000)
+    b_conn = rb.wait(IRQ_PERIPHERAL_CONNECT)[0]
+    a_conn = ra.wait(IRQ_CENTRAL_CONNECT)[0]
+    for ble, handle in ((b, b_conn), (a, a_conn)):
+        connection = ble._stack.device.lookup_connection(handle)
+        assert connection.parameters.connection_interval == 15.0
+
+
+def test_gap_name_read_by_the_peer(pair: Any) -> None:
+    from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC
+
+    from mpbluetooth._runtime import runtime
+
+    a, ra, b, rb = pair
+    a.config(gap_name="renamed")
+    b_conn, a_conn = connect(b, rb, a, ra)
+    client = b._stack.device.lookup_connection(b_conn).gatt_client
+
+    async def read_name() -> bytes:
+        characteristics = await client.read_characteristics_by_uuid(
+            GATT_DEVICE_NAME_CHARACTERISTIC, None
+        )
+        return bytes(characteristics[0])
+
+    assert runtime().call(read_name(), "read name") == b"renamed"
+    a.config(gap_name=b"changed, connected")
+    assert runtime().call(read_name(), "read name") == b"changed, connected"

@@ -68,9 +68,9 @@ class Link:
     def bumble_link(self) -> LocalLink:
         """The Bumble ``LocalLink`` (created lazily, on the stack's loop thread)."""
         if self._bumble_link is None:
-            from bumble.link import LocalLink
+            from .link import SimLink
 
-            self._bumble_link = LocalLink()
+            self._bumble_link = SimLink()
         return self._bumble_link
 
     def instance(self, name: str | None = None) -> BLE:
