@@ -1,0 +1,301 @@
+"""``mpbluetooth-python``: the ``python`` command, with MicroPython's runtime installed first.
+
+A MicroPython BLE program runs unmodified: ``import bluetooth``, ``micropython``,
+``machine``, ``time.ticks_ms`` and ``asyncio.ThreadSafeFlag`` work, and the user's
+own code gets the str-as-buffer transform (``bytes + str``) unless switched off
+with ``--no-str-buffer`` or ``MPBLUETOOTH_STR_BUFFER=0``. Arguments, ``sys.argv``,
+``sys.path[0]``, ``__main__`` and exit statuses follow ``python``'s rules, so
+test harnesses written for ``python`` or ``micropython`` can call this instead.
+"""
+
+from __future__ import annotations
+
+import builtins
+import code
+import codeop
+import importlib.machinery
+import io
+import os
+import runpy
+import sys
+import threading
+import types
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from .. import compat
+from ..compat import _importhook, strbuf
+
+__all__ = ["main"]
+
+PROG: Final = "mpbluetooth-python"
+USAGE: Final = f"usage: {PROG} [option] ... [-c cmd | -m mod | file | -] [arg] ..."
+HELP: Final = f"""{USAGE}
+Runs a MicroPython program on CPython with mpbluetooth's runtime installed.
+Options:
+-c cmd          : program passed in as string (terminates option list)
+-m mod          : run library module as a script (terminates option list)
+-u              : force the stdout and stderr streams to be unbuffered
+-B              : accepted for compatibility (transformed code is never cached)
+-h, --help      : print this help message and exit
+-V, --version   : print the version numbers and exit
+--no-str-buffer : do not treat str as a buffer in your code (also MPBLUETOOTH_STR_BUFFER=0)
+--str-buffer    : treat str as a buffer in your code (the default)
+file            : program read from script file
+-               : program read from stdin (default; interactive mode if a tty)
+arg ...         : arguments passed to program in sys.argv[1:]
+"""
+_FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
+
+
+class _UsageError(Exception):
+    """A command line ``python`` itself would refuse (exit status 2)."""
+
+
+@dataclass
+class _Options:
+    mode: Literal["code", "module", "file", "stdin"] = "stdin"
+    target: str = ""
+    args: list[str] = field(default_factory=list)
+    unbuffered: bool = False
+    str_buffer: bool = True
+    action: Literal["run", "help", "version"] = "run"
+
+
+def _parse(argv: list[str]) -> _Options:
+    """Parse ``python``-style options up to the program; the rest belongs to the program."""
+    env = os.environ.get("MPBLUETOOTH_STR_BUFFER", "").strip().lower()
+    options = _Options(str_buffer=env not in _FALSE_WORDS)
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            index += 1
+            break
+        if arg in ("--no-str-buffer", "--str-buffer"):
+            options.str_buffer = arg == "--str-buffer"
+        elif arg in ("--help", "--version"):
+            options.action = "help" if arg == "--help" else "version"
+            return options
+        elif arg.startswith("--"):
+            raise _UsageError(f"unknown option {arg}")
+        elif not arg.startswith("-") or arg == "-":
+            break
+        else:
+            for position, letter in enumerate(arg[1:], start=1):
+                if letter in "cm":
+                    attached = arg[position + 1 :]
+                    rest = argv[index + 1 :]
+                    if not attached and not rest:
+                        raise _UsageError(f"Argument expected for the -{letter} option")
+                    options.mode = "code" if letter == "c" else "module"
+                    options.target = attached or rest.pop(0)
+                    options.args = rest
+                    return options
+                if letter == "u":
+                    options.unbuffered = True
+                elif letter in "hV":
+                    options.action = "help" if letter == "h" else "version"
+                    return options
+                elif letter != "B":
+                    raise _UsageError(f"unknown option -{letter}")
+        index += 1
+    rest = argv[index:]
+    if rest and rest[0] != "-":
+        options.mode, options.target = "file", rest[0]
+    else:
+        options.target = rest[0] if rest else ""
+    options.args = rest[1:]
+    return options
+
+
+def _unbuffer() -> None:
+    """What ``python -u`` does: text streams written straight through to unbuffered files."""
+    newline = None if os.name == "nt" else "\n"
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            continue
+        stream.flush()
+        raw = io.FileIO(stream.fileno(), "w", closefd=False)
+        wrapper = io.TextIOWrapper(
+            raw, encoding=stream.encoding, errors=stream.errors, newline=newline,
+            write_through=True,
+        )  # fmt: skip
+        setattr(sys, name, wrapper)
+        setattr(sys, f"__{name}__", wrapper)
+
+
+def _install_hooks(str_buffer: bool) -> None:
+    """Uncaught exceptions (main program and threads) get the str-as-buffer hint and lose
+    the transform helpers' frames."""
+    previous_hook = sys.excepthook
+    previous_thread_hook = threading.excepthook
+
+    def prepare(exc: BaseException | None) -> None:
+        if exc is not None:
+            strbuf.strip_helper_frames(exc)
+            strbuf.add_hint(exc, transform_on=str_buffer)
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        prepare(exc)
+        previous_hook(kind, exc, exc.__traceback__)
+
+    def thread_excepthook(args: Any) -> None:
+        prepare(args.exc_value)
+        previous_thread_hook(args)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+def _set_path0(entry: str | None) -> None:
+    """Replace the launcher's own ``sys.path[0]`` with the one ``python`` would give the program."""
+    if sys.flags.safe_path or sys.flags.isolated or not sys.path:
+        return
+    if entry is None:
+        del sys.path[0]
+    else:
+        sys.path[0] = entry
+
+
+def _fresh_main(**attrs: Any) -> dict[str, Any]:
+    """A new ``__main__`` module, as ``python`` sets it up, so the program's globals are its own."""
+    module = types.ModuleType("__main__")
+    module.__dict__.update(
+        __builtins__=builtins, __annotations__={}, __package__=None, __spec__=None,
+        __loader__=importlib.machinery.BuiltinImporter,
+    )  # fmt: skip
+    module.__dict__.update(attrs)
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def _compile(source: str | bytes, filename: str, str_buffer: bool) -> types.CodeType:
+    if str_buffer:
+        return strbuf.compile_source(source, filename)
+    return compile(source, filename, "exec", dont_inherit=True)
+
+
+class _TransformingCompiler(codeop.CommandCompiler):
+    """The interactive console's compiler, with the str-as-buffer transform."""
+
+    def __call__(self, source: str, filename: str = "<input>", symbol: str = "single") -> Any:
+        if super().__call__(source, filename, symbol) is None:
+            return None  # incomplete input: ask for more lines
+        return strbuf.compile_source(source, filename, symbol)
+
+
+def _interact(str_buffer: bool) -> None:
+    console = code.InteractiveConsole(_fresh_main(), "<stdin>")
+    if str_buffer:
+        console.compile = _TransformingCompiler()
+    banner = f"{PROG} (Python {sys.version.split()[0]}): MicroPython's runtime is installed"
+    console.interact(banner=banner, exitmsg="")
+
+
+def _run(options: _Options) -> int:
+    if options.mode == "code":
+        sys.argv = ["-c", *options.args]
+        _set_path0("")
+        exec(_compile(options.target, "<string>", options.str_buffer), _fresh_main())
+    elif options.mode == "module":
+        sys.argv = ["-m", *options.args]
+        _set_path0(os.getcwd())
+        _fresh_main()
+        run_as_main = getattr(runpy, "_run_module_as_main", None)
+        if run_as_main is not None:
+            run_as_main(options.target, alter_argv=True)
+        else:
+            runpy.run_module(options.target, run_name="__main__", alter_sys=True)
+    elif options.mode == "file":
+        return _run_file(options)
+    else:
+        sys.argv = [options.target, *options.args]
+        _set_path0("")
+        if not options.target and sys.stdin is not None and sys.stdin.isatty():
+            _interact(options.str_buffer)
+        else:
+            source = sys.stdin.buffer.read() if sys.stdin is not None else b""
+            exec(_compile(source, "<stdin>", options.str_buffer), _fresh_main())
+    return 0
+
+
+def _run_file(options: _Options) -> int:
+    path = os.path.abspath(options.target)
+    sys.argv = [options.target, *options.args]
+    if os.path.isdir(path) or zipfile.is_zipfile(path):
+        _set_path0(None)  # run_path puts the directory or archive there itself
+        runpy.run_path(path, run_name="__main__")
+        return 0
+    try:
+        with open(path, "rb") as file:
+            source = file.read()
+    except OSError as exc:
+        print(
+            f"{PROG}: can't open file {path!r}: [Errno {exc.errno}] {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    _set_path0(os.path.dirname(os.path.realpath(path)))
+    loader = importlib.machinery.SourceFileLoader("__main__", path)
+    namespace = _fresh_main(__file__=path, __cached__=None, __loader__=loader)
+    exec(_compile(source, path, options.str_buffer), namespace)
+    return 0
+
+
+def _report(exc: BaseException) -> None:
+    """Print an uncaught exception through ``sys.excepthook``, minus the launcher's frames."""
+    own_files = {
+        __file__,
+        runpy.__file__,
+        getattr(runpy.__spec__, "origin", None),
+        "<frozen runpy>",
+    }
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in own_files:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    sys.excepthook(type(exc), exc, tb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mpbluetooth-python``; returns the process exit status."""
+    try:
+        options = _parse(sys.argv[1:] if argv is None else argv)
+    except _UsageError as exc:
+        print(f"{exc}\n{USAGE}\nTry `{PROG} -h' for more information.", file=sys.stderr)
+        return 2
+    if options.action == "help":
+        print(HELP, end="")
+        return 0
+    if options.action == "version":
+        print(f"{PROG} (mpbluetooth {_version()}) Python {sys.version.split()[0]}")
+        return 0
+    if options.unbuffered:
+        _unbuffer()
+    compat.install(str_buffer=options.str_buffer)
+    _install_hooks(options.str_buffer and _importhook.is_installed())
+    try:
+        return _run(options)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt as exc:
+        _report(exc)
+        return 130
+    except BaseException as exc:  # the program's uncaught exception: print it, status 1
+        _report(exc)
+        return 1
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mpbluetooth")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
