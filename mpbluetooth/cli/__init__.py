@@ -11,13 +11,13 @@ import logging
 import os
 import sys
 
-from . import demo
+from . import demo, sim_cli
 
 __all__ = ["main"]
 
 
-def _configure_logging() -> None:
-    level = os.environ.get("MPBLUETOOTH_LOG", "").strip().upper()
+def _configure_logging(default: str = "") -> None:
+    level = os.environ.get("MPBLUETOOTH_LOG", default).strip().upper()
     if level:
         logging.basicConfig(
             level=getattr(logging, level, logging.INFO),
@@ -37,10 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument(
         "--timeout", type=float, default=10.0, help="give up after this many seconds"
     )
+    hub_parser = commands.add_parser(
+        "sim-hub",
+        help="host one simulated link that processes join over TCP, unix sockets or a pty",
+        description=(
+            "Serve a simulated link. Each process that connects (MPBLUETOOTH_TRANSPORT="
+            "tcp-client:HOST:PORT or unix:PATH) gets its own virtual controller on it. "
+            f"Default: --tcp {sim_cli.DEFAULT_TCP_TEXT}."
+        ),
+    )
+    sim_cli.add_hub_arguments(hub_parser)
     args = parser.parse_args(argv)
-    _configure_logging()
+    _configure_logging(default="INFO" if args.command == "sim-hub" else "")
     if args.command == "demo":
         return demo.run(timeout=args.timeout)
+    if args.command == "sim-hub":
+        return sim_cli.run_hub(args)
     parser.print_help()
     return 2
 

@@ -1,0 +1,313 @@
+"""The simulation hub: instances in different processes on one simulated link."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mpbluetooth._runtime import runtime
+from mpbluetooth.ble import BLE
+from mpbluetooth.constants import (
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_RESULT,
+)
+
+from .conftest import Recorder
+
+ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
+ADV = b"\x02\x01\x06\x06\x09remote"
+RESP = b"\x05\x09resp"
+
+PERIPHERAL = """
+import sys, mpbluetooth
+ble = mpbluetooth.BLE()
+ble.irq(lambda e, d: print("irq", e, *[bytes(x).hex() if isinstance(x, memoryview) else x
+                                      for x in d], flush=True))
+ble.active(True)
+ble.gap_advertise(20000, bytes.fromhex(sys.argv[1]), resp_data=bytes.fromhex(sys.argv[2]),
+                  connectable=sys.argv[3] == "1")
+kind, addr = ble.config("mac")
+print("ready", kind, addr.hex(), flush=True)
+sys.stdin.read()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_connectable(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class HubProcess:
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mpbluetooth",
+                "sim-hub",
+                "--tcp",
+                f"127.0.0.1:{self.port}",
+                *extra,
+            ],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_connectable(self.port)
+        self.spec = f"tcp-client:127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err or ""
+
+
+@pytest.fixture
+def hub() -> Iterator[HubProcess]:
+    the_hub = HubProcess()
+    yield the_hub
+    the_hub.stop()
+
+
+class Peer:
+    """A MicroPython-style peripheral in its own process, joined to the hub."""
+
+    def __init__(self, spec: str, adv: bytes = ADV, connectable: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PERIPHERAL, adv.hex(), RESP.hex(), "1" if connectable else "0"],
+            env={**ENV, "MPBLUETOOTH_TRANSPORT": spec},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        assert line[:1] == ["ready"], (line, self.proc.stderr.read() if self.proc.stderr else "")
+        self.addr_type, self.addr = int(line[1]), bytes.fromhex(line[2])
+
+    def line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def local(hub: HubProcess) -> Iterator[tuple[BLE, Recorder]]:
+    """An instance in this process, joined to the hub."""
+    ble = BLE._new_instance("local", transport=hub.spec)
+    recorder = Recorder()
+    ble.irq(recorder)
+    ble.active(True)
+    yield ble, recorder
+    ble._close()
+
+
+@pytest.mark.parametrize(("connectable", "adv_type"), [(True, 0), (False, 2)])
+def test_scan_across_processes_sees_payload_type_and_scan_response(
+    hub: HubProcess, local: tuple[BLE, Recorder], connectable: bool, adv_type: int
+) -> None:
+    ble, recorder = local
+    peer = Peer(hub.spec, connectable=connectable)
+    try:
+        ble.gap_scan(0, 30000, 30000, True)
+        result = recorder.wait(IRQ_SCAN_RESULT, lambda d: d[1] == peer.addr and d[2] == adv_type)
+        response = recorder.wait(IRQ_SCAN_RESULT, lambda d: d[1] == peer.addr and d[2] == 4)
+        ble.gap_scan(None)
+        assert result == (peer.addr_type, peer.addr, adv_type, -50, ADV)
+        assert response[4] == RESP
+    finally:
+        peer.close()
+
+
+def test_connect_disconnect_across_processes(hub: HubProcess, local: tuple[BLE, Recorder]) -> None:
+    ble, recorder = local
+    peer = Peer(hub.spec)
+    try:
+        ble.gap_connect(peer.addr_type, peer.addr)
+        conn = recorder.wait(IRQ_PERIPHERAL_CONNECT)[0]
+        assert peer.line().startswith("irq 1 ")
+        assert ble.gap_disconnect(conn) is True
+        recorder.wait(IRQ_PERIPHERAL_DISCONNECT)
+        assert peer.line().startswith("irq 2 ")
+    finally:
+        peer.close()
+
+
+def test_killed_peer_disconnects_survivor_at_once_and_hub_serves_on(
+    hub: HubProcess, local: tuple[BLE, Recorder]
+) -> None:
+    ble, recorder = local
+    peer = Peer(hub.spec)
+    ble.gap_connect(peer.addr_type, peer.addr)
+    conn = recorder.wait(IRQ_PERIPHERAL_CONNECT)[0]
+    killed = time.monotonic()
+    peer.proc.kill()
+    assert recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=1.0)[0] == conn
+    took = time.monotonic() - killed
+    assert took < 1.0
+    peer.close()
+    # A new pair is served afterwards.
+    fresh = Peer(hub.spec)
+    try:
+        ble.gap_connect(fresh.addr_type, fresh.addr)
+        recorder.wait(IRQ_PERIPHERAL_CONNECT, count=2)
+    finally:
+        fresh.close()
+
+
+def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
+    hub: HubProcess, local: tuple[BLE, Recorder]
+) -> None:
+    ble, recorder = local
+    peer = Peer(hub.spec)
+    try:
+        ble.gap_connect(peer.addr_type, peer.addr)
+        recorder.wait(IRQ_PERIPHERAL_CONNECT)
+        hub.kill()
+        recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2.0)
+        deadline = time.monotonic() + 5
+        while ble.active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ble.active() is False
+        with pytest.raises(OSError) as info:
+            ble.gap_scan(0)
+        assert info.value.errno == 19
+    finally:
+        peer.close()
+    # The hub comes back on the same port: active(True) works again.
+    revived = subprocess.Popen(
+        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--tcp", f"127.0.0.1:{hub.port}"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_connectable(hub.port)
+        assert ble.active(True) is True
+        assert ble.config("mac")[1] != bytes(6)
+    finally:
+        ble.active(False)
+        revived.terminate()
+        revived.wait(10)
+
+
+def test_hub_logs_joins_and_leaves(hub: HubProcess) -> None:
+    peer = Peer(hub.spec)
+    peer.close()
+    err = hub.stop()
+    assert "joined" in err and "left" in err
+
+
+def test_unix_socket_hub(tmp_path: Path) -> None:
+    path = str(tmp_path / "hub.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--unix", path],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        spec = f"unix:{path}"
+        ble = BLE._new_instance("unix-local", transport=spec)
+        recorder = Recorder()
+        ble.irq(recorder)
+        ble.active(True)
+        peer = Peer(spec)
+        try:
+            ble.gap_connect(peer.addr_type, peer.addr)
+            recorder.wait(IRQ_PERIPHERAL_CONNECT)
+            peer.proc.kill()
+            recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=1.0)
+        finally:
+            peer.close()
+            ble._close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_pty_host_joins_the_link(tmp_path: Path) -> None:
+    """A program speaking HCI over a UART (here a raw Bumble host on serial:) connects to an
+    mpbluetooth instance on the same hub."""
+    pty_path = str(tmp_path / "hci-uart")
+    the_hub = HubProcess("--pty", pty_path)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.islink(pty_path):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        peripheral = BLE._new_instance("pty-peer", transport=the_hub.spec)
+        recorder = Recorder()
+        peripheral.irq(recorder)
+        peripheral.active(True)
+        peripheral.gap_advertise(20000, ADV)
+        addr_type, addr = peripheral.config("mac")
+
+        async def raw_host_connects() -> str:
+            from bumble.device import Device
+            from bumble.hci import Address
+            from bumble.transport import open_transport
+
+            async with await open_transport(f"serial:{pty_path}") as transport:
+                device = Device.with_hci(
+                    "uart", Address("F0:F1:F2:F3:F4:F5"), transport.source, transport.sink
+                )
+                await asyncio.wait_for(device.power_on(), 5)
+                connection = await device.connect(
+                    Address(addr[::-1], Address.PUBLIC_DEVICE_ADDRESS), timeout=5
+                )
+                peer = str(connection.peer_address)
+                await connection.disconnect()
+                return peer
+
+        peer = runtime().call(raw_host_connects(), "raw host over the pty")
+        assert peer.startswith(addr.hex(":").upper())
+        recorder.wait(1)
+        recorder.wait(IRQ_CENTRAL_DISCONNECT)
+        peripheral._close()
+    finally:
+        the_hub.stop()
