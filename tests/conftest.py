@@ -88,3 +88,58 @@ def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[
     c_handle = rc.wait(7, count=before_c + 1)[0]
     p_handle = rp.wait(1, count=before_p + 1)[0]
     return c_handle, p_handle
+
+
+class HubMedium:
+    """Instances joined to a hub process over TCP: the same interface as ``sim.Link``."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._instances: list[BLE] = []
+
+    def instance(self, name: str | None = None) -> BLE:
+        ble = BLE._new_instance(name or f"hub{len(self._instances) + 1}", transport=self.spec)
+        self._instances.append(ble)
+        return ble
+
+    def close(self) -> None:
+        for ble in self._instances:
+            ble._close()
+        self._instances.clear()
+
+
+@pytest.fixture(scope="session")
+def hub_spec() -> Iterator[str]:
+    """One ``mpbluetooth sim-hub`` process for the session; each instance joins it over TCP."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--tcp", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.02)
+    yield f"tcp-client:127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

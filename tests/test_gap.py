@@ -16,7 +16,22 @@ from mpbluetooth.constants import (
     IRQ_SCAN_RESULT,
 )
 
-from .conftest import connect
+from .conftest import HubMedium, connect
+
+
+@pytest.fixture(params=["in-process", "hub"])
+def link(request: pytest.FixtureRequest) -> Any:
+    """Every GAP scenario runs twice: on an in-process link, and with each instance joined
+    to a hub process over TCP (the cross-process path)."""
+    if request.param == "in-process":
+        from mpbluetooth import sim
+
+        with sim.Link() as the_link:
+            yield the_link
+    else:
+        medium = HubMedium(request.getfixturevalue("hub_spec"))
+        yield medium
+        medium.close()
 
 ADV = b"\x02\x01\x06\x05\x09adv!!"
 RESP = b"\x05\x09resp"
