@@ -45,6 +45,8 @@ _DEFAULT_MAX_CONN_US = 50000
 _DEFAULT_ADV_UNITS = 48
 _ADV_UNITS = range(0x20, 0x4001)
 _SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
+#: Seconds gap_connect waits for the controller to accept the connection request.
+_INITIATE_TIMEOUT = 2.0
 
 
 class Gap:
@@ -210,9 +212,17 @@ class Gap:
             connection_interval_min=conn_interval_us_to_ms(min_us),
             connection_interval_max=conn_interval_us_to_ms(max_us),
         )
-        self.connecting = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._connect(device, peer, {Phy.LE_1M: preferences}, scan_ms / 1000)
         )
+        self.connecting = task
+        # Return once the controller has accepted the request, as NimBLE's gap_connect
+        # does: a gap_connect(None) that follows must find something to cancel.
+        deadline = asyncio.get_running_loop().time() + _INITIATE_TIMEOUT
+        while not (device.is_le_connecting or task.done()):
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.001)
 
     async def _connect(self, device: Device, peer: Any, preferences: Any, timeout: float) -> None:
         try:
