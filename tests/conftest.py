@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -108,38 +112,74 @@ class HubMedium:
         self._instances.clear()
 
 
-@pytest.fixture(scope="session")
-def hub_spec() -> Iterator[str]:
-    """One ``mpbluetooth sim-hub`` process for the session; each instance joins it over TCP."""
-    import os
-    import socket
-    import subprocess
-    import sys
+ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--tcp", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
+        return int(probe.getsockname()[1])
+
+
+def wait_connectable(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
+            return
         except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-    yield f"tcp-client:127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+
+
+class HubProcess:
+    """``mpbluetooth sim-hub`` in its own process, on a free TCP port."""
+
+    def __init__(self, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mpbluetooth",
+                "sim-hub",
+                "--tcp",
+                f"127.0.0.1:{self.port}",
+                *extra,
+            ],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_connectable(self.port)
+        except OSError:
+            self.stop()
+            raise
+        self.spec = f"tcp-client:127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+    def stop(self) -> str:
+        """Stop the hub; returns what it logged."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err or ""
+
+
+@pytest.fixture(scope="session")
+def hub_spec() -> Iterator[str]:
+    """One hub process for the session; each instance joins it over TCP."""
+    hub = HubProcess()
+    yield hub.spec
+    hub.stop()

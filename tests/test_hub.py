@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from mpbluetooth.constants import (
     IRQ_SCAN_RESULT,
 )
 
-from .conftest import Recorder
+from .conftest import ENV, HubProcess, Recorder
 
-ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 ADV = b"\x02\x01\x06\x06\x09remote"
 RESP = b"\x05\x09resp"
 
@@ -40,61 +38,6 @@ kind, addr = ble.config("mac")
 print("ready", kind, addr.hex(), flush=True)
 sys.stdin.read()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_connectable(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-class HubProcess:
-    def __init__(self, *extra: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mpbluetooth",
-                "sim-hub",
-                "--tcp",
-                f"127.0.0.1:{self.port}",
-                *extra,
-            ],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_connectable(self.port)
-        self.spec = f"tcp-client:127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err or ""
 
 
 @pytest.fixture
@@ -215,20 +158,13 @@ def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
     finally:
         peer.close()
     # The hub comes back on the same port: active(True) works again.
-    revived = subprocess.Popen(
-        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--tcp", f"127.0.0.1:{hub.port}"],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    revived = HubProcess(port=hub.port)
     try:
-        wait_connectable(hub.port)
         assert ble.active(True) is True
         assert ble.config("mac")[1] != bytes(6)
     finally:
         ble.active(False)
-        revived.terminate()
-        revived.wait(10)
+        revived.stop()
 
 
 def test_hub_logs_joins_and_leaves(hub: HubProcess) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from mpbluetooth import TransportError, sim
 from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
 
-from .conftest import Recorder, connect
+from .conftest import connect
 
 ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 
@@ -84,13 +85,8 @@ def test_fifty_active_cycles_leak_no_threads_or_fds(link: sim.Link) -> None:
     assert _fds() == fds
 
 
-def test_active_false_gives_peers_their_disconnect_but_us_none(link: sim.Link) -> None:
-    a, b = link.instance("a"), link.instance("b")
-    ra, rb = Recorder(), Recorder()
-    a.irq(ra)
-    b.irq(rb)
-    a.active(True)
-    b.active(True)
+def test_active_false_gives_peers_their_disconnect_but_us_none(pair: Any) -> None:
+    a, ra, b, rb = pair
     connect(b, rb, a, ra)
     a.active(False)
     rb.wait(8)  # the peer sees the link go
