@@ -11,6 +11,7 @@ this object instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -44,6 +45,9 @@ POWER_ON_TIMEOUT = 5.0
 POWER_OFF_TIMEOUT = 2.0
 
 DEFAULT_GAP_NAME = b"MPY BUMBLE"
+
+#: Trace specs being written by instances of this process.
+_TRACES_OPEN: set[str] = set()
 DEFAULT_MTU = 256
 
 
@@ -72,6 +76,8 @@ class Stack:
         self.own_address_type = 0
         self.active = False
         self._watch: asyncio.Task[Any] | None = None
+        self._trace: contextlib.ExitStack | None = None
+        self._trace_spec = ""
         #: Concern modules attach here; called with the new Device after power-on, and
         #: before power-off.
         self.on_power_on: list[Callable[[Device], None]] = []
@@ -161,8 +167,39 @@ class Stack:
             irk=self.irk,
         )
         host = Host(transport.source, transport.sink)
+        self._start_trace(host)
         device = Device(config=config, host=host)
         return device
+
+    def _start_trace(self, host: Any) -> None:
+        """Write an HCI trace when ``MPBLUETOOTH_SNOOP`` asks for one (closed at power-off)."""
+        spec = _transport.snoop_spec()
+        if spec is None:
+            return
+        from bumble.snoop import create_snooper
+
+        if spec in _TRACES_OPEN:
+            # Another instance of this process writes that file: keep both traces whole.
+            head, dot, tail = spec.rpartition(".")
+            spec = (
+                f"{head}-{self.name}.{tail}" if dot and "/" not in tail else f"{spec}-{self.name}"
+            )
+
+        trace = contextlib.ExitStack()
+        try:
+            host.snooper = trace.enter_context(create_snooper(spec))
+        except Exception as exc:
+            raise mp_oserror(EINVAL, f"cannot write the HCI trace {spec!r}: {exc}") from None
+        self._trace = trace
+        self._trace_spec = spec
+        _TRACES_OPEN.add(spec)
+        logger.info("%s: HCI trace to %s", self.name, spec)
+
+    def _stop_trace(self) -> None:
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
+            _TRACES_OPEN.discard(self._trace_spec)
 
     async def power_off(self) -> None:
         """Stop the stack and release the transport. No DISCONNECT events (SPEC 1.3)."""
@@ -209,6 +246,7 @@ class Stack:
         return self.transport is not None and self.transport.terminated is not None
 
     async def _close_transport(self, transport: _transport.OpenedTransport) -> None:
+        self._stop_trace()
         try:
             await asyncio.wait_for(transport.close(), POWER_OFF_TIMEOUT)
         except Exception as exc:  # noqa: BLE001
@@ -248,6 +286,49 @@ class Stack:
         if self.own_address_type == 0:
             return 0, bytes(device.public_address)[::-1]
         return 1, bytes(device.random_address)[::-1]
+
+    def controller_info(self) -> dict[str, Any]:
+        """What the attached controller said about itself at power-on (for ``mpbluetooth info``)."""
+        from bumble.company_ids import COMPANY_IDENTIFIERS
+        from bumble.hci import SpecificationVersion
+
+        device = self.require()
+        host = device.host
+        version = host.local_version
+        queue = host.le_acl_packet_queue
+
+        def spec_name(number: int) -> str:
+            try:
+                return (
+                    SpecificationVersion(number)
+                    .name.replace("BLUETOOTH_CORE_", "")
+                    .replace("_", ".")
+                )
+            except ValueError:
+                return f"0x{number:02x}"
+
+        features = [f.name for f in type(host.local_le_features) if f in host.local_le_features]
+        info: dict[str, Any] = {
+            "transport": self.transport.spec if self.transport else "",
+            "public address": str(device.public_address),
+            "random address": str(device.random_address),
+            "LE features": ", ".join(str(f) for f in features) or "none",
+            "LE ACL buffers": f"{queue.max_in_flight} x {queue.max_packet_size} bytes"
+            if queue
+            else "none",
+        }
+        if version is not None:
+            info["HCI version"] = (
+                f"{spec_name(version.hci_version)} (subversion 0x{version.hci_subversion:04x})"
+            )
+            info["LMP version"] = (
+                f"{spec_name(version.lmp_version)} (subversion 0x{version.lmp_subversion:04x})"
+            )
+            company = version.company_identifier
+            info["manufacturer"] = (
+                f"{COMPANY_IDENTIFIERS.get(company, 'unknown')} (0x{company:04x})"
+            )
+        return info
 
     def hci_own_address_type(self) -> OwnAddressType:
         """The address type our adverts, scans and connects use (per ``addr_mode``)."""

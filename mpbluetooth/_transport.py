@@ -23,6 +23,7 @@ from ._errors import TransportError
 logger = logging.getLogger(__name__)
 
 ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
+ENV_SNOOP = "MPBLUETOOTH_SNOOP"
 
 #: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
 OPEN_TIMEOUT = 5.0
@@ -50,6 +51,21 @@ def configured_spec() -> str | None:
         return _process_spec
     spec = os.environ.get(ENV_TRANSPORT, "").strip()
     return spec or None
+
+
+def snoop_spec() -> str | None:
+    """The HCI trace to write, from ``MPBLUETOOTH_SNOOP``, as a Bumble snooper spec.
+
+    A plain path means a btsnoop file (what Wireshark opens); ``btsnoop:...`` and
+    ``pcapsnoop:...`` specs pass through. ``{pid}`` and ``{instance}`` in the path keep the
+    traces of several processes or instances apart.
+    """
+    value = os.environ.get(ENV_SNOOP, "").strip()
+    if not value:
+        return None
+    if value.startswith(("btsnoop:", "pcapsnoop:")):
+        return value
+    return f"btsnoop:file:{value}"
 
 
 @dataclass

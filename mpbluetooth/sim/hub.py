@@ -130,6 +130,10 @@ class Hub:
                 parser.feed_data(data)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             logger.debug("%s: stream ended: %r", member.name, exc)
+        except asyncio.CancelledError:
+            # The hub is stopping. Ending quietly keeps asyncio's stream machinery from
+            # reporting the cancelled handler as an error.
+            pass
         except Exception:
             logger.exception("%s: bad data from the host", member.name)
         finally:
