@@ -17,11 +17,13 @@ import logging
 
 from ._errors import TransportError
 from ._events import IrqStats
+from ._logging import configure_from_env as configure_logging_from_env
 from .ble import BLE, irq_stats, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
 from .uuid import UUID
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+configure_logging_from_env()
 
 __version__ = "0.1.0"
 

@@ -117,7 +117,14 @@ class Stack:
             self._watch = runtime().spawn(self._watch_transport(transport), f"{self.name}-watch")
         for hook in self.on_power_on:
             hook(device)
-        logger.info("%s: active on %s, address %s", self.name, transport.spec, self.address())
+        addr_type, addr = self.address()
+        logger.info(
+            "%s: active on %s, address %s (%s)",
+            self.name,
+            transport.spec,
+            addr.hex(":"),
+            "public" if addr_type == 0 else "random",
+        )
 
     async def _open_transport(self) -> _transport.OpenedTransport:
         spec = (

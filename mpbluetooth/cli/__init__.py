@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
 from pathlib import Path
 
+from .._logging import configure_from_env
 from .._transport import configured_spec
 from ..sim.hub import DEFAULT_TCP
 from . import demo, info, run, scan, sim_cli
 
 __all__ = ["main"]
-
-
-def _configure_logging(default: str = "") -> None:
-    level = os.environ.get("MPBLUETOOTH_LOG", default).strip().upper()
-    if level:
-        logging.basicConfig(
-            level=getattr(logging, level, logging.INFO),
-            format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-        )
 
 
 def _transport_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -114,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "snoop", None) and args.command != "run":
         os.environ["MPBLUETOOTH_SNOOP"] = args.snoop
-    _configure_logging(default="INFO" if args.command == "sim-hub" else "")
+    configure_from_env(default="info" if args.command == "sim-hub" else "")
     if args.command == "demo":
         return demo.run(timeout=args.timeout)
     if args.command == "sim-hub":

@@ -1,0 +1,38 @@
+"""The ``MPBLUETOOTH_LOG`` switch: logging is silent unless asked for (like bleak's).
+
+``MPBLUETOOTH_LOG=debug|info|warning|error`` sends the ``mpbluetooth.*`` loggers to
+stderr at that level; adding ``,bumble`` (``MPBLUETOOTH_LOG=debug,bumble``) does the same
+for Bumble's own loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+ENV_LOG = "MPBLUETOOTH_LOG"
+_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+_configured = False
+
+
+def configure_from_env(default: str = "") -> None:
+    """Apply ``MPBLUETOOTH_LOG`` (or ``default``) once per process."""
+    global _configured
+    if _configured:
+        return
+    words = [w.strip().lower() for w in os.environ.get(ENV_LOG, default).split(",") if w.strip()]
+    levels = [w for w in words if w != "bumble"]
+    if not levels:
+        return
+    level = getattr(logging, levels[0].upper(), None)
+    if not isinstance(level, int):
+        logging.getLogger(__name__).warning("%s: unknown level %r", ENV_LOG, levels[0])
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    names = ["mpbluetooth"] + (["bumble"] if "bumble" in words else [])
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    _configured = True
