@@ -1,0 +1,62 @@
+"""Every example pair, run as `mpbluetooth run` runs it for a user, on the simulated link."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import ENV
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*scripts: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mpbluetooth",
+            "run",
+            *(str(EXAMPLES / s) for s in scripts),
+            "--timeout",
+            str(timeout),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        env=ENV,
+    )
+
+
+def test_beacon_and_scanner() -> None:
+    result = run("beacon.py", "scanner.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    found = [line for line in lines if line.startswith("[scanner] found mpy-beacon")]
+    assert found and "ADV_SCAN_IND" in found[0]
+    assert "[scanner] scan done: 1 device(s)" in lines
+    assert any(line.startswith("[beacon ] beacon done after") for line in lines)
+
+
+def test_advertising_helper_round_trip() -> None:
+    code = (
+        "import bluetooth, ble_advertising as a\n"
+        "p = a.payload(name='sensor', services=[bluetooth.UUID(0x181A)], appearance=0x0300,"
+        " manufacturer=b'\\xff\\xff\\x01\\x02')\n"
+        "print(len(p), a.name(p), a.services(p), a.manufacturer(p))\n"
+        "try:\n    a.payload(name='x' * 30)\nexcept ValueError as e:\n    print('error', e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=EXAMPLES,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "25 sensor [UUID(0x181a)] b'\\xff\\xff\\x01\\x02'",
+        "error advertising payload too large",
+    ]
