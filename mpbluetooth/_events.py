@@ -194,12 +194,7 @@ class EventRing:
             self._queue.append(_Pending(event, values, size))
             self._used += size
             if self._burst:
-                logger.warning(
-                    "%s: IRQ ring full (rxbuf=%d): %d event(s) dropped",
-                    self._name,
-                    self._capacity,
-                    self._burst,
-                )
+                logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
                 self._burst = 0
             self._cond.notify()
         return True
@@ -217,6 +212,13 @@ class EventRing:
         return self._used + size <= self._capacity
 
     def _count_drop(self) -> None:
+        """Count a lost event; the first of a burst is logged (once per burst, SPEC D1)."""
+        if not self._burst:
+            logger.warning(
+                "%s: IRQ ring full (rxbuf=%d): dropping events until the handler catches up",
+                self._name,
+                self._capacity,
+            )
         self._dropped += 1
         self._burst += 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -44,7 +45,9 @@ def test_scan_result_tuple_layout(pair: Any) -> None:
     assert adv_data == ADV
 
 
-def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(link: sim.Link) -> None:
+def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(
+    link: sim.Link, caplog: pytest.LogCaptureFixture
+) -> None:
     flood(link, 4)
     scanner = link.instance("scanner")
     release = threading.Event()
@@ -58,6 +61,7 @@ def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(link: sim.Li
     scanner.irq(handler)
     scanner.config(rxbuf=64)  # room for two 24-byte scan results
     scanner.active(True)
+    caplog.set_level(logging.INFO, logger="mpbluetooth")
     scanner.gap_scan(0, 30000, 30000)
     wait_until(lambda: mpbluetooth.irq_stats(scanner).dropped >= 20, what="drops")
     stats = mpbluetooth.irq_stats(scanner)
@@ -69,6 +73,11 @@ def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(link: sim.Li
     # Events after the burst are delivered: SCAN_DONE from the stop, after the backlog.
     wait_until(lambda: IRQ_SCAN_DONE in seen, what="SCAN_DONE after the flood")
     assert mpbluetooth.irq_stats(scanner).dropped >= 20
+    # One warning for the burst, however many events it lost.
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "ring full" in r.message
+    ]
+    assert len(warnings) == 1
 
 
 def test_full_ring_evicts_old_scan_results_for_other_events(link: sim.Link) -> None:
