@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _transport
@@ -82,6 +82,9 @@ class Stack:
         #: before power-off.
         self.on_power_on: list[Callable[[Device], None]] = []
         self.on_power_off: list[Callable[[], None]] = []
+        #: Called with the new Device before it is powered on (e.g. to give it a key store,
+        #: which Bumble only creates itself when none is set); may be a coroutine function.
+        self.on_device_created: list[Callable[[Device], Awaitable[None] | None]] = []
 
     # --- lifecycle ------------------------------------------------------------------
     async def power_on(self) -> None:
@@ -91,6 +94,10 @@ class Stack:
         transport = await self._open_transport()
         try:
             device = self._make_device(transport)
+            for prepare in self.on_device_created:
+                pending = prepare(device)
+                if pending is not None:
+                    await pending
             try:
                 await asyncio.wait_for(device.power_on(), POWER_ON_TIMEOUT)
             except TimeoutError:
@@ -103,6 +110,8 @@ class Stack:
                 raise
             except Exception as exc:
                 raise _transport.transport_error(transport.spec, exc) from None
+            if transport.terminated is not None:
+                await self._ask_for_sim_address(device)
         except BaseException:
             await self._close_transport(transport)
             raise
@@ -177,6 +186,49 @@ class Stack:
         self._start_trace(host)
         device = Device(config=config, host=host)
         return device
+
+    async def _ask_for_sim_address(self, device: Device) -> None:
+        """Ask a hub's simulated controller for our stable address (MPBLUETOOTH_SIM_ADDRESS).
+
+        Sent only when that variable is set, so a real controller never sees the vendor
+        command; a controller that refuses it keeps its own address. It goes after power-on
+        because a Bumble host ignores everything before its HCI Reset completes.
+        """
+        from bumble.hci import HCI_Command
+
+        from .sim.controller import SET_PUBLIC_ADDRESS_OPCODE
+
+        address = _transport.sim_address()
+        if address is None:
+            return
+        command = HCI_Command(address[::-1], op_code=SET_PUBLIC_ADDRESS_OPCODE)
+        try:
+            response = await asyncio.wait_for(
+                device.host.send_command(command, check_result=False), POWER_ON_TIMEOUT
+            )
+        except TimeoutError:
+            raise mp_oserror(
+                ETIMEDOUT, "the controller did not answer the simulated-address command"
+            ) from None
+        # Bumble gives an unknown opcode's return parameters as raw bytes (or a generic
+        # object holding them): the first byte is the status.
+        parameters = getattr(response, "return_parameters", None)
+        raw = getattr(parameters, "data", parameters)
+        if isinstance(raw, bytes | bytearray):
+            status = raw[0] if raw else 0
+        else:
+            status = int(getattr(parameters, "status", 0) or 0)
+        if status:
+            logger.warning(
+                "%s: the controller refused address %s (status 0x%02x): it keeps its own",
+                self.name,
+                address.hex(":"),
+                status,
+            )
+            return
+        from bumble.hci import Address
+
+        device.public_address = Address(address[::-1], Address.PUBLIC_DEVICE_ADDRESS)
 
     def _start_trace(self, host: Any) -> None:
         """Write an HCI trace when ``MPBLUETOOTH_SNOOP`` asks for one (closed at power-off)."""

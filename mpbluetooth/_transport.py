@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
 ENV_SNOOP = "MPBLUETOOTH_SNOOP"
+ENV_SIM_ADDRESS = "MPBLUETOOTH_SIM_ADDRESS"
 
 #: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
 OPEN_TIMEOUT = 5.0
@@ -66,6 +68,25 @@ def snoop_spec() -> str | None:
     if value.startswith(("btsnoop:", "pcapsnoop:")):
         return value
     return f"btsnoop:file:{value}"
+
+
+def sim_address() -> bytes | None:
+    """The public address (big-endian) to ask a hub's simulated controller for, if any.
+
+    ``MPBLUETOOTH_SIM_ADDRESS`` is either an address (``f2:00:00:00:00:01``) or any name,
+    hashed into an address, so a script keeps its identity when it rejoins a hub (its
+    bonded peers recognise it, as they would a board after a reset).
+    """
+    value = os.environ.get(ENV_SIM_ADDRESS, "").strip()
+    if not value:
+        return None
+    try:
+        address = bytes.fromhex(value.replace(":", ""))
+    except ValueError:
+        address = b""
+    if len(address) != 6:
+        address = b"\xf2" + hashlib.sha256(value.encode()).digest()[:5]
+    return address
 
 
 @dataclass

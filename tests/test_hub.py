@@ -50,23 +50,38 @@ def hub() -> Iterator[HubProcess]:
 class Peer:
     """A MicroPython-style peripheral in its own process, joined to the hub."""
 
-    def __init__(self, spec: str, adv: bytes = ADV, connectable: bool = True) -> None:
+    def __init__(
+        self, spec: str, adv: bytes = ADV, connectable: bool = True, identity: str = ""
+    ) -> None:
+        env = {**ENV, "MPBLUETOOTH_TRANSPORT": spec}
+        if identity:
+            env["MPBLUETOOTH_SIM_ADDRESS"] = identity
         self.proc = subprocess.Popen(
             [sys.executable, "-c", PERIPHERAL, adv.hex(), RESP.hex(), "1" if connectable else "0"],
-            env={**ENV, "MPBLUETOOTH_TRANSPORT": spec},
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        assert line[:1] == ["ready"], (line, self.proc.stderr.read() if self.proc.stderr else "")
-        self.addr_type, self.addr = int(line[1]), bytes.fromhex(line[2])
+        for _ in range(50):  # IRQs raised while starting (secrets) may come first
+            words = self.proc.stdout.readline().split()
+            if not words or words[0] == "ready":
+                break
+        if words[:1] != ["ready"]:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"peer did not start: {words} {err}")
+        self.addr_type, self.addr = int(words[1]), bytes.fromhex(words[2])
 
     def line(self) -> str:
+        """The next output line about connections (IRQ 1/2), skipping any others."""
         assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
+        while True:
+            line = self.proc.stdout.readline().strip()
+            if not line or line.startswith(("irq 1 ", "irq 2 ")):
+                return line
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -247,3 +262,33 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
         peripheral._close()
     finally:
         the_hub.stop()
+
+
+def test_a_process_that_rejoins_keeps_its_address(
+    hub: HubProcess, local: tuple[BLE, Recorder]
+) -> None:
+    ble, recorder = local
+    first = Peer(hub.spec, identity="sensor-board")
+    first.close()
+    again = Peer(hub.spec, identity="sensor-board")
+    try:
+        assert (
+            (again.addr_type, again.addr)
+            == (first.addr_type, first.addr)
+            == (
+                0,
+                again.addr,
+            )
+        )
+        ble.gap_scan(0, 30000, 30000)
+        seen = recorder.wait(IRQ_SCAN_RESULT, lambda d: d[1] == again.addr)
+        ble.gap_scan(None)
+        assert seen[0] == 0
+        # An address already on the link is refused: the newcomer keeps the hub's own.
+        twin = Peer(hub.spec, identity="sensor-board")
+        try:
+            assert twin.addr != again.addr
+        finally:
+            twin.close()
+    finally:
+        again.close()

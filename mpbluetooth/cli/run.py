@@ -100,7 +100,9 @@ async def run_scripts(
             spec = f"unix:{socket_path}"
             _say(f"running {len(scripts)} script(s) on a simulated link")
         try:
-            return await _supervise(scripts, spec, stop, timeout, snoop, stop_on_exit, str_buffer)
+            return await _supervise(
+                scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer
+            )
         finally:
             if local_hub is not None:
                 await local_hub.close()
@@ -109,6 +111,7 @@ async def run_scripts(
 async def _supervise(
     scripts: list[_Script],
     spec: str,
+    simulated: bool,
     stop: asyncio.Event,
     timeout: float | None,
     snoop: str | None,
@@ -121,6 +124,9 @@ async def _supervise(
         env = {**os.environ, "MPBLUETOOTH_TRANSPORT": spec, "PYTHONUNBUFFERED": "1"}
         if snoop:
             env["MPBLUETOOTH_SNOOP"] = _trace_for(snoop, script.label)
+        if simulated:
+            # The same script gets the same address on every run, as a board keeps its own.
+            env.setdefault("MPBLUETOOTH_SIM_ADDRESS", f"mpbluetooth-run:{script.label}")
         args = [sys.executable, "-m", "mpbluetooth.cli.python", "-u"]
         if not str_buffer:
             args.append("--no-str-buffer")

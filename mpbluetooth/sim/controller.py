@@ -45,6 +45,11 @@ _LEGACY_REPORT_TYPE = {
 _SCAN_RSP = 4
 _RSSI = -50
 
+#: Vendor command (OGF 0x3F) our simulated controllers understand: set the public address
+#: (6 bytes, little-endian). A process that rejoins a hub uses it to keep its identity, so a
+#: peer that bonded with it recognises it after a restart, as it would a board.
+SET_PUBLIC_ADDRESS_OPCODE = hci.hci_command_op_code(0x3F, 0x3D0)
+
 _PROPERTIES = "mpb_properties"
 _SCAN_RESPONSE_DATA = "mpb_scan_response"
 
@@ -70,6 +75,33 @@ class SimController(Controller):
         self._extended_scan = False
         self._active_scan = False
         self._connect_ind: ll.ConnectInd | None = None
+
+    # --- vendor commands ---------------------------------------------------------------
+    def on_hci_command(self, command: hci.HCI_Command) -> Any:
+        if command.op_code != SET_PUBLIC_ADDRESS_OPCODE:
+            return super().on_hci_command(command)
+        # Bumble dispatches opcodes it does not know as asynchronous commands: the handler
+        # sends its own Command Complete.
+        status = self._set_public_address(bytes(command.parameters or b""))
+        self.send_hci_packet(
+            hci.HCI_Command_Complete_Event(
+                num_hci_command_packets=1,
+                command_opcode=command.op_code,
+                return_parameters=hci.HCI_StatusReturnParameters(status),
+            )
+        )
+        return None
+
+    def _set_public_address(self, parameters: bytes) -> int:
+        if len(parameters) != 6:
+            return hci.HCI_ErrorCode.INVALID_HCI_COMMAND_PARAMETERS_ERROR
+        address = hci.Address(parameters, hci.Address.PUBLIC_DEVICE_ADDRESS)
+        if any(
+            other is not self and other.public_address == address for other in self.link.controllers
+        ):
+            return hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR
+        self.public_address = address
+        return hci.HCI_ErrorCode.SUCCESS
 
     # --- advertising out ------------------------------------------------------------
     def send_advertising_pdu(self, packet: ll.AdvertisingPdu) -> None:
