@@ -156,14 +156,15 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     HCI packet inside Bumble.
     """
 
-    @functools.wraps(fn)
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    name = getattr(target, "__qualname__", repr(target))
+    log = logging.getLogger(getattr(target, "__module__", None) or __name__)
+
     def listener(*args: Any) -> Any:
         try:
             return fn(*args)
         except Exception:
-            logging.getLogger(fn.__module__).exception(
-                "error in stack callback %s", fn.__qualname__
-            )
+            log.exception("error in stack callback %s", name)
             return None
 
     return listener

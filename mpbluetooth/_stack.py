@@ -204,7 +204,8 @@ class Stack:
         command = HCI_Command(address[::-1], op_code=SET_PUBLIC_ADDRESS_OPCODE)
         try:
             response = await asyncio.wait_for(
-                device.host.send_command(command, check_result=False), POWER_ON_TIMEOUT
+                device.host.send_command(command, check_result=False),  # type: ignore[call-overload]
+                POWER_ON_TIMEOUT,
             )
         except TimeoutError:
             raise mp_oserror(

@@ -11,14 +11,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _transport
+from . import _gatts, _transport
 from ._convert import buffer_bytes, to_int, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
+from ._gattc import GattClient
+from ._gatts import GattServer
 from ._runtime import runtime
 from ._stack import Stack
-from .constants import EINVAL, ENODEV, IRQ_SCAN_DONE, IRQ_SCAN_RESULT
+from .constants import E2BIG, EINVAL, ENODEV, ENOTCONN, IRQ_SCAN_DONE, IRQ_SCAN_RESULT
+from .uuid import UUID
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,10 @@ def _not_yet(feature: str, issue: str) -> NotImplementedError:
 
 
 _GATT = "GATT server and client, issue #4"
+_PASSKEY_ACTIONS = (2, 3, 4)
+
 _L2CAP = "L2CAP channels, issue #5"
+
 _SECURITY = "pairing and bonding, issue #5"
 
 
@@ -50,6 +56,8 @@ class BLE:
     _stack: Stack
     _ring: EventRing
     _gap: Gap
+    _gatts: GattServer
+    _gattc: GattClient
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
         # MicroPython accepts and ignores any arguments.
@@ -69,6 +77,7 @@ class BLE:
         self._ring = EventRing(name, lambda: rt.loop)
         self._stack = Stack(name, self._ring, link, transport)
         self._gap = Gap(self._stack)
+        self._gatts, self._gattc = GattServer(self._stack), GattClient(self._stack)
         return self
 
     def __repr__(self) -> str:
@@ -272,45 +281,109 @@ class BLE:
 
     # --- GATT server -------------------------------------------------------------------
     def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
-        raise _not_yet("gatts_register_services", _GATT)
+        """Replace the local services; return, per service, its characteristics' value
+        handles each followed by its user descriptors' handles (CCCDs excluded).
+
+        Every value starts empty with a 20-byte capacity. Refused with ``OSError(EBUSY)``
+        while advertising, scanning, connecting or connected, as NimBLE refuses.
+        MicroPython: handles differ from NimBLE's (Bumble's GATT service is larger).
+        """
+        services = _gatts.sized(services_definition)
+        if len(services) > _gatts.MAX_SERVICES:
+            raise mp_oserror(E2BIG, f"at most {_gatts.MAX_SERVICES} services")
+        self._stack.require()
+        # As on MicroPython, the old database is gone before the definition is parsed.
+        self._call(self._gatts.reset(), "reset the GATT database")
+        parsed = [_gatts.parse_service(service) for service in services]
+        handles: tuple[tuple[int, ...], ...] = self._call(
+            self._gatts.register(parsed), "register services"
+        )
+        return handles
 
     def gatts_read(self, value_handle: Any, /) -> bytes:
-        raise _not_yet("gatts_read", _GATT)
+        """The stored value (``b''`` for an unknown handle or an inactive radio; never
+        raises). In append mode, reading empties it."""
+        return self._gatts.read(uint16(value_handle))
 
     def gatts_write(self, value_handle: Any, data: Any, send_update: Any = False, /) -> int:
-        raise _not_yet("gatts_write", _GATT)
+        """Store a value (growing its capacity to fit); return ``len(data)``.
+
+        ``send_update`` notifies or indicates each link per its CCCD (notify wins).
+        """
+        handle = uint16(value_handle)
+        value = buffer_bytes(data)
+        self._gatts.write(handle, value)
+        if send_update:
+            self._call(self._gatts.send_update(handle), "send update")
+        return len(value)
 
     def gatts_notify(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
-        raise _not_yet("gatts_notify", _GATT)
+        """Notify regardless of subscription: ``data``, or the stored value when ``None``,
+        cut to MTU - 3. ``OSError(ENOMEM)`` while the ACL buffers are full."""
+        conn, handle = uint16(conn_handle), uint16(value_handle)
+        payload = None if data is None else buffer_bytes(data)
+        self._call(self._gatts.notify(conn, handle, payload), "notify")
 
     def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
-        raise _not_yet("gatts_indicate", _GATT)
+        """Indicate regardless of subscription; ``_IRQ_GATTS_INDICATE_DONE`` follows with
+        status 0 on confirmation (on links where we are the peripheral, as NimBLE)."""
+        conn, handle = uint16(conn_handle), uint16(value_handle)
+        payload = None if data is None else buffer_bytes(data)
+        self._call(self._gatts.indicate(conn, handle, payload), "indicate")
 
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
-        raise _not_yet("gatts_set_buffer", _GATT)
+        """Set a value's capacity to ``len`` bytes and clear it; with ``append``, remote
+        writes accumulate until it is full (extra bytes are dropped)."""
+        self._gatts.set_buffer(uint16(value_handle), to_int(len), bool(append))
 
     # --- GATT client -------------------------------------------------------------------
     def gattc_discover_services(self, conn_handle: Any, uuid: Any = None, /) -> None:
-        raise _not_yet("gattc_discover_services", _GATT)
+        """``_IRQ_GATTC_SERVICE_RESULT`` per primary service (only ``uuid``'s if given),
+        then ``_IRQ_GATTC_SERVICE_DONE``."""
+        conn = uint16(conn_handle)
+        if uuid is not None and not isinstance(uuid, UUID):
+            raise TypeError("UUID")
+        self._call(self._gattc.discover_services(conn, uuid), "discover services")
 
     def gattc_discover_characteristics(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, uuid: Any = None, /
     ) -> None:
-        raise _not_yet("gattc_discover_characteristics", _GATT)
+        """``_IRQ_GATTC_CHARACTERISTIC_RESULT`` per characteristic in the range (only
+        ``uuid``'s if given), then ``_IRQ_GATTC_CHARACTERISTIC_DONE``."""
+        conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
+        if uuid is not None and not isinstance(uuid, UUID):
+            raise TypeError("UUID")
+        self._call(
+            self._gattc.discover_characteristics(conn, start, end, uuid),
+            "discover characteristics",
+        )
 
     def gattc_discover_descriptors(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, /
     ) -> None:
-        raise _not_yet("gattc_discover_descriptors", _GATT)
+        """``_IRQ_GATTC_DESCRIPTOR_RESULT`` per attribute in ``start + 1 .. end``, then
+        ``_IRQ_GATTC_DESCRIPTOR_DONE``."""
+        conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
+        self._call(self._gattc.discover_descriptors(conn, start, end), "discover descriptors")
 
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
-        raise _not_yet("gattc_read", _GATT)
+        """One read (no long read): ``_IRQ_GATTC_READ_RESULT`` then ``_IRQ_GATTC_READ_DONE``."""
+        conn, handle = uint16(conn_handle), uint16(value_handle)
+        self._call(self._gattc.read(conn, handle), "read")
 
     def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
-        raise _not_yet("gattc_write", _GATT)
+        """Write without response (mode 0) or with it (mode 1, ``_IRQ_GATTC_WRITE_DONE``);
+        data beyond MTU - 3 is dropped."""
+        conn, handle = uint16(conn_handle), uint16(value_handle)
+        payload = buffer_bytes(data)
+        self._call(self._gattc.write(conn, handle, payload, to_int(mode)), "write")
 
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
-        raise _not_yet("gattc_exchange_mtu", _GATT)
+        """Exchange ``config('mtu')`` once per link; ``_IRQ_MTU_EXCHANGED`` on both sides."""
+        conn = uint16(conn_handle)
+        if not self._stack.active:
+            raise mp_oserror(ENOTCONN)
+        self._call(self._gattc.exchange_mtu(conn), "exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------
     def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:

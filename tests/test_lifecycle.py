@@ -251,3 +251,19 @@ def test_environment_transport_is_used() -> None:
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("mpbluetooth.TransportError: ") and "'nonsense:1'" in last
+
+
+def test_guarded_listeners_log_instead_of_raising(caplog: pytest.LogCaptureFixture) -> None:
+    import functools
+
+    from mpbluetooth._runtime import guarded
+
+    def broken(kind: str, value: int) -> None:
+        raise ValueError(f"{kind} {value}")
+
+    with caplog.at_level(logging.ERROR, logger="tests"):
+        assert guarded(functools.partial(broken, "partial"))(1) is None
+        assert guarded(broken)("plain", 2) is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["error in stack callback " + broken.__qualname__] * 2
+    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["partial 1", "plain 2"]

@@ -154,7 +154,7 @@ async def _supervise(
         if stopper in done:
             interrupted = True
             break
-        pending -= done  # type: ignore[arg-type]
+        pending -= done
         finished = [s for s in scripts if s.status is not None]
         if any(s.status != 0 for s in finished) or (stop_on_exit and finished):
             break

@@ -92,9 +92,9 @@ class SimController(Controller):
         )
         return None
 
-    def _set_public_address(self, parameters: bytes) -> int:
+    def _set_public_address(self, parameters: bytes) -> hci.HCI_ErrorCode:
         if len(parameters) != 6:
-            return hci.HCI_ErrorCode.INVALID_HCI_COMMAND_PARAMETERS_ERROR
+            return hci.HCI_ErrorCode.INVALID_COMMAND_PARAMETERS_ERROR
         address = hci.Address(parameters, hci.Address.PUBLIC_DEVICE_ADDRESS)
         if any(
             other is not self and other.public_address == address for other in self.link.controllers

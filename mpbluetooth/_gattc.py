@@ -1,0 +1,415 @@
+"""GATT client: discovery, reads, writes, MTU exchange, incoming notifications.
+
+IRQs 9-19 and 21 (MTU_EXCHANGED, raised for exchanges either side starts).
+
+The procedures are NimBLE's, written on Bumble's ATT request/response primitive rather
+than its higher-level client, because the peer must see NimBLE's behaviour (SPEC D7):
+one Read Request and no Read Blob, one Write Request and no Prepare/Execute, values cut
+to the MTU, descriptor discovery from ``start + 1``, characteristic end handles from the
+next reported declaration, UUIDs of their on-air size, and every result posted as its
+response arrives. Each procedure runs as a task on the loop; the ``BLE`` call returns as
+soon as it has started, and its ``*_DONE`` event carries the status: 0, ``0x100 + ATT
+error``, 13 (timeout) or 7 (link lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ._errors import mp_oserror
+from ._gatts import acl_backlog_full
+from ._runtime import guarded, runtime
+from .constants import (
+    EALREADY,
+    EBUSY,
+    EINVAL,
+    ENOMEM,
+    ENOTCONN,
+    IRQ_GATTC_CHARACTERISTIC_DONE,
+    IRQ_GATTC_CHARACTERISTIC_RESULT,
+    IRQ_GATTC_DESCRIPTOR_DONE,
+    IRQ_GATTC_DESCRIPTOR_RESULT,
+    IRQ_GATTC_INDICATE,
+    IRQ_GATTC_NOTIFY,
+    IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_READ_RESULT,
+    IRQ_GATTC_SERVICE_DONE,
+    IRQ_GATTC_SERVICE_RESULT,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_MTU_EXCHANGED,
+)
+from .uuid import UUID
+
+if TYPE_CHECKING:
+    from bumble.device import Connection, Device
+    from bumble.gatt_client import Client
+
+    from ._stack import Stack
+
+logger = logging.getLogger(__name__)
+
+#: NimBLE's BLE_GATT_MAX_PROCS in MicroPython's builds: more at once → OSError(ENOMEM).
+MAX_PROCEDURES = 4
+
+_ATT_ERROR_BASE = 0x100  # NimBLE's BLE_HS_ERR_ATT_BASE: ATT errors as statuses
+_STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
+_STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
+_STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
+_STATUS_FAILED = 5
+_ATT_ATTRIBUTE_NOT_FOUND = 0x0A
+_LAST_HANDLE = 0xFFFF
+
+
+class _BadResponse(Exception):
+    """The peer answered with something NimBLE would reject (BLE_HS_EBADDATA)."""
+
+
+def mp_uuid(raw: bytes) -> UUID:
+    """A UUID as it was on air (2 or 16 bytes, little-endian), keeping its size."""
+    return UUID._from_le(bytes(raw))
+
+
+def _att_value(uuid: UUID) -> bytes:
+    """A UUID as an attribute value: 16-bit stays 2 bytes; 32-bit goes out as 128-bit."""
+    raw = bytes(uuid)
+    if len(raw) == 4:
+        from bumble.core import UUID as BumbleUUID
+
+        return BumbleUUID.from_bytes(raw).to_bytes(force_128=True)
+    return raw
+
+
+class GattClient:
+    """The GATT client procedures of one instance."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ring = stack.ring
+        self._procedures = 0
+        self._discovering_characteristics = False
+        self._mtu_exchanged: set[int] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        stack.on_power_on.append(self._attach)
+        stack.on_power_off.append(self._detach)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def _attach(self, device: Device) -> None:
+        self._procedures = 0
+        self._discovering_characteristics = False
+        self._mtu_exchanged = set()
+        device.on("connection", guarded(self._on_connection))
+
+    def _detach(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _on_connection(self, connection: Connection) -> None:
+        client = connection.gatt_client
+
+        # Bumble delivers notifications only to handles subscribed through its own API;
+        # MicroPython programs subscribe by writing the CCCD, so take every one.
+        def on_notification(pdu: Any) -> None:
+            self._on_value(connection, IRQ_GATTC_NOTIFY, pdu)
+
+        def on_indication(pdu: Any) -> None:
+            self._on_value(connection, IRQ_GATTC_INDICATE, pdu)
+
+        def on_mtu() -> None:
+            self._mtu_exchanged.add(connection.handle)
+            self.ring.post(IRQ_MTU_EXCHANGED, connection.handle, connection.att_mtu)
+
+        def on_disconnection(*args: Any) -> None:
+            self._mtu_exchanged.discard(connection.handle)
+
+        client.on_att_handle_value_notification = guarded(on_notification)  # type: ignore[method-assign]
+        client.on_att_handle_value_indication = guarded(on_indication)  # type: ignore[method-assign]
+        connection.on("connection_att_mtu_update", guarded(on_mtu))
+        connection.on("disconnection", guarded(on_disconnection))
+
+    def _on_value(self, connection: Connection, event: int, pdu: Any) -> None:
+        self.ring.post(event, connection.handle, pdu.attribute_handle, bytes(pdu.attribute_value))
+        if event == IRQ_GATTC_INDICATE:
+            from bumble.att import ATT_Handle_Value_Confirmation
+
+            connection.gatt_client.send_confirmation(ATT_Handle_Value_Confirmation())
+
+    # --- starting procedures (loop thread) --------------------------------------------
+    def _connection(self, conn_handle: int) -> Connection:
+        device = self.stack.require()
+        connection = device.lookup_connection(conn_handle)
+        if connection is None:
+            raise mp_oserror(ENOTCONN)
+        return connection
+
+    def _start(
+        self,
+        connection: Connection,
+        body: Callable[[Client], Coroutine[Any, Any, None]],
+        finish: Callable[[int], object],
+    ) -> None:
+        if self._procedures >= MAX_PROCEDURES:
+            raise mp_oserror(ENOMEM, f"more than {MAX_PROCEDURES} GATT procedures at once")
+        self._procedures += 1
+        task = runtime().spawn(
+            self._run(connection, body, finish), f"{self.stack.name}-gatt-procedure"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        connection: Connection,
+        body: Callable[[Client], Coroutine[Any, Any, None]],
+        finish: Callable[[int], object],
+    ) -> None:
+        from bumble.att import ATT_Error
+        from bumble.core import TimeoutError as BumbleTimeoutError
+
+        status = 0
+        try:
+            await connection.cancel_on_disconnection(body(connection.gatt_client))
+        except ATT_Error as error:
+            status = _ATT_ERROR_BASE + error.error_code
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the stack is stopping: no event, as NimBLE
+            status = _STATUS_NOT_CONNECTED
+        except (TimeoutError, BumbleTimeoutError):
+            status = _STATUS_TIMEOUT
+        except _BadResponse:
+            status = _STATUS_BAD_DATA
+        except Exception:  # noqa: BLE001 - reported through the status
+            logger.exception("%s: GATT procedure failed", self.stack.name)
+            status = _STATUS_FAILED
+        finally:
+            self._procedures -= 1
+        if self.stack.active:
+            finish(status)
+
+    @staticmethod
+    async def _request(client: Client, pdu: Any, not_found_ends: bool = True) -> Any:
+        """Send one ATT request; ``None`` when the peer says "attribute not found" (the
+        normal end of a discovery), ``ATT_Error`` for any other error response."""
+        from bumble.att import ATT_Error, Opcode
+
+        response = await client.send_request(pdu)
+        if response.op_code == Opcode.ATT_ERROR_RESPONSE:
+            if not_found_ends and response.error_code == _ATT_ATTRIBUTE_NOT_FOUND:
+                return None
+            raise ATT_Error(response.error_code, response.attribute_handle_in_error)
+        return response
+
+    # --- discovery ------------------------------------------------------------------------
+    async def discover_services(self, conn_handle: int, uuid: UUID | None) -> None:
+        from bumble.att import ATT_Find_By_Type_Value_Request, ATT_Read_By_Group_Type_Request
+        from bumble.gatt import GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE
+
+        connection = self._connection(conn_handle)
+        handle = connection.handle
+
+        async def body(client: Client) -> None:
+            start = 1
+            while start <= _LAST_HANDLE:
+                if uuid is None:
+                    response = await self._request(
+                        client,
+                        ATT_Read_By_Group_Type_Request(
+                            starting_handle=start,
+                            ending_handle=_LAST_HANDLE,
+                            attribute_group_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE,
+                        ),
+                    )
+                    found = [] if response is None else response.attributes
+                    groups = [(s, e, mp_uuid(value)) for s, e, value in found]
+                else:
+                    response = await self._request(
+                        client,
+                        ATT_Find_By_Type_Value_Request(
+                            starting_handle=start,
+                            ending_handle=_LAST_HANDLE,
+                            attribute_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE,
+                            attribute_value=_att_value(uuid),
+                        ),
+                    )
+                    found = [] if response is None else response.handles_information
+                    groups = [(s, e, uuid) for s, e in found]
+                if not groups:
+                    return
+                for first, last, service_uuid in groups:
+                    if first < start or last < first:
+                        raise _BadResponse()
+                    self.ring.post(IRQ_GATTC_SERVICE_RESULT, handle, first, last, service_uuid)
+                start = groups[-1][1] + 1
+
+        self._start(
+            connection, body, lambda status: self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, status)
+        )
+
+    async def discover_characteristics(
+        self, conn_handle: int, start: int, end: int, uuid: UUID | None
+    ) -> None:
+        from bumble.att import ATT_Read_By_Type_Request
+        from bumble.gatt import GATT_CHARACTERISTIC_ATTRIBUTE_TYPE
+
+        connection = self._connection(conn_handle)
+        handle = connection.handle
+        if start == 0 or start > end:
+            raise mp_oserror(EINVAL, "invalid handle range")
+        if self._discovering_characteristics:
+            raise mp_oserror(EBUSY, "a characteristic discovery is already running")
+        # A result is held back until the next one is known, to give it an end handle.
+        pending: list[tuple[int, int, UUID]] = []
+
+        def flush(end_handle: int) -> None:
+            if pending:
+                value_handle, properties, char_uuid = pending.pop()
+                self.ring.post(
+                    IRQ_GATTC_CHARACTERISTIC_RESULT,
+                    handle,
+                    end_handle,
+                    value_handle,
+                    properties,
+                    char_uuid,
+                )
+
+        async def body(client: Client) -> None:
+            previous = start - 1
+            while previous < end:
+                response = await self._request(
+                    client,
+                    ATT_Read_By_Type_Request(
+                        starting_handle=previous + 1,
+                        ending_handle=end,
+                        attribute_type=GATT_CHARACTERISTIC_ATTRIBUTE_TYPE,
+                    ),
+                )
+                if response is None or not response.attributes:
+                    return
+                for declaration, value in response.attributes:
+                    if declaration <= previous or len(value) not in (5, 19):
+                        raise _BadResponse()
+                    previous = declaration
+                    char_uuid = mp_uuid(value[3:])
+                    if uuid is not None and char_uuid != uuid:
+                        continue  # NimBLE filters in the host: only matches count
+                    flush(declaration - 1)
+                    pending.append((struct.unpack_from("<H", value, 1)[0], value[0], char_uuid))
+
+        def finish(status: int) -> None:
+            self._discovering_characteristics = False
+            flush(end)
+            self.ring.post(IRQ_GATTC_CHARACTERISTIC_DONE, handle, status)
+
+        self._start(connection, body, finish)
+        self._discovering_characteristics = True
+
+    async def discover_descriptors(self, conn_handle: int, start: int, end: int) -> None:
+        from bumble.att import ATT_Find_Information_Request
+
+        connection = self._connection(conn_handle)
+        handle = connection.handle
+        # NimBLE starts after the given handle (callers pass the characteristic value).
+        if start + 1 > end:
+            raise mp_oserror(EINVAL, "invalid handle range")
+
+        async def body(client: Client) -> None:
+            previous = start
+            while previous < end:
+                response = await self._request(
+                    client,
+                    ATT_Find_Information_Request(starting_handle=previous + 1, ending_handle=end),
+                )
+                if response is None or not response.information:
+                    return
+                for attribute, raw_uuid in response.information:
+                    if attribute <= previous:
+                        raise _BadResponse()
+                    previous = attribute
+                    self.ring.post(
+                        IRQ_GATTC_DESCRIPTOR_RESULT, handle, attribute, mp_uuid(raw_uuid)
+                    )
+
+        self._start(
+            connection,
+            body,
+            lambda status: self.ring.post(IRQ_GATTC_DESCRIPTOR_DONE, handle, status),
+        )
+
+    # --- values ---------------------------------------------------------------------------
+    async def read(self, conn_handle: int, value_handle: int) -> None:
+        """One Read Request, never a Read Blob: a long value arrives cut to MTU - 1."""
+        from bumble.att import ATT_Read_Request
+
+        connection = self._connection(conn_handle)
+        handle = connection.handle
+
+        async def body(client: Client) -> None:
+            response = await self._request(
+                client, ATT_Read_Request(attribute_handle=value_handle), not_found_ends=False
+            )
+            self.ring.post(
+                IRQ_GATTC_READ_RESULT, handle, value_handle, bytes(response.attribute_value)
+            )
+
+        self._start(
+            connection,
+            body,
+            lambda status: self.ring.post(IRQ_GATTC_READ_DONE, handle, value_handle, status),
+        )
+
+    async def write(self, conn_handle: int, value_handle: int, data: bytes, mode: int) -> None:
+        """Mode 0: a Write Command, no event. Mode 1: a Write Request, WRITE_DONE. The data
+        is cut to MTU - 3; there are no long writes."""
+        from bumble.att import ATT_Write_Command, ATT_Write_Request
+
+        device = self.stack.require()
+        if mode not in (0, 1):
+            raise mp_oserror(EINVAL, "write mode must be 0 or 1")
+        connection = self._connection(conn_handle)
+        handle = connection.handle
+        data = data[: connection.att_mtu - 3]
+        if mode == 0:
+            if acl_backlog_full(device):
+                raise mp_oserror(ENOMEM, "ACL buffers full")
+            pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
+            connection.gatt_client.send_gatt_pdu(bytes(pdu))
+            return
+
+        async def body(client: Client) -> None:
+            await self._request(
+                client,
+                ATT_Write_Request(attribute_handle=value_handle, attribute_value=data),
+                not_found_ends=False,
+            )
+
+        self._start(
+            connection,
+            body,
+            lambda status: self.ring.post(IRQ_GATTC_WRITE_DONE, handle, value_handle, status),
+        )
+
+    # --- MTU ------------------------------------------------------------------------------
+    async def exchange_mtu(self, conn_handle: int) -> None:
+        """Request ``config('mtu')``; once per link, whichever side started (EALREADY).
+        MTU_EXCHANGED comes from the connection's MTU update, on both sides."""
+        device = self.stack.device
+        connection = device.lookup_connection(conn_handle) if device is not None else None
+        if connection is None or not self.stack.active:
+            raise mp_oserror(ENOTCONN)
+        if connection.handle in self._mtu_exchanged:
+            raise mp_oserror(EALREADY)
+        self._mtu_exchanged.add(connection.handle)
+        mtu = self.stack.mtu
+
+        async def body(client: Client) -> None:
+            await client.request_mtu(mtu)
+
+        self._start(connection, body, lambda status: None)
+
+
+__all__ = ["GattClient", "mp_uuid", "MAX_PROCEDURES"]

@@ -1,0 +1,543 @@
+"""GATT server: the attribute database, local values, remote access, notify and indicate.
+
+IRQs 3 (GATTS_WRITE), 4 (GATTS_READ_REQUEST) and 20 (GATTS_INDICATE_DONE).
+
+The values live here, not in Bumble: each user characteristic value and user descriptor is
+a ``_Value`` with MicroPython's capacity and append mode, and Bumble's attributes only
+call back into it. Bumble enforces none of the ``FLAG_*`` permissions itself, so the
+callbacks apply NimBLE's checks (``ble_att_svr_check_perms``) before touching a value.
+The local calls (``gatts_read``/``gatts_write``/``gatts_set_buffer``) take a lock instead
+of a trip to the loop: they are cheap, never wait on the stack, and ``gatts_read`` must
+never raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._errors import mp_oserror
+from ._events import wait_answer
+from ._runtime import guarded, runtime
+from .constants import (
+    EBUSY,
+    EINVAL,
+    ENOMEM,
+    ENOTCONN,
+    FLAG_AUX_WRITE,
+    FLAG_INDICATE,
+    FLAG_NOTIFY,
+    FLAG_READ,
+    FLAG_READ_AUTHENTICATED,
+    FLAG_READ_ENCRYPTED,
+    FLAG_WRITE,
+    FLAG_WRITE_AUTHENTICATED,
+    FLAG_WRITE_ENCRYPTED,
+    FLAG_WRITE_NO_RESPONSE,
+    IRQ_GATTS_INDICATE_DONE,
+    IRQ_GATTS_READ_REQUEST,
+    IRQ_GATTS_WRITE,
+)
+from .uuid import UUID
+
+if TYPE_CHECKING:
+    from bumble.device import Connection, Device
+
+    from ._stack import Stack
+
+logger = logging.getLogger(__name__)
+
+#: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
+MAX_SERVICES = 8
+#: Initial capacity of every value, in bytes (MicroPython's default buffer).
+DEFAULT_CAPACITY = 20
+#: ACL packets waiting for the controller above which notify, indicate and
+#: write-without-response are refused with OSError(ENOMEM), as NimBLE refuses when its
+#: buffers are exhausted. Bumble's own queue is unbounded: without this a notify loop
+#: would grow memory without limit.
+ACL_BACKLOG_LIMIT = 128
+#: Indications waiting for their confirmation, per instance, above which OSError(ENOMEM)
+#: (NimBLE counts them among its 4 GATT procedures).
+MAX_PENDING_INDICATIONS = 4
+
+# ATT error codes (Core Vol 3, Part F, 3.4.1.1) and NimBLE host statuses used here.
+_ATT_READ_NOT_PERMITTED = 0x02
+_ATT_WRITE_NOT_PERMITTED = 0x03
+_ATT_INSUFFICIENT_AUTHENTICATION = 0x05
+_ATT_INSUFFICIENT_ENCRYPTION = 0x0F
+_STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
+_STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
+_STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
+_EAPP = -9  # BLE_HS_EAPP passed through negated: the stored value could not be read
+
+
+# --- definitions ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DescriptorDef:
+    uuid: UUID
+    flags: int
+
+
+@dataclass(frozen=True)
+class CharacteristicDef:
+    uuid: UUID
+    flags: int
+    descriptors: tuple[DescriptorDef, ...]
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    uuid: UUID
+    characteristics: tuple[CharacteristicDef, ...]
+
+
+def sized(obj: Any) -> list[Any]:
+    """MicroPython's ``mp_obj_len`` then ``mp_getiter``: a generator is a TypeError."""
+    len(obj)
+    return list(obj)
+
+
+def _fixed(obj: Any, n: int) -> Sequence[Any]:
+    """MicroPython's ``mp_obj_get_array_fixed_n``: a tuple or list of exactly ``n`` items."""
+    if not isinstance(obj, (tuple, list)):
+        raise TypeError(f"object '{type(obj).__name__}' isn't a tuple or list")
+    if len(obj) != n:
+        raise ValueError(f"requested length {n} but object has length {len(obj)}")
+    return obj
+
+
+def _flags(value: Any) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"can't convert {type(value).__name__} to int")
+    return int(value) & 0xFFFF
+
+
+def parse_service(obj: Any) -> ServiceDef:
+    """One ``(UUID, characteristics)`` entry, with MicroPython's errors and messages."""
+    uuid, characteristics = _fixed(obj, 2)
+    if not isinstance(uuid, UUID):
+        raise ValueError("invalid service UUID")
+    chars = []
+    for item in sized(characteristics):
+        if not isinstance(item, (tuple, list)):
+            raise TypeError(f"object '{type(item).__name__}' isn't a tuple or list")
+        if len(item) not in (2, 3):
+            raise ValueError("invalid characteristic tuple")
+        if not isinstance(item[0], UUID):
+            raise ValueError("invalid characteristic UUID")
+        descriptors = []
+        if len(item) == 3:
+            for entry in sized(item[2]):
+                d_uuid, d_flags = _fixed(entry, 2)
+                if not isinstance(d_uuid, UUID):
+                    raise ValueError("invalid descriptor UUID")
+                descriptors.append(DescriptorDef(d_uuid, _flags(d_flags)))
+        chars.append(CharacteristicDef(item[0], _flags(item[1]), tuple(descriptors)))
+    return ServiceDef(uuid, tuple(chars))
+
+
+def properties_byte(flags: int) -> int:
+    """The declaration's property byte: flag bits 0x01-0x40, plus 0x80 (extended
+    properties) for AUX_WRITE or reliable write, as NimBLE builds it."""
+    return (flags & 0x7F) | (0x80 if flags & (FLAG_AUX_WRITE | 0x80) else 0)
+
+
+def bumble_uuid(uuid: UUID) -> Any:
+    from bumble.core import UUID as BumbleUUID
+
+    return BumbleUUID.from_bytes(bytes(uuid))
+
+
+# --- stored values --------------------------------------------------------------------
+class _Value:
+    """A user characteristic value or user descriptor: bytes, capacity, access rules."""
+
+    __slots__ = (
+        "handle",
+        "data",
+        "capacity",
+        "append",
+        "readable",
+        "writable",
+        "read_security",
+        "write_security",
+        "updates",
+    )
+
+    def __init__(self, flags: int, descriptor: bool) -> None:
+        self.handle = 0
+        self.data = b""
+        self.capacity = DEFAULT_CAPACITY
+        self.append = False
+        self.readable = bool(flags & FLAG_READ)
+        self.writable = bool(flags & (FLAG_WRITE | FLAG_WRITE_NO_RESPONSE))
+        if descriptor:
+            # MicroPython keeps only the read/write bits of a descriptor's flags.
+            self.read_security = self.write_security = (False, False)
+            self.updates = False
+        else:
+            self.read_security = (
+                bool(flags & FLAG_READ_ENCRYPTED),
+                bool(flags & FLAG_READ_AUTHENTICATED),
+            )
+            self.write_security = (
+                bool(flags & FLAG_WRITE_ENCRYPTED),
+                bool(flags & FLAG_WRITE_AUTHENTICATED),
+            )
+            self.updates = bool(flags & (FLAG_NOTIFY | FLAG_INDICATE))
+
+
+class GattServer:
+    """The local GATT database of one instance and the server-side IRQs."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ring = stack.ring
+        self._lock = threading.Lock()
+        self._values: dict[int, _Value] = {}
+        self._indications: set[asyncio.Task[Any]] = set()
+        #: Whether a link's peer has a long-term key stored (decides 0x0F vs 0x05 for an
+        #: unencrypted access, as NimBLE does). Pairing (issue 5) supplies the answer.
+        self.peer_bonded: Callable[[Connection], bool] = lambda connection: False
+        #: Whether a link was encrypted with MITM protection (NimBLE's "authenticated").
+        #: Bumble's ``connection.authenticated`` is also true after Just Works pairing, so
+        #: pairing (issue 5) supplies the answer.
+        self.link_authenticated: Callable[[Connection], bool] = lambda connection: False
+        stack.on_power_on.append(self._attach)
+        stack.on_power_off.append(self._detach)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def _attach(self, device: Device) -> None:
+        with self._lock:
+            self._values = {}
+        server = device.gatt_server
+        bumble_write_command = server.on_att_write_command
+
+        def on_att_write_command(bearer: Any, request: Any) -> None:
+            self._on_write_command(bearer, request, bumble_write_command)
+
+        # Write Commands run synchronously here: Bumble would run each in its own task.
+        server.on_att_write_command = guarded(on_att_write_command)
+
+    def _detach(self) -> None:
+        with self._lock:
+            self._values = {}
+        for task in list(self._indications):
+            task.cancel()
+
+    # --- registration (loop thread) ---------------------------------------------------
+    async def reset(self) -> None:
+        """Wipe the database back to the GAP and GATT services (NimBLE's ``ble_gatts_reset``),
+        refused with EBUSY while advertising, scanning, connecting or connected."""
+        device = self.stack.require()
+        if (
+            device.is_advertising
+            or device.is_scanning
+            or device.is_le_connecting
+            or device.connections
+        ):
+            raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
+        with self._lock:
+            self._values = {}
+        server = device.gatt_server
+        server.attributes.clear()
+        server.attributes_by_handle.clear()
+        server.services.clear()
+        server.subscribers.clear()
+        device.add_default_services()
+        self.stack.set_gap_name(self.stack.gap_name)
+
+    async def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
+        """Add the services after the default ones; return MicroPython's handle tuples."""
+        from bumble.att import Attribute, AttributeValue
+        from bumble.gatt import (
+            GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+            Characteristic,
+            Descriptor,
+            Service,
+        )
+
+        device = self.stack.require()
+        server = device.gatt_server
+        permissions = Attribute.Permissions.READABLE | Attribute.Permissions.WRITEABLE
+        layout: list[list[tuple[_Value, Any]]] = []
+        bumble_services = []
+        for service in services:
+            entries: list[tuple[_Value, Any]] = []
+            characteristics = []
+            for char in service.characteristics:
+                value = _Value(char.flags, descriptor=False)
+                characteristic = Characteristic(
+                    bumble_uuid(char.uuid),
+                    Characteristic.Properties(properties_byte(char.flags)),
+                    permissions,
+                    self._attribute_value(value, AttributeValue),
+                )
+                entries.append((value, characteristic))
+                descriptors = []
+                if char.flags & (FLAG_NOTIFY | FLAG_INDICATE):
+                    # NimBLE puts the CCCD right after the value, before user descriptors;
+                    # Bumble would append its own after them.
+                    descriptors.append(
+                        Descriptor(
+                            GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR,
+                            permissions,
+                            server.make_descriptor_value(characteristic),
+                        )
+                    )
+                for desc in char.descriptors:
+                    d_value = _Value(desc.flags, descriptor=True)
+                    descriptor = Descriptor(
+                        bumble_uuid(desc.uuid),
+                        permissions,
+                        self._attribute_value(d_value, AttributeValue),
+                    )
+                    descriptors.append(descriptor)
+                    entries.append((d_value, descriptor))
+                characteristic.descriptors = descriptors
+                characteristics.append(characteristic)
+            bumble_services.append(Service(bumble_uuid(service.uuid), characteristics))
+            layout.append(entries)
+        device.add_services(bumble_services)
+        values: dict[int, _Value] = {}
+        for entries in layout:
+            for value, attribute in entries:
+                value.handle = attribute.handle
+                values[value.handle] = value
+        with self._lock:
+            self._values = values
+        return tuple(tuple(value.handle for value, _ in entries) for entries in layout)
+
+    def _attribute_value(self, value: _Value, factory: Any) -> Any:
+        async def read(connection: Connection) -> bytes:
+            return await self._remote_read(value, connection)
+
+        def write(connection: Connection, data: bytes) -> None:
+            self._remote_write(value, connection, data)
+
+        return factory(read=read, write=write)
+
+    # --- remote access (loop thread) --------------------------------------------------
+    def _security_error(self, connection: Connection, rule: tuple[bool, bool]) -> int:
+        """NimBLE's check: unencrypted → 0x0F for a bonded peer else 0x05; encrypted
+        without MITM where authentication is required → 0x05."""
+        encrypted, authenticated = rule
+        if not (encrypted or authenticated):
+            return 0
+        if not connection.is_encrypted:
+            if self.peer_bonded(connection):
+                return _ATT_INSUFFICIENT_ENCRYPTION
+            return _ATT_INSUFFICIENT_AUTHENTICATION
+        if authenticated and not self.link_authenticated(connection):
+            return _ATT_INSUFFICIENT_AUTHENTICATION
+        return 0
+
+    def _write_error(self, value: _Value, connection: Connection) -> int:
+        if not value.writable:
+            return _ATT_WRITE_NOT_PERMITTED
+        return self._security_error(connection, value.write_security)
+
+    async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
+        from bumble.att import ATT_Error
+
+        if not value.readable:
+            raise ATT_Error(_ATT_READ_NOT_PERMITTED, value.handle)
+        code = self._security_error(connection, value.read_security)
+        if code:
+            raise ATT_Error(code, value.handle)
+        answer = await wait_answer(
+            self.ring.ask(IRQ_GATTS_READ_REQUEST, connection.handle, value.handle),
+            "a read request",
+        )
+        code = answer & 0xFF if isinstance(answer, int) else 0
+        if code:
+            raise ATT_Error(code, value.handle)
+        with self._lock:
+            return value.data
+
+    def _remote_write(self, value: _Value, connection: Connection, data: bytes) -> None:
+        from bumble.att import ATT_Error
+
+        code = self._write_error(value, connection)
+        if code:
+            raise ATT_Error(code, value.handle)
+        self._store_remote(value, connection, data)
+
+    def _on_write_command(
+        self, bearer: Any, request: Any, bumble_write_command: Callable[..., Any]
+    ) -> None:
+        from bumble.att import is_enhanced_bearer
+
+        with self._lock:
+            value = self._values.get(request.attribute_handle)
+        if value is None or is_enhanced_bearer(bearer):
+            bumble_write_command(bearer, request)  # CCCDs and the stack's own attributes
+            return
+        if self._write_error(value, bearer):
+            return  # a refused Write Command is dropped silently (no response exists)
+        self._store_remote(value, bearer, bytes(request.attribute_value))
+
+    def _store_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
+        """Truncate to the capacity (remote writes never grow it) or append, then tell
+        the handler: the event is queued before the write response goes out."""
+        with self._lock:
+            if value.append:
+                value.data = (value.data + data)[: value.capacity]
+            else:
+                value.data = bytes(data[: value.capacity])
+        self.ring.post(IRQ_GATTS_WRITE, connection.handle, value.handle)
+
+    # --- local values (any thread) ----------------------------------------------------
+    def read(self, handle: int) -> bytes:
+        """``gatts_read``: the stored value, ``b''`` for anything unknown; drains append mode."""
+        with self._lock:
+            value = self._values.get(handle) if self.stack.active else None
+            if value is None:
+                return b""
+            data = value.data
+            if value.append:
+                value.data = b""
+            return data
+
+    def write(self, handle: int, data: bytes) -> None:
+        """``gatts_write`` without the update: store, growing the capacity to fit."""
+        self.stack.require()
+        with self._lock:
+            value = self._values.get(handle)
+            if value is None:
+                raise mp_oserror(EINVAL, f"no value with handle {handle}")
+            value.capacity = max(value.capacity, len(data))
+            value.data = data
+
+    def set_buffer(self, handle: int, size: int, append: bool) -> None:
+        self.stack.require()
+        if size < 0:
+            raise mp_oserror(ENOMEM)
+        with self._lock:
+            value = self._values.get(handle)
+            if value is None:
+                raise mp_oserror(EINVAL, f"no value with handle {handle}")
+            value.capacity = size
+            value.append = append
+            value.data = b""
+
+    def stored(self, handle: int) -> bytes | None:
+        with self._lock:
+            value = self._values.get(handle)
+            return None if value is None else value.data
+
+    # --- notify / indicate (loop thread) ----------------------------------------------
+    async def send_update(self, handle: int) -> None:
+        """``gatts_write(..., True)``: to each link whose CCCD subscribes, a notification
+        if its notify bit is set (notify wins), else an indication."""
+        from bumble.att import is_enhanced_bearer
+
+        device = self.stack.require()
+        with self._lock:
+            value = self._values.get(handle)
+            if value is None or not value.updates:
+                return
+            data = value.data
+        for bearer, cccds in list(device.gatt_server.subscribers.items()):
+            cccd = cccds.get(handle)
+            if not cccd or is_enhanced_bearer(bearer):
+                continue
+            if cccd[0] & 0x01:
+                if not acl_backlog_full(device):
+                    self._notify(device, bearer, handle, data)
+            elif cccd[0] & 0x02 and len(self._indications) < MAX_PENDING_INDICATIONS:
+                self._indicate(device, bearer, handle, data)
+
+    async def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
+        device, connection, payload = self._prepare(conn_handle, handle, data)
+        self._notify(device, connection, handle, payload)
+
+    async def indicate(self, conn_handle: int, handle: int, data: bytes | None) -> None:
+        device, connection, payload = self._prepare(conn_handle, handle, data)
+        if len(self._indications) >= MAX_PENDING_INDICATIONS:
+            raise mp_oserror(ENOMEM, "too many indications awaiting confirmation")
+        self._indicate(device, connection, handle, payload)
+
+    def _prepare(
+        self, conn_handle: int, handle: int, data: bytes | None
+    ) -> tuple[Device, Connection, bytes]:
+        device = self.stack.require()
+        if data is None:
+            data = self.stored(handle)
+            if data is None:
+                raise mp_oserror(_EAPP)  # NimBLE cannot read the value to send
+        connection = device.lookup_connection(conn_handle)
+        if connection is None:
+            raise mp_oserror(ENOTCONN)
+        if acl_backlog_full(device):
+            raise mp_oserror(ENOMEM, "ACL buffers full")
+        return device, connection, data
+
+    def _notify(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
+        from bumble.att import ATT_Handle_Value_Notification
+
+        pdu = ATT_Handle_Value_Notification(
+            attribute_handle=handle, attribute_value=data[: connection.att_mtu - 3]
+        )
+        device.gatt_server.send_gatt_pdu(connection, bytes(pdu))
+
+    def _indicate(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
+        task = runtime().spawn(
+            self._indication(device, connection, handle, data), f"{self.stack.name}-indicate"
+        )
+        self._indications.add(task)
+        task.add_done_callback(self._indications.discard)
+
+    async def _indication(
+        self, device: Device, connection: Connection, handle: int, data: bytes
+    ) -> None:
+        """Send one indication (Bumble queues it behind an unconfirmed one) and report
+        INDICATE_DONE: 0 confirmed, 13 timed out, 7 link lost."""
+        from bumble.att import Attribute
+        from bumble.core import UUID as BumbleUUID
+        from bumble.core import TimeoutError as BumbleTimeoutError
+        from bumble.hci import Role
+
+        attribute = device.gatt_server.get_attribute(handle)
+        if attribute is None:  # NimBLE sends explicit data to any handle
+            attribute = Attribute(BumbleUUID.from_16_bits(0), Attribute.Permissions(0))
+            attribute.handle = handle
+        status = 0
+        try:
+            await connection.cancel_on_disconnection(
+                device.gatt_server.indicate_subscriber(connection, attribute, data, force=True)
+            )
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the stack is stopping: no event, as NimBLE
+            status = _STATUS_NOT_CONNECTED
+        except (TimeoutError, BumbleTimeoutError):
+            status = _STATUS_TIMEOUT
+        except Exception:  # noqa: BLE001 - reported through the status
+            logger.exception("%s: indication on handle %d failed", self.stack.name, handle)
+            status = _STATUS_FAILED
+        # NimBLE reports INDICATE_DONE only on links where we are the peripheral.
+        if self.stack.active and connection.role == Role.PERIPHERAL:
+            self.ring.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
+
+
+def acl_backlog_full(device: Device) -> bool:
+    """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller."""
+    host = device.host
+    queue = host.le_acl_packet_queue or host.acl_packet_queue
+    return queue is not None and queue.pending >= ACL_BACKLOG_LIMIT
+
+
+__all__ = [
+    "GattServer",
+    "ServiceDef",
+    "parse_service",
+    "sized",
+    "acl_backlog_full",
+    "MAX_SERVICES",
+]
