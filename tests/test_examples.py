@@ -60,3 +60,35 @@ def test_advertising_helper_round_trip() -> None:
         "25 sensor [UUID(0x181a)] b'\\xff\\xff\\x01\\x02'",
         "error advertising payload too large",
     ]
+
+
+def test_sensor_pair() -> None:
+    result = run("sensor_peripheral.py", "sensor_central.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    central = [line.split("] ", 1)[1] for line in lines if line.startswith("[sensor_central")]
+    assert central[:3] == ["found mpy-temp", "connected", "subscribed, status 0"]
+    notified = [float(line.split()[1]) for line in central if line.startswith("notified:")]
+    assert len(notified) == 5 and notified == sorted(notified)  # the sensor's value rising
+    assert central[-2:] == ["disconnected", "notifications: 5"]
+    assert any(line.startswith("read: ") for line in central)
+    assert "[sensor_peripheral] central disconnected" in lines
+
+
+def test_uart_pair() -> None:
+    result = run("uart_peripheral.py", "uart_console.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    console = [
+        line.split("] ", 1)[1]
+        for line in result.stdout.splitlines()
+        if line.startswith("[uart_console")
+    ]
+    assert console == [
+        "> hello",
+        "< hello from the uart",
+        "> add 2 40",
+        "< 42",
+        "> bye",
+        "< bye",
+        "console closed",
+    ]
