@@ -47,11 +47,11 @@ class Uart:
                 self.lines.append(line.decode())
 
     def write(self, text):
-        for conn in self._connections:
+        for conn in list(self._connections):  # the IRQ may change the set meanwhile
             self._ble.gatts_notify(conn, self._tx, text + "\n")
 
     def close(self):
-        for conn in self._connections:
+        for conn in list(self._connections):  # the IRQ may change the set meanwhile
             self._ble.gap_disconnect(conn)
 
 
