@@ -92,3 +92,11 @@ def test_uart_pair() -> None:
         "< bye",
         "console closed",
     ]
+
+
+def test_asyncio_pair() -> None:
+    result = run("asyncio_peripheral.py", "asyncio_central.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "[asyncio_central   ] counts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]" in lines
+    assert "[asyncio_peripheral] disconnected after counting to 10" in lines
