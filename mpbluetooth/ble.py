@@ -18,7 +18,9 @@ from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
 from ._gattc import GattClient
 from ._gatts import GattServer
+from ._l2cap import L2cap
 from ._runtime import runtime
+from ._security import Security
 from ._stack import Stack
 from .constants import E2BIG, EINVAL, ENODEV, ENOTCONN, IRQ_SCAN_DONE, IRQ_SCAN_RESULT
 from .uuid import UUID
@@ -39,10 +41,6 @@ def _not_yet(feature: str, issue: str) -> NotImplementedError:
 _GATT = "GATT server and client, issue #4"
 _PASSKEY_ACTIONS = (2, 3, 4)
 
-_L2CAP = "L2CAP channels, issue #5"
-
-_SECURITY = "pairing and bonding, issue #5"
-
 
 class BLE:
     """The Bluetooth Low Energy radio (MicroPython's ``bluetooth.BLE``).
@@ -56,6 +54,8 @@ class BLE:
     _stack: Stack
     _ring: EventRing
     _gap: Gap
+    _l2cap: L2cap
+    _security: Security
     _gatts: GattServer
     _gattc: GattClient
 
@@ -77,7 +77,11 @@ class BLE:
         self._ring = EventRing(name, lambda: rt.loop)
         self._stack = Stack(name, self._ring, link, transport)
         self._gap = Gap(self._stack)
+        self._l2cap = L2cap(self._stack)
+        self._security = Security(self._stack)
         self._gatts, self._gattc = GattServer(self._stack), GattClient(self._stack)
+        self._gatts.peer_bonded = self._security.peer_bonded
+        self._gatts.link_authenticated = self._security.link_authenticated
         return self
 
     def __repr__(self) -> str:
@@ -274,10 +278,20 @@ class BLE:
         return bool(self._call(self._gap.disconnect(handle), "disconnect"))
 
     def gap_pair(self, conn_handle: Any, /) -> None:
-        raise _not_yet("gap_pair", _SECURITY)
+        """Secure the link: as central, encrypt with the bond's keys or pair; as
+        peripheral, send a Security Request. The outcome is ``_IRQ_ENCRYPTION_UPDATE``."""
+        handle = uint16(conn_handle)
+        self._stack.require()
+        self._call(self._security.pair(handle), "gap_pair")
 
     def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
-        raise _not_yet("gap_passkey", _SECURITY)
+        """Answer ``_IRQ_PASSKEY_ACTION``: the number typed (2), the number to display (3),
+        or for a numeric comparison (4) non-zero to accept."""
+        handle, action_value, passkey_value = uint16(conn_handle), to_int(action), to_int(passkey)
+        if action_value not in _PASSKEY_ACTIONS:
+            raise mp_oserror(EINVAL, "action must be 2, 3 or 4")
+        self._stack.require()
+        self._call(self._security.passkey(handle, action_value, passkey_value), "gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
     def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
@@ -387,19 +401,54 @@ class BLE:
 
     # --- L2CAP -------------------------------------------------------------------------
     def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:
-        raise _not_yet("l2cap_listen", _L2CAP)
+        """Accept channels on ``psm`` (``_IRQ_L2CAP_ACCEPT`` decides each), MTU clamped to
+        32..65535. Listening lasts until the stack stops; a PSM already listened on raises
+        ``OSError(EALREADY)``."""
+        psm_value, mtu_value = uint16(psm), uint16(mtu)
+        self._stack.require()
+        self._call(self._l2cap.listen(psm_value, mtu_value), "l2cap_listen")
 
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
-        raise _not_yet("l2cap_connect", _L2CAP)
+        """Open a channel; the outcome is ``_IRQ_L2CAP_CONNECT`` or ``_IRQ_L2CAP_DISCONNECT``
+        with a non-zero status."""
+        handle, psm_value, mtu_value = uint16(conn_handle), uint16(psm), uint16(mtu)
+        self._stack.require()
+        self._call(self._l2cap.connect(handle, psm_value, mtu_value), "l2cap_connect")
 
     def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
-        raise _not_yet("l2cap_disconnect", _L2CAP)
+        """Close a channel; both ends get ``_IRQ_L2CAP_DISCONNECT`` with status 0."""
+        handle, cid_value = uint16(conn_handle), uint16(cid)
+        self._stack.require()
+        self._call(self._l2cap.disconnect(handle, cid_value), "l2cap_disconnect")
 
     def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
-        raise _not_yet("l2cap_send", _L2CAP)
+        """Send ``buf`` as one SDU. ``False``: it waits for credits (it will be sent); wait
+        for ``_IRQ_L2CAP_SEND_READY`` before the next send (else ``OSError(EBUSY)``)."""
+        handle, cid_value = uint16(conn_handle), uint16(cid)
+        data = buffer_bytes(buf)
+        self._stack.require()
+        return bool(self._call(self._l2cap.send(handle, cid_value, data), "l2cap_send"))
 
     def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
-        raise _not_yet("l2cap_recvinto", _L2CAP)
+        """Copy received bytes into ``buf`` and return the count (0: nothing pending);
+        ``buf=None`` returns the count pending. The peer gets new credits only once
+        everything pending has been read."""
+        handle, cid_value = uint16(conn_handle), uint16(cid)
+        target: memoryview | None = None
+        if buf is not None:
+            try:
+                target = memoryview(buf).cast("B")
+            except TypeError:
+                raise TypeError("object with buffer protocol required") from None
+            if target.readonly:
+                raise TypeError("object with buffer protocol required")
+        self._stack.require()
+        size = None if target is None else len(target)
+        got = self._call(self._l2cap.recv(handle, cid_value, size), "l2cap_recvinto")
+        if target is None:
+            return int(got)
+        target[: len(got)] = got
+        return len(got)
 
     # --- HCI ---------------------------------------------------------------------------
     def hci_cmd(self, ogf: Any, ocf: Any, request: Any, response: Any, /) -> int:

@@ -1,0 +1,531 @@
+"""Pairing, bonding and the application-owned secret store (SMP through Bumble).
+
+* ``config(io, mitm, le_secure, bond)`` become a Bumble ``PairingConfig`` per connection,
+  with a ``PairingDelegate`` that turns Bumble's questions into ``_IRQ_PASSKEY_ACTION``
+  and waits for ``gap_passkey``.
+* Keys live with the application: :class:`SecretStore` is a Bumble ``KeyStore`` whose
+  reads and writes are ``_IRQ_GET_SECRET`` / ``_IRQ_SET_SECRET``. One secret per bonded
+  peer, ``sec_type`` 2, keyed by NimBLE's 7-byte address form (type byte, then the
+  little-endian identity address); the value is opaque bytes (it carries the identity
+  address, so enumeration by index works). Nothing is written while ``bond`` is off.
+* The local IRK comes from ``_IRQ_GET_SECRET(10, 0, b'irk')`` at every start, and is
+  created with ``_IRQ_SET_SECRET`` when the application has none (SPEC 1.3), so resolvable
+  private addresses stay resolvable across restarts.
+* ``_IRQ_ENCRYPTION_UPDATE`` is reported once pairing has finished (keys distributed and
+  stored) or failed, and on re-encryption from stored keys, with MITM as
+  "authenticated" and the negotiated key size (Bumble reports 0 with v1 events).
+
+Bumble fixes made per instance: a central answers the peer's Security Request (Bumble
+ignores it), and the peripheral finds the right LTK of a legacy bond by its EDIV/Rand
+(Bumble hands the central's key back, and the link drops with a MIC failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import _events
+from ._convert import buffer_bytes
+from ._errors import mp_oserror
+from ._runtime import guarded, runtime
+from .constants import (
+    EINVAL,
+    ENOENT,
+    ENOTCONN,
+    IRQ_ENCRYPTION_UPDATE,
+    IRQ_GET_SECRET,
+    IRQ_PASSKEY_ACTION,
+    IRQ_SET_SECRET,
+    PASSKEY_ACTION_DISPLAY,
+    PASSKEY_ACTION_INPUT,
+    PASSKEY_ACTION_NUMERIC_COMPARISON,
+)
+
+if TYPE_CHECKING:
+    from bumble.device import Connection, Device
+    from bumble.keys import PairingKeys
+    from bumble.pairing import PairingConfig
+
+    from ._stack import Stack
+
+logger = logging.getLogger(__name__)
+
+#: ``sec_type`` of a bonded peer's keys (NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC).
+SEC_TYPE_PEER = 2
+#: ``sec_type`` and key of our identity resolving key (SPEC 1.3).
+SEC_TYPE_IRK = 10
+IRK_KEY = b"irk"
+#: Seconds a pairing waits for ``gap_passkey`` (SMP's own timeout is 30 s).
+PASSKEY_TIMEOUT = 30.0
+#: Key size reported when the controller does not say (v1 Encryption Change events).
+DEFAULT_KEY_SIZE = 16
+#: Most bonds enumerated through ``_IRQ_GET_SECRET(type, index, None)``.
+MAX_BONDS = 256
+_FORMAT = 1
+
+
+@dataclass
+class LinkSecurity:
+    """What ``_IRQ_ENCRYPTION_UPDATE`` last said about a link."""
+
+    encrypted: bool = False
+    authenticated: bool = False
+    bonded: bool = False
+    key_size: int = 0
+
+
+_LINKS: weakref.WeakKeyDictionary[Any, LinkSecurity] = weakref.WeakKeyDictionary()
+
+
+def link_security(connection: Connection) -> tuple[bool, bool, int]:
+    """``(encrypted, authenticated, key_size)`` of a Bumble connection, for permission checks.
+
+    ``authenticated`` means MITM-protected pairing (not Just Works), which is what
+    NimBLE's ``*_AUTHENTICATED`` flags require; Bumble's own ``connection.authenticated``
+    turns true on any encryption.
+    """
+    state = _LINKS.get(connection)
+    encrypted = bool(getattr(connection, "is_encrypted", False))
+    if not encrypted:
+        return False, False, 0
+    if state is None:
+        return True, False, _key_size(connection)
+    return True, state.authenticated, state.key_size or _key_size(connection)
+
+
+def _key_size(connection: Any) -> int:
+    size = int(getattr(connection, "encryption_key_size", 0) or 0)
+    return size or DEFAULT_KEY_SIZE
+
+
+def address_key(name: str) -> bytes:
+    """NimBLE's 7-byte ``ble_addr_t`` for a Bumble key-store name (an address string)."""
+    from bumble.hci import Address
+
+    address = Address(name)
+    return bytes([int(address.address_type) & 1]) + bytes(address)
+
+
+def encode_keys(name: str, keys: PairingKeys) -> bytes:
+    """The opaque value stored for a peer (versioned JSON; applications never parse it)."""
+    record = {"v": _FORMAT, "address": name, "keys": keys.to_dict()}
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_keys(value: Any) -> tuple[str, PairingKeys] | None:
+    """``(name, keys)`` from a stored value, or None for anything we did not write."""
+    from bumble.keys import PairingKeys
+
+    if value is None:
+        return None
+    try:
+        record = json.loads(buffer_bytes(value))
+        if record.get("v") != _FORMAT:
+            return None
+        return str(record["address"]), PairingKeys.from_dict(record["keys"])
+    except Exception as exc:  # noqa: BLE001 - a foreign or damaged value is "not found"
+        logger.debug("ignoring a stored secret we cannot read: %r", exc)
+        return None
+
+
+class SecretStore:
+    """A Bumble ``KeyStore`` kept by the application through IRQs 29 and 30.
+
+    (Subclassed from Bumble's ``KeyStore`` at first use, see :func:`_store_class`.)
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        #: The keys seen for each peer in this activation (read or written), so that the
+        #: encryption events can say whether the bond is MITM-protected without a new IRQ.
+        self.known: dict[str, PairingKeys] = {}
+
+    async def _get_secret(self, sec_type: int, index: int, key: bytes | None) -> Any:
+        answer = await _events.wait_answer(
+            self.stack.ring.ask(IRQ_GET_SECRET, sec_type, index, key), "_IRQ_GET_SECRET"
+        )
+        return answer
+
+    async def _set_secret(self, sec_type: int, key: bytes, value: bytes | None) -> bool:
+        answer = await _events.wait_answer(
+            self.stack.ring.ask(IRQ_SET_SECRET, sec_type, key, value), "_IRQ_SET_SECRET"
+        )
+        return bool(answer)
+
+    async def get(self, name: str) -> PairingKeys | None:
+        found = decode_keys(await self._get_secret(SEC_TYPE_PEER, 0, address_key(name)))
+        if found is None:
+            return None
+        self.known[name] = found[1]
+        return found[1]
+
+    async def update(self, name: str, keys: PairingKeys) -> None:
+        if not self.stack.bond:
+            return  # Bumble stores keys even without bonding; MicroPython does not
+        self.known[name] = keys
+        if not await self._set_secret(SEC_TYPE_PEER, address_key(name), encode_keys(name, keys)):
+            logger.warning(
+                "%s: the IRQ handler did not store the keys of %s", self.stack.name, name
+            )
+
+    async def delete(self, name: str) -> None:
+        self.known.pop(name, None)
+        await self._set_secret(SEC_TYPE_PEER, address_key(name), None)
+
+    async def get_all(self) -> list[tuple[str, PairingKeys]]:
+        found: list[tuple[str, PairingKeys]] = []
+        for index in range(MAX_BONDS):
+            value = await self._get_secret(SEC_TYPE_PEER, index, None)
+            if value is None:
+                break
+            entry = decode_keys(value)
+            if entry is not None:
+                found.append(entry)
+                self.known[entry[0]] = entry[1]
+        return found
+
+    async def delete_all(self) -> None:
+        for name, _ in await self.get_all():
+            await self.delete(name)
+
+    async def load_irk(self) -> bytes | None:
+        """Our IRK from the application, created there if it has none (SPEC 1.3)."""
+        if self.stack.ring.handler is None:
+            return None
+        value = await self._get_secret(SEC_TYPE_IRK, 0, IRK_KEY)
+        try:
+            irk = None if value is None else buffer_bytes(value)
+        except TypeError:
+            irk = None
+        if irk is not None and len(irk) == 16:
+            return irk
+        irk = os.urandom(16)
+        await self._set_secret(SEC_TYPE_IRK, IRK_KEY, irk)
+        return irk
+
+
+@functools.cache
+def _store_class() -> type[Any]:
+    from bumble.keys import KeyStore
+
+    return type("SecretKeyStore", (SecretStore, KeyStore), {"__module__": __name__})
+
+
+def _make_store(stack: Stack) -> SecretStore:
+    store: SecretStore = _store_class()(stack)
+    return store
+
+
+@functools.cache
+def _delegate_class() -> type[Any]:
+    """Bumble's pairing questions as ``_IRQ_PASSKEY_ACTION`` (built at first use, so that
+    importing mpbluetooth does not import Bumble)."""
+    from bumble.pairing import PairingDelegate
+
+    class Delegate(PairingDelegate):
+        def __init__(self, security: Security, connection: Connection, io: int) -> None:
+            super().__init__(io_capability=PairingDelegate.IoCapability(io))
+            self.security = security
+            self.connection = connection
+
+        async def accept(self) -> bool:
+            return True  # NimBLE accepts a peer's pairing request
+
+        async def confirm(self, auto: bool = False) -> bool:
+            return True  # Just Works: no user interaction on NimBLE either
+
+        async def compare_numbers(self, number: int, digits: int) -> bool:
+            answer = await self.security.ask_passkey(
+                self.connection, PASSKEY_ACTION_NUMERIC_COMPARISON, number
+            )
+            return bool(answer)
+
+        async def get_number(self) -> int | None:
+            answer = await self.security.ask_passkey(self.connection, PASSKEY_ACTION_INPUT, 0)
+            return None if answer is None else int(answer) % 1_000_000
+
+        async def generate_passkey(self) -> int:
+            answer = await self.security.ask_passkey(self.connection, PASSKEY_ACTION_DISPLAY, 0)
+            if answer is None:
+                raise TimeoutError("no passkey to display was given with gap_passkey")
+            return int(answer) % 1_000_000
+
+        async def display_number(self, number: int, digits: int) -> None:
+            return None  # the application chose the number itself (action 3)
+
+    return Delegate
+
+
+class Security:
+    """Pairing and bonding of one instance."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.ring = stack.ring
+        self.store: SecretStore | None = None
+        #: conn_handle -> (action, future) of the passkey question being asked.
+        self._passkeys: dict[int, tuple[int, asyncio.Future[int | None]]] = {}
+        stack.on_device_created.append(self._prepare)
+        stack.on_power_on.append(self._attach)
+        stack.on_power_off.append(self._detach)
+
+    # --- lifecycle ------------------------------------------------------------------
+    async def _prepare(self, device: Device) -> None:
+        """Before power-on: our key store (Bumble makes a MemoryKeyStore otherwise), the
+        pairing configuration, and the IRK from the application."""
+        store = _make_store(self.stack)
+        self.store = store
+        device.keystore = store  # type: ignore[assignment]
+        device.pairing_config_factory = self._pairing_config
+        irk = await store.load_irk()
+        if irk is not None:
+            self.stack.irk = irk
+            device.irk = irk
+
+    def _attach(self, device: Device) -> None:
+        self._passkeys.clear()
+        device.on("connection", guarded(self._on_connection))
+        device.host.long_term_key_provider = functools.partial(self._long_term_key, device)
+
+    def _detach(self) -> None:
+        for _, future in self._passkeys.values():
+            if not future.done():
+                future.cancel()
+        self._passkeys.clear()
+
+    def _post(self, event: int, *values: Any) -> None:
+        if self.stack.active:
+            self.ring.post(event, *values)
+
+    # --- answers for the GATT server's permission checks (loop thread, synchronous) ---
+    def peer_bonded(self, connection: Connection) -> bool:
+        """Whether we hold keys for the link's peer (known from the enumeration at start,
+        or read or written since)."""
+        store = self.store
+        return store is not None and str(connection.peer_address) in store.known
+
+    def link_authenticated(self, connection: Connection) -> bool:
+        """Whether the link is encrypted with MITM protection."""
+        return link_security(connection)[1]
+
+    def _pairing_config(self, connection: Connection) -> PairingConfig:
+        from bumble.hci import Address
+        from bumble.pairing import PairingConfig
+
+        stack = self.stack
+        identity = (
+            Address.PUBLIC_DEVICE_ADDRESS
+            if stack.device is not None and bytes(stack.device.public_address) != bytes(6)
+            else Address.RANDOM_DEVICE_ADDRESS
+        )
+        return PairingConfig(
+            sc=stack.le_secure,
+            mitm=stack.mitm,
+            bonding=stack.bond,
+            delegate=_delegate_class()(self, connection, stack.io),
+            identity_address_type=PairingConfig.AddressType(identity),
+        )
+
+    # --- calls from ble.py (loop thread) ----------------------------------------------
+    async def pair(self, conn_handle: int) -> None:
+        """Central: encrypt with the bond's keys, else pair. Peripheral: Security Request."""
+        from bumble.hci import Role
+
+        device = self.stack.require()
+        connection = device.lookup_connection(conn_handle)
+        if connection is None:
+            raise mp_oserror(ENOTCONN)
+        if connection.role == Role.CENTRAL:
+            runtime().spawn(self._secure(connection), f"{self.stack.name}-pair")
+        else:
+            device.request_pairing(connection)
+
+    async def passkey(self, conn_handle: int, action: int, passkey: int) -> None:
+        self.stack.require()
+        pending = self._passkeys.get(conn_handle)
+        if pending is None or pending[1].done():
+            raise mp_oserror(ENOENT, "no passkey question pending on that connection")
+        if pending[0] != action:
+            raise mp_oserror(EINVAL, f"the pending passkey action is {pending[0]}")
+        pending[1].set_result(passkey)
+
+    async def ask_passkey(self, connection: Connection, action: int, number: int) -> int | None:
+        """Post ``_IRQ_PASSKEY_ACTION`` and wait for the application's ``gap_passkey``."""
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        handle = connection.handle
+        self._passkeys[handle] = (action, future)
+        self._post(IRQ_PASSKEY_ACTION, handle, action, number)
+        try:
+            return await asyncio.wait_for(future, PASSKEY_TIMEOUT)
+        except TimeoutError:
+            logger.warning("%s: no gap_passkey for action %d", self.stack.name, action)
+            return None
+        finally:
+            if self._passkeys.get(handle, (0, None))[1] is future:
+                del self._passkeys[handle]
+
+    async def _secure(self, connection: Connection) -> None:
+        """What NimBLE's security initiation does as central: encrypt if bonded, else pair."""
+        try:
+            if await self._bond_keys(connection) is not None:
+                await connection.encrypt()
+            else:
+                await connection.pair()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the outcome is reported by the events
+            logger.debug("%s: securing the link ended: %r", self.stack.name, exc)
+
+    async def _bond_keys(self, connection: Connection) -> PairingKeys | None:
+        store = self.store
+        if store is None:
+            return None
+        keys = await store.get(str(connection.peer_address))
+        if keys is None or (keys.ltk is None and keys.ltk_central is None):
+            return None
+        return keys
+
+    # --- Bumble events (loop thread) ----------------------------------------------------
+    def _on_connection(self, connection: Connection) -> None:
+        _LINKS[connection] = LinkSecurity()
+        for event, listener in (
+            ("pairing", self._on_pairing),
+            ("pairing_failure", self._on_pairing_failure),
+            ("connection_encryption_change", self._on_encryption_change),
+            ("connection_encryption_failure", self._on_encryption_failure),
+            ("security_request", self._on_security_request),
+            ("disconnection", self._on_disconnection),
+        ):
+            connection.on(event, guarded(functools.partial(listener, connection)))
+
+    def _pairing_active(self, connection: Connection) -> bool:
+        device = self.stack.device
+        if device is None:
+            return False
+        session = device.smp_manager.sessions.get(connection.handle)
+        return session is not None and not session.completed
+
+    def _report(self, connection: Connection, state: LinkSecurity) -> None:
+        _LINKS[connection] = state
+        self._post(
+            IRQ_ENCRYPTION_UPDATE,
+            connection.handle,
+            int(state.encrypted),
+            int(state.authenticated),
+            int(state.bonded),
+            state.key_size,
+        )
+
+    def _on_pairing(self, connection: Connection, keys: PairingKeys) -> None:
+        device = self.stack.device
+        session = None if device is None else device.smp_manager.sessions.get(connection.handle)
+        bonded = self.stack.bond and bool(getattr(session, "bonding", False))
+        encrypted = bool(connection.is_encrypted)
+        self._report(
+            connection,
+            LinkSecurity(
+                encrypted=encrypted,
+                authenticated=encrypted and _mitm(keys),
+                bonded=encrypted and bonded,
+                key_size=_key_size(connection) if encrypted else 0,
+            ),
+        )
+
+    def _on_pairing_failure(self, connection: Connection, reason: int) -> None:
+        logger.debug("%s: pairing failed: %r", self.stack.name, reason)
+        self._report_current(connection)
+
+    def _on_encryption_change(self, connection: Connection) -> None:
+        if self._pairing_active(connection):
+            return  # reported when the pairing has finished
+        self._report_reencryption(connection)
+
+    def _report_reencryption(self, connection: Connection) -> None:
+        """Encrypted from a stored bond (or a key refresh): the bond's flags."""
+        if not connection.is_encrypted:
+            self._report_current(connection)
+            return
+        keys = None
+        if self.store is not None:
+            keys = self.store.known.get(str(connection.peer_address))
+        previous = _LINKS.get(connection) or LinkSecurity()
+        self._report(
+            connection,
+            LinkSecurity(
+                encrypted=True,
+                authenticated=_mitm(keys) if keys is not None else previous.authenticated,
+                bonded=keys is not None or previous.bonded,
+                key_size=_key_size(connection),
+            ),
+        )
+
+    def _on_encryption_failure(self, connection: Connection, error: int) -> None:
+        if self._pairing_active(connection):
+            return
+        logger.debug("%s: encryption failed: %r", self.stack.name, error)
+        self._report_current(connection)
+
+    def _report_current(self, connection: Connection) -> None:
+        """NimBLE reports a failed procedure with the link's current state."""
+        previous = _LINKS.get(connection) or LinkSecurity()
+        if connection.is_encrypted:
+            self._report(connection, previous)
+        else:
+            self._report(connection, LinkSecurity())
+
+    def _on_security_request(self, connection: Connection, auth_req: int) -> None:
+        """Bumble leaves a peripheral's Security Request to the application; NimBLE
+        answers it by encrypting (bonded) or pairing."""
+        from bumble.hci import Role
+
+        if connection.role != Role.CENTRAL or self._pairing_active(connection):
+            return
+        runtime().spawn(self._secure(connection), f"{self.stack.name}-security-request")
+
+    def _on_disconnection(self, connection: Connection, reason: int) -> None:
+        pending = self._passkeys.pop(connection.handle, None)
+        if pending is not None and not pending[1].done():
+            pending[1].cancel()
+
+    async def _long_term_key(
+        self, device: Device, conn_handle: int, rand: bytes, ediv: int
+    ) -> bytes | None:
+        """The LTK the central asks for: the session's, else the bond's whose EDIV/Rand
+        match (for a legacy bond that is the key we distributed, not the central's)."""
+        connection = device.lookup_connection(conn_handle)
+        if connection is None:
+            return None
+        ltk = device.smp_manager.get_long_term_key(connection, rand, ediv)
+        if ltk is not None:
+            return bytes(ltk)
+        store = self.store
+        if store is None:
+            return None
+        keys = await store.get(str(connection.peer_address))
+        if keys is None:
+            return None
+        if keys.ltk is not None and ediv == 0 and rand == bytes(8):
+            return bytes(keys.ltk.value)
+        for key in (keys.ltk_central, keys.ltk_peripheral):
+            if key is not None and (key.ediv or 0) == ediv and (key.rand or bytes(8)) == rand:
+                return bytes(key.value)
+        return None
+
+
+def _mitm(keys: PairingKeys | None) -> bool:
+    if keys is None:
+        return False
+    for key in (keys.ltk, keys.ltk_central, keys.ltk_peripheral):
+        if key is not None:
+            return bool(key.authenticated)
+    return False
+
+
+__all__ = ["Security", "SecretStore", "link_security", "LinkSecurity"]
