@@ -100,3 +100,13 @@ def test_asyncio_pair() -> None:
     lines = result.stdout.splitlines()
     assert "[asyncio_central   ] counts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]" in lines
     assert "[asyncio_peripheral] disconnected after counting to 10" in lines
+
+
+def test_l2cap_file_transfer_pair() -> None:
+    result = run("l2cap_receiver.py", "l2cap_sender.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "[l2cap_receiver] channel open, mtu 512 peer mtu 512" in lines
+    assert "[l2cap_sender  ] checksum matches: True" in lines
+    sent = next(line for line in lines if line.startswith("[l2cap_sender  ] sent 20000 bytes"))
+    assert int(sent.split(",")[1].split()[0]) > 0  # the sender stalled and resumed
