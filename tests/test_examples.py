@@ -110,3 +110,18 @@ def test_l2cap_file_transfer_pair() -> None:
     assert "[l2cap_sender  ] checksum matches: True" in lines
     sent = next(line for line in lines if line.startswith("[l2cap_sender  ] sent 20000 bytes"))
     assert int(sent.split(",")[1].split()[0]) > 0  # the sender stalled and resumed
+
+
+def test_bonding_pair_reencrypts_after_restart_without_pairing(tmp_path: Path) -> None:
+    first = run("bonding_peripheral.py", "bonding_central.py", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run("bonding_peripheral.py", "bonding_central.py", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    for result, loaded in ((first, "0"), (second, "2")):
+        lines = result.stdout.splitlines()
+        for side in ("[bonding_peripheral] ", "[bonding_central   ] "):
+            assert side + "encryption update: 1 0 1 16" in lines
+            assert side + "secrets loaded: " + loaded in lines
+    # The second run found its keys: nothing new was stored on either side.
+    assert second.stdout.count("secrets stored this run: 0") == 2
+    assert (tmp_path / "bonding_peripheral_secrets.json").exists()
