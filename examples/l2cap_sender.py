@@ -54,11 +54,14 @@ class Sender:
             self.finished = True
 
     def send(self, chunk):
-        while not self.ready:
-            time.sleep_ms(1)
-        if not self._ble.l2cap_send(self.conn, self.cid, chunk):
-            self.ready = False  # sent, but out of credits: wait for SEND_READY
-            self.stalls += 1
+        if not wait(lambda: self.ready or self.finished, 5000):
+            raise OSError("no _IRQ_L2CAP_SEND_READY")
+        # Clear the flag before sending: SEND_READY may arrive before l2cap_send returns.
+        self.ready = False
+        if self._ble.l2cap_send(self.conn, self.cid, chunk):
+            self.ready = True
+        else:
+            self.stalls += 1  # sent, but out of credits: SEND_READY will follow
 
 
 def wait(condition, ms):

@@ -33,7 +33,7 @@ time.sleep_ms(300)  # let the beacon start
 ble.gap_scan(2000, 30000, 30000)
 while not done:
     time.sleep_ms(20)
-for addr, (device_name, adv_type, rssi, maker) in seen.items():
+for device_name, adv_type, rssi, maker in seen.values():
     counter = struct.unpack("<HH", maker)[1] if maker and len(maker) == 4 else None
     print("found", device_name or "?", adv_type, "rssi", rssi, "counter", counter)
 print("scan done:", len(seen), "device(s)")

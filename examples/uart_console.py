@@ -4,7 +4,7 @@ import struct
 import time
 
 import bluetooth
-from ble_advertising import name, services
+from ble_advertising import services
 from micropython import const
 
 _IRQ_SCAN_RESULT = const(5)
@@ -86,12 +86,17 @@ def main():
     console = Console(ble)
     ble.gap_scan(5000, 30000, 30000, True)  # active: the service is in the scan response
     deadline = time.ticks_add(time.ticks_ms(), 15000)
-    while not console.ready and not console.finished and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+
+    def waiting(condition):
+        return not condition() and not console.finished and time.ticks_diff(
+            deadline, time.ticks_ms()) > 0
+
+    while waiting(lambda: console.ready):
         time.sleep_ms(10)
     for command in COMMANDS:
         print(">", command)
         console.send(command)
-        while not console.answers and not console.finished and time.ticks_diff(deadline, time.ticks_ms()) > 0:
+        while waiting(lambda: console.answers):
             time.sleep_ms(10)
         if console.answers:
             print("<", console.answers.pop(0))

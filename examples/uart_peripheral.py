@@ -32,7 +32,9 @@ class Uart:
         self._pending = b""
         self.lines = []
         self.served = False
-        self._ble.gap_advertise(100000, adv_data=payload(name=name), resp_data=payload(services=[_UART]))
+        self._ble.gap_advertise(
+            100000, adv_data=payload(name=name), resp_data=payload(services=[_UART])
+        )
 
     def _irq(self, event, data):
         if event == _IRQ_CENTRAL_CONNECT:

@@ -11,7 +11,9 @@ from .conftest import ENV
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run(*scripts: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run(
+    *scripts: str, timeout: float = 30, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -26,6 +28,7 @@ def run(*scripts: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout + 30,
         env=ENV,
+        cwd=cwd,
     )
 
 
