@@ -83,6 +83,14 @@ def pair(link: sim.Link) -> Iterator[tuple[BLE, Recorder, BLE, Recorder]]:
     yield a, ra, b, rb
 
 
+@pytest.fixture
+def gatt(link: Any) -> Any:
+    """A GATT server on ``a`` and a connected client ``b`` (see tests/gatt_setup.py)."""
+    from .gatt_setup import make_gatt
+
+    return make_gatt(link)
+
+
 def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[int, int]:
     """Connect ``central`` to ``peripheral``; return (central's handle, peripheral's handle)."""
     before_c, before_p = len(rc.of(7)), len(rp.of(1))

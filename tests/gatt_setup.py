@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from mpbluetooth.ble import BLE
 from mpbluetooth.uuid import UUID
 
@@ -145,3 +147,9 @@ def make_gatt(link: Any, services: Any = SERVICES) -> Gatt:
     gatt = Gatt(a, rs, b, rc, handles)
     gatt.c_conn, gatt.s_conn = connect(b, rc, a, rs)
     return gatt
+
+
+def errno_of(call: Any, *args: Any) -> int:
+    with pytest.raises(OSError) as info:
+        call(*args)
+    return int(info.value.errno)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,19 +32,8 @@ from .gatt_setup import (
     UART_TX,
     USER_DESCRIPTION,
     Gatt,
-    make_gatt,
+    errno_of,
 )
-
-
-@pytest.fixture
-def gatt(link: Any) -> Iterator[Gatt]:
-    yield make_gatt(link)
-
-
-def errno_of(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return int(info.value.errno)
 
 
 def services(gatt: Gatt, uuid: UUID | None = None) -> list[tuple[Any, ...]]:

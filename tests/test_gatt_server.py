@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,19 +37,9 @@ from .gatt_setup import (
     UART_TX,
     USER_DESCRIPTION,
     Gatt,
+    errno_of,
     make_gatt,
 )
-
-
-@pytest.fixture
-def gatt(link: Any) -> Iterator[Gatt]:
-    yield make_gatt(link)
-
-
-def errno_of(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return int(info.value.errno)
 
 
 # --- registration -----------------------------------------------------------------------
