@@ -63,6 +63,7 @@ class Gap:
         self.connecting: asyncio.Task[Any] | None = None
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
+        stack.on_transport_lost.append(self._on_transport_lost)
 
     # --- lifecycle ------------------------------------------------------------------
     def _attach(self, device: Device) -> None:
@@ -80,6 +81,13 @@ class Gap:
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
+
+    def _on_transport_lost(self) -> None:
+        """A scan ends with the transport, with its SCAN_DONE (a program may wait for it)."""
+        self.advertising = False
+        if self.scanning:
+            self._detach()
+            self.ring.post(IRQ_SCAN_DONE)
 
     # --- broadcaster -----------------------------------------------------------------
     async def advertise(
@@ -152,7 +160,7 @@ class Gap:
     def _scan_expired(self) -> None:
         self._scan_timer = None
         if self.scanning:
-            asyncio.get_running_loop().create_task(self._finish_scan(post_done=True))
+            self.stack.spawn(self._finish_scan(post_done=True), "scan-done")
 
     async def stop_scan(self) -> bool:
         """Stop a running scan; True if one was running (the caller delivers SCAN_DONE)."""
@@ -212,8 +220,8 @@ class Gap:
             connection_interval_min=conn_interval_us_to_ms(min_us),
             connection_interval_max=conn_interval_us_to_ms(max_us),
         )
-        task = asyncio.get_running_loop().create_task(
-            self._connect(device, peer, {Phy.LE_1M: preferences}, scan_ms / 1000)
+        task = self.stack.spawn(
+            self._connect(device, peer, {Phy.LE_1M: preferences}, scan_ms / 1000), "connect"
         )
         self.connecting = task
         # Return once the controller has accepted the request, as NimBLE's gap_connect
@@ -233,11 +241,11 @@ class Gap:
                 timeout=timeout if timeout > 0 else None,
             )
         except asyncio.CancelledError:
-            if self.stack.active:
+            if self.stack.reporting:
                 self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         except Exception as exc:  # noqa: BLE001 - timeout, cancel or refusal: all the same IRQ
             logger.debug("%s: connect to %s ended: %r", self.stack.name, peer, exc)
-            if self.stack.active:
+            if self.stack.reporting:
                 self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         finally:
             self.connecting = None
@@ -294,7 +302,7 @@ class Gap:
         )
 
     def _on_disconnection(self, connection: Connection, event: int, reason: int) -> None:
-        if not self.stack.active:
+        if not self.stack.reporting:
             return  # active(False) tears links down silently, as NimBLE does
         addr_type, addr = address_to_mp(connection.peer_address)
         self.ring.post(event, connection.handle, addr_type, addr)

@@ -15,8 +15,10 @@ error``, 13 (timeout) or 7 (link lost).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
+import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -61,11 +63,24 @@ _STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
 _STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
 _STATUS_FAILED = 5
 _ATT_ATTRIBUTE_NOT_FOUND = 0x0A
+_ATT_INVALID_PDU = 0x04
 _LAST_HANDLE = 0xFFFF
 
 
 class _BadResponse(Exception):
     """The peer answered with something NimBLE would reject (BLE_HS_EBADDATA)."""
+
+
+def _entries(data: bytes, size: int, sizes: tuple[int, ...]) -> None:
+    """NimBLE's check of a list response: a known entry size, at least one entry and a
+    whole number of them (Bumble silently ignores what does not fit)."""
+    if size not in sizes or not data or len(data) % size:
+        raise _BadResponse()
+
+
+def _send_if_connected(device: Device, connection: Connection, pdu: bytes) -> None:
+    if device.lookup_connection(connection.handle) is connection:
+        connection.gatt_client.send_gatt_pdu(pdu)
 
 
 def mp_uuid(raw: bytes) -> UUID:
@@ -90,6 +105,9 @@ class GattClient:
         self.stack = stack
         self.ring = stack.ring
         self._procedures = 0
+        #: The procedure count is raised by callers' threads (read/write are checked and
+        #: started without a round trip) and lowered on the loop.
+        self._count_lock = threading.Lock()
         self._discovering_characteristics = False
         self._mtu_exchanged: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,6 +120,14 @@ class GattClient:
         self._discovering_characteristics = False
         self._mtu_exchanged = set()
         device.on("connection", guarded(self._on_connection))
+        from bumble.att import ATT_CID
+
+        manager = device.l2cap_channel_manager
+        on_att_pdu = manager.fixed_channels[ATT_CID]
+        assert on_att_pdu is not None
+        manager.register_fixed_channel(
+            ATT_CID, functools.partial(self._on_att_pdu, device, on_att_pdu)
+        )
 
     def _detach(self) -> None:
         for task in list(self._tasks):
@@ -130,6 +156,55 @@ class GattClient:
         connection.on("connection_att_mtu_update", guarded(on_mtu))
         connection.on("disconnection", guarded(on_disconnection))
 
+    def _on_att_pdu(
+        self,
+        device: Device,
+        on_att_pdu: Callable[[int, bytes], None],
+        conn_handle: int,
+        pdu: bytes,
+    ) -> None:
+        """Every ATT PDU from a peer. A malformed one gets NimBLE's answer: a request an
+        Error Response "Invalid PDU", a response ends our pending procedure with status 10
+        (instead of a 30 s timeout), anything else is dropped."""
+        try:
+            on_att_pdu(conn_handle, pdu)
+        except Exception:
+            from bumble.att import ATT_PDU
+
+            try:
+                ATT_PDU.from_bytes(pdu)
+            except Exception:  # noqa: BLE001 - malformed: handled below
+                self._on_malformed(device, conn_handle, bytes(pdu))
+                return
+            raise  # well-formed: not the peer's fault, let it be reported
+
+    def _on_malformed(self, device: Device, conn_handle: int, pdu: bytes) -> None:
+        from bumble.att import ATT_REQUESTS, ATT_RESPONSES, ATT_Error_Response
+
+        connection = device.lookup_connection(conn_handle)
+        opcode = pdu[0] if pdu else None
+        logger.warning(
+            "%s: malformed ATT PDU from %s: %s",
+            self.stack.name,
+            None if connection is None else connection.peer_address,
+            pdu.hex() or "(empty)",
+        )
+        if connection is None or opcode is None:
+            return
+        if opcode in ATT_REQUESTS:
+            device.gatt_server.send_response(
+                connection,
+                ATT_Error_Response(
+                    request_opcode_in_error=opcode,
+                    attribute_handle_in_error=0,
+                    error_code=_ATT_INVALID_PDU,
+                ),
+            )
+        elif opcode in ATT_RESPONSES:
+            pending = connection.gatt_client.pending_response
+            if pending is not None and not pending.done():
+                pending.set_exception(_BadResponse())
+
     def _on_value(self, connection: Connection, event: int, pdu: Any) -> None:
         self.ring.post(event, connection.handle, pdu.attribute_handle, bytes(pdu.attribute_value))
         if event == IRQ_GATTC_INDICATE:
@@ -151,12 +226,22 @@ class GattClient:
         body: Callable[[Client], Coroutine[Any, Any, None]],
         finish: Callable[[int], object],
     ) -> None:
-        if self._procedures >= MAX_PROCEDURES:
-            raise mp_oserror(ENOMEM, f"more than {MAX_PROCEDURES} GATT procedures at once")
-        self._procedures += 1
-        task = runtime().spawn(
-            self._run(connection, body, finish), f"{self.stack.name}-gatt-procedure"
-        )
+        with self._count_lock:
+            if self._procedures >= MAX_PROCEDURES:
+                raise mp_oserror(ENOMEM, f"more than {MAX_PROCEDURES} GATT procedures at once")
+            self._procedures += 1
+        if runtime().in_loop_thread():
+            self._spawn(connection, body, finish)
+        else:
+            self.stack.send_soon(self._spawn, connection, body, finish)
+
+    def _spawn(
+        self,
+        connection: Connection,
+        body: Callable[[Client], Coroutine[Any, Any, None]],
+        finish: Callable[[int], object],
+    ) -> None:
+        task = self.stack.spawn(self._run(connection, body, finish), "gatt-procedure")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -187,8 +272,9 @@ class GattClient:
             logger.exception("%s: GATT procedure failed", self.stack.name)
             status = _STATUS_FAILED
         finally:
-            self._procedures -= 1
-        if self.stack.active:
+            with self._count_lock:
+                self._procedures -= 1
+        if self.stack.reporting:
             finish(status)
 
     @staticmethod
@@ -224,6 +310,8 @@ class GattClient:
                             attribute_group_type=GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE,
                         ),
                     )
+                    if response is not None:
+                        _entries(response.attribute_data_list, response.length, (6, 20))
                     found = [] if response is None else response.attributes
                     groups = [(s, e, mp_uuid(value)) for s, e, value in found]
                 else:
@@ -236,6 +324,8 @@ class GattClient:
                             attribute_value=_att_value(uuid),
                         ),
                     )
+                    if response is not None:
+                        _entries(response.handles_information_list, 4, (4,))
                     found = [] if response is None else response.handles_information
                     groups = [(s, e, uuid) for s, e in found]
                 if not groups:
@@ -288,8 +378,9 @@ class GattClient:
                         attribute_type=GATT_CHARACTERISTIC_ATTRIBUTE_TYPE,
                     ),
                 )
-                if response is None or not response.attributes:
+                if response is None:
                     return
+                _entries(response.attribute_data_list, response.length, (7, 21))
                 for declaration, value in response.attributes:
                     if declaration <= previous or len(value) not in (5, 19):
                         raise _BadResponse()
@@ -324,8 +415,11 @@ class GattClient:
                     client,
                     ATT_Find_Information_Request(starting_handle=previous + 1, ending_handle=end),
                 )
-                if response is None or not response.information:
+                if response is None:
                     return
+                _entries(response.information_data, 4 if response.format == 1 else 18, (4, 18))
+                if response.format not in (1, 2):
+                    raise _BadResponse()
                 for attribute, raw_uuid in response.information:
                     if attribute <= previous:
                         raise _BadResponse()
@@ -341,8 +435,9 @@ class GattClient:
         )
 
     # --- values ---------------------------------------------------------------------------
-    async def read(self, conn_handle: int, value_handle: int) -> None:
-        """One Read Request, never a Read Blob: a long value arrives cut to MTU - 1."""
+    def read(self, conn_handle: int, value_handle: int) -> None:
+        """One Read Request, never a Read Blob: a long value arrives cut to MTU - 1.
+        Any thread: checked now, started on the loop without waiting."""
         from bumble.att import ATT_Read_Request
 
         connection = self._connection(conn_handle)
@@ -362,9 +457,10 @@ class GattClient:
             lambda status: self.ring.post(IRQ_GATTC_READ_DONE, handle, value_handle, status),
         )
 
-    async def write(self, conn_handle: int, value_handle: int, data: bytes, mode: int) -> None:
+    def write(self, conn_handle: int, value_handle: int, data: bytes, mode: int) -> None:
         """Mode 0: a Write Command, no event. Mode 1: a Write Request, WRITE_DONE. The data
-        is cut to MTU - 3; there are no long writes."""
+        is cut to MTU - 3; there are no long writes. Any thread: checked now, sent on the
+        loop without waiting."""
         from bumble.att import ATT_Write_Command, ATT_Write_Request
 
         device = self.stack.require()
@@ -374,10 +470,10 @@ class GattClient:
         handle = connection.handle
         data = data[: connection.att_mtu - 3]
         if mode == 0:
-            if acl_backlog_full(device):
+            if acl_backlog_full(device, self.stack.sends_queued):
                 raise mp_oserror(ENOMEM, "ACL buffers full")
             pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
-            connection.gatt_client.send_gatt_pdu(bytes(pdu))
+            self.stack.send_soon(_send_if_connected, device, connection, bytes(pdu))
             return
 
         async def body(client: Client) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import mp_oserror
 from ._events import wait_answer
-from ._runtime import guarded, runtime
+from ._runtime import guarded
 from .constants import (
     EBUSY,
     EINVAL,
@@ -452,9 +452,16 @@ class GattServer:
             elif cccd[0] & 0x02 and len(self._indications) < MAX_PENDING_INDICATIONS:
                 self._indicate(device, bearer, handle, data)
 
-    async def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
+    def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
+        """Any thread: raise what NimBLE would raise now, then send without waiting."""
         device, connection, payload = self._prepare(conn_handle, handle, data)
-        self._notify(device, connection, handle, payload)
+        self.stack.send_soon(self._notify_if_connected, device, connection, handle, payload)
+
+    def _notify_if_connected(
+        self, device: Device, connection: Connection, handle: int, data: bytes
+    ) -> None:
+        if device.lookup_connection(connection.handle) is connection:
+            self._notify(device, connection, handle, data)
 
     async def indicate(self, conn_handle: int, handle: int, data: bytes | None) -> None:
         device, connection, payload = self._prepare(conn_handle, handle, data)
@@ -473,7 +480,7 @@ class GattServer:
         connection = device.lookup_connection(conn_handle)
         if connection is None:
             raise mp_oserror(ENOTCONN)
-        if acl_backlog_full(device):
+        if acl_backlog_full(device, self.stack.sends_queued):
             raise mp_oserror(ENOMEM, "ACL buffers full")
         return device, connection, data
 
@@ -486,9 +493,7 @@ class GattServer:
         device.gatt_server.send_gatt_pdu(connection, bytes(pdu))
 
     def _indicate(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
-        task = runtime().spawn(
-            self._indication(device, connection, handle, data), f"{self.stack.name}-indicate"
-        )
+        task = self.stack.spawn(self._indication(device, connection, handle, data), "indicate")
         self._indications.add(task)
         task.add_done_callback(self._indications.discard)
 
@@ -522,15 +527,17 @@ class GattServer:
             logger.exception("%s: indication on handle %d failed", self.stack.name, handle)
             status = _STATUS_FAILED
         # NimBLE reports INDICATE_DONE only on links where we are the peripheral.
-        if self.stack.active and connection.role == Role.PERIPHERAL:
+        if self.stack.reporting and connection.role == Role.PERIPHERAL:
             self.ring.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
 
 
-def acl_backlog_full(device: Device) -> bool:
-    """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller."""
+def acl_backlog_full(device: Device, queued: int = 0) -> bool:
+    """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller, counting
+    ``queued`` sends not yet handed to the host."""
     host = device.host
     queue = host.le_acl_packet_queue or host.acl_packet_queue
-    return queue is not None and queue.pending >= ACL_BACKLOG_LIMIT
+    pending = queue.pending if queue is not None else 0
+    return pending + queued >= ACL_BACKLOG_LIMIT
 
 
 __all__ = [

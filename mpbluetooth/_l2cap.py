@@ -27,11 +27,12 @@ import asyncio
 import functools
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _events
 from ._errors import mp_oserror
-from ._runtime import guarded, runtime
+from ._runtime import guarded
 from .constants import (
     EALREADY,
     EBUSY,
@@ -167,13 +168,14 @@ class L2cap:
         manager.on_channel_closed = functools.partial(  # type: ignore[method-assign]
             _on_channel_closed, manager, closed
         )
+        manager.on_pdu = functools.partial(self._on_any_pdu, manager.on_pdu)  # type: ignore[method-assign]
 
     def _detach(self) -> None:
         self.listening.clear()
         self.channels.clear()
 
     def _post(self, event: int, *values: Any) -> None:
-        if self.stack.active:
+        if self.stack.reporting:
             self.ring.post(event, *values)
 
     # --- calls from ble.py (loop thread) ----------------------------------------------
@@ -214,7 +216,7 @@ class L2cap:
         by_cid[cid] = bumble
         channel = self._adopt(conn_handle, psm, bumble)
         bumble.on("open", guarded(functools.partial(self._on_open, manager, channel)))
-        runtime().spawn(self._connect(manager, channel), f"{self.stack.name}-l2cap-connect")
+        self.stack.spawn(self._connect(manager, channel), "l2cap-connect")
 
     async def _connect(self, manager: ChannelManager, channel: _Channel) -> None:
         from bumble.l2cap import L2capError
@@ -230,7 +232,7 @@ class L2cap:
         except asyncio.CancelledError:
             # The link went down (Bumble cancels the request), or we are powering off.
             status = _HS_ENOTCONN
-            if not self.stack.active:
+            if not self.stack.reporting:
                 raise
         except Exception as exc:  # noqa: BLE001 - any other failure is still a failed connect
             logger.warning("%s: L2CAP connect failed: %r", self.stack.name, exc)
@@ -260,7 +262,7 @@ class L2cap:
     async def disconnect(self, conn_handle: int, cid: int) -> None:
         self.stack.require()
         channel = self._lookup(conn_handle, cid)
-        runtime().spawn(self._disconnect(channel), f"{self.stack.name}-l2cap-disconnect")
+        self.stack.spawn(self._disconnect(channel), "l2cap-disconnect")
 
     async def _disconnect(self, channel: _Channel) -> None:
         bumble = channel.bumble
@@ -314,6 +316,28 @@ class L2cap:
         return channel
 
     # --- channel plumbing (loop thread) -------------------------------------------------
+    def _on_any_pdu(
+        self,
+        on_pdu: Callable[[Connection, int, bytes], None],
+        connection: Connection,
+        cid: int,
+        pdu: bytes,
+    ) -> None:
+        """Every L2CAP PDU from a peer. One that Bumble cannot parse or handle (a truncated
+        SMP command or signalling frame...) is dropped with a warning: it must not escape
+        into the host's packet handling, where it would surface as a loop error."""
+        try:
+            on_pdu(connection, cid, pdu)
+        except Exception as exc:  # noqa: BLE001 - whatever a peer sends
+            logger.warning(
+                "%s: dropped a PDU on CID 0x%04x from %s that the stack could not handle: %r",
+                self.stack.name,
+                cid,
+                connection.peer_address,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
+
     def _adopt(self, conn_handle: int, psm: int, bumble: LeCreditBasedChannel) -> _Channel:
         channel = _Channel(conn_handle, psm, bumble)
         self.channels[(conn_handle, channel.cid)] = channel
@@ -347,7 +371,7 @@ class L2cap:
                 bumble.mtu,
             )
             channel.in_sdu = None
-            runtime().spawn(self._disconnect(channel), f"{self.stack.name}-l2cap-overflow")
+            self.stack.spawn(self._disconnect(channel), "l2cap-overflow")
             return
         if len(sdu) < 2 + length:
             return
@@ -449,9 +473,9 @@ class L2cap:
         answer = self.ring.ask(
             IRQ_L2CAP_ACCEPT, connection.handle, cid, request.le_psm, mtu, request.mtu
         )
-        runtime().spawn(
+        self.stack.spawn(
             self._decide(manager, connection, signaling_cid, request, bumble, answer),
-            f"{self.stack.name}-l2cap-accept",
+            "l2cap-accept",
         )
 
     async def _decide(

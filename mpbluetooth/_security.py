@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 from . import _events
 from ._convert import buffer_bytes
 from ._errors import mp_oserror
-from ._runtime import guarded, runtime
+from ._runtime import guarded
 from .constants import (
+    EALREADY,
     EINVAL,
     ENOENT,
     ENOTCONN,
@@ -69,6 +70,8 @@ DEFAULT_KEY_SIZE = 16
 #: Most bonds enumerated through ``_IRQ_GET_SECRET(type, index, None)``.
 MAX_BONDS = 256
 _FORMAT = 1
+#: SMP's IO capabilities (``config(io=)``): display only .. keyboard and display.
+_IO_CAPABILITIES = range(5)
 
 
 @dataclass
@@ -231,12 +234,16 @@ def _delegate_class() -> type[Any]:
 
     class Delegate(PairingDelegate):
         def __init__(self, security: Security, connection: Connection, io: int) -> None:
-            super().__init__(io_capability=PairingDelegate.IoCapability(io))
+            # config(io=) takes any int, as MicroPython's does; one SMP does not know
+            # fails the pairing (the peer's Pairing Request is refused).
+            self.io_valid = io in _IO_CAPABILITIES
+            capability = io if self.io_valid else PairingDelegate.IoCapability.NO_OUTPUT_NO_INPUT
+            super().__init__(io_capability=PairingDelegate.IoCapability(capability))
             self.security = security
             self.connection = connection
 
         async def accept(self) -> bool:
-            return True  # NimBLE accepts a peer's pairing request
+            return self.io_valid  # NimBLE accepts a peer's pairing request
 
         async def confirm(self, auto: bool = False) -> bool:
             return True  # Just Works: no user interaction on NimBLE either
@@ -272,6 +279,8 @@ class Security:
         self.store: SecretStore | None = None
         #: conn_handle -> (action, future) of the passkey question being asked.
         self._passkeys: dict[int, tuple[int, asyncio.Future[int | None]]] = {}
+        #: Links on which we (as central) are encrypting or pairing.
+        self._securing: set[int] = set()
         stack.on_device_created.append(self._prepare)
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
@@ -291,6 +300,7 @@ class Security:
 
     def _attach(self, device: Device) -> None:
         self._passkeys.clear()
+        self._securing.clear()
         device.on("connection", guarded(self._on_connection))
         device.host.long_term_key_provider = functools.partial(self._long_term_key, device)
 
@@ -301,7 +311,7 @@ class Security:
         self._passkeys.clear()
 
     def _post(self, event: int, *values: Any) -> None:
-        if self.stack.active:
+        if self.stack.reporting:
             self.ring.post(event, *values)
 
     # --- answers for the GATT server's permission checks (loop thread, synchronous) ---
@@ -342,8 +352,12 @@ class Security:
         connection = device.lookup_connection(conn_handle)
         if connection is None:
             raise mp_oserror(ENOTCONN)
+        if connection.handle in self._securing or self._pairing_active(connection):
+            # NimBLE: security already being established on that link. (Two pairings at
+            # once would confuse Bumble's SMP session and can drop the link.)
+            raise mp_oserror(EALREADY, "the link is already being secured")
         if connection.role == Role.CENTRAL:
-            runtime().spawn(self._secure(connection), f"{self.stack.name}-pair")
+            self._start_securing(connection, "pair")
         else:
             device.request_pairing(connection)
 
@@ -371,9 +385,21 @@ class Security:
             if self._passkeys.get(handle, (0, None))[1] is future:
                 del self._passkeys[handle]
 
+    def _start_securing(self, connection: Connection, what: str) -> None:
+        self._securing.add(connection.handle)
+        self.stack.spawn(self._secure(connection), what)
+
     async def _secure(self, connection: Connection) -> None:
         """What NimBLE's security initiation does as central: encrypt if bonded, else pair."""
         try:
+            if self.stack.io not in _IO_CAPABILITIES:
+                logger.warning(
+                    "%s: cannot pair with config(io=%r): not an SMP IO capability (0..4)",
+                    self.stack.name,
+                    self.stack.io,
+                )
+                self._report_current(connection)
+                return
             if await self._bond_keys(connection) is not None:
                 await connection.encrypt()
             else:
@@ -382,6 +408,8 @@ class Security:
             raise
         except Exception as exc:  # noqa: BLE001 - the outcome is reported by the events
             logger.debug("%s: securing the link ended: %r", self.stack.name, exc)
+        finally:
+            self._securing.discard(connection.handle)
 
     async def _bond_keys(self, connection: Connection) -> PairingKeys | None:
         store = self.store
@@ -485,9 +513,13 @@ class Security:
         answers it by encrypting (bonded) or pairing."""
         from bumble.hci import Role
 
-        if connection.role != Role.CENTRAL or self._pairing_active(connection):
+        if (
+            connection.role != Role.CENTRAL
+            or self._pairing_active(connection)
+            or connection.handle in self._securing
+        ):
             return
-        runtime().spawn(self._secure(connection), f"{self.stack.name}-security-request")
+        self._start_securing(connection, "security-request")
 
     def _on_disconnection(self, connection: Connection, reason: int) -> None:
         pending = self._passkeys.pop(connection.handle, None)

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _transport
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 POWER_ON_TIMEOUT = 5.0
 #: Seconds allowed to tear an instance down before the transport is closed regardless.
 POWER_OFF_TIMEOUT = 2.0
+#: Seconds a lost transport's operations in flight get to report their outcome (status 7,
+#: as for a lost link) before what is left is cancelled silently.
+LOSS_SETTLE_TIMEOUT = 1.0
 
 DEFAULT_GAP_NAME = b"MPY BUMBLE"
 
@@ -75,13 +79,24 @@ class Stack:
         self.addr_mode = ADDR_MODE_PUBLIC
         self.own_address_type = 0
         self.active = False
+        #: Why the last activation ended without ``active(False)`` (the transport was lost);
+        #: events of the links and operations that ended with it are still reported.
+        self.lost: str | None = None
+        #: Background work of this activation (GATT procedures, indications, pairing...),
+        #: so that a transport loss can let it report before tearing down.
+        self.tasks: set[asyncio.Task[Any]] = set()
         self._watch: asyncio.Task[Any] | None = None
+        self.sends_queued = 0
+        self._sends_lock = threading.Lock()
         self._trace: contextlib.ExitStack | None = None
         self._trace_spec = ""
         #: Concern modules attach here; called with the new Device after power-on, and
         #: before power-off.
         self.on_power_on: list[Callable[[Device], None]] = []
         self.on_power_off: list[Callable[[], None]] = []
+        #: Called when the transport is lost, before the power-off hooks: what a lost link
+        #: does not end by itself (a running scan) ends here, with its event.
+        self.on_transport_lost: list[Callable[[], None]] = []
         #: Called with the new Device before it is powered on (e.g. to give it a key store,
         #: which Bumble only creates itself when none is set); may be a coroutine function.
         self.on_device_created: list[Callable[[Device], Awaitable[None] | None]] = []
@@ -121,6 +136,7 @@ class Stack:
         device.gatt_server.max_mtu = DEFAULT_MTU
         self._choose_own_address(device)
         self.active = True
+        self.lost = None
         runtime().add_shutdown_hook(self.power_off)
         if transport.terminated is not None:
             self._watch = runtime().spawn(self._watch_transport(transport), f"{self.name}-watch")
@@ -163,6 +179,7 @@ class Stack:
         )
 
         async def close() -> None:
+            controller.go_silent()
             if controller in bumble_link.controllers:
                 bumble_link.remove_controller(controller)
 
@@ -267,12 +284,9 @@ class Stack:
         if not self.active or device is None or transport is None:
             return
         self.active = False
+        self.lost = None
         runtime().remove_shutdown_hook(self.power_off)
-        for hook in self.on_power_off:
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 - teardown goes on whatever a concern says
-                logger.exception("%s: power-off hook failed", self.name)
+        self._run_power_off_hooks()
         try:
             await asyncio.wait_for(self._quiesce(device), POWER_OFF_TIMEOUT)
         except Exception as exc:  # noqa: BLE001
@@ -302,11 +316,58 @@ class Stack:
             await device.host.send_command(HCI_Reset_Command())
         await device.power_off()
 
+    @property
+    def reporting(self) -> bool:
+        """Whether events are delivered: while active, and after a transport loss (its
+        links and operations end with their events), but not after ``active(False)``,
+        which is silent as on NimBLE."""
+        return self.active or self.lost is not None
+
+    def send_soon(self, send: Callable[..., Any], *args: Any) -> None:
+        """Hand a send to the loop without waiting for it (any thread).
+
+        MicroPython's ``gatts_notify``/``gattc_write``/``gattc_read`` return once NimBLE has
+        queued the PDU; waiting for a round trip through the loop instead would cost a
+        thread hand-over per packet. The caller has already raised whatever it can see
+        (not connected, buffers full); sends still queued here count toward the ACL backlog
+        so a fast caller meets ``ENOMEM`` as on a board. Sends from one thread keep order.
+        """
+        with self._sends_lock:
+            self.sends_queued += 1
+        runtime().call_soon(self._run_send, send, args)
+
+    def _run_send(self, send: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with self._sends_lock:
+            self.sends_queued -= 1
+        if not self.active:
+            return  # stopped meanwhile: the PDU is dropped, as the controller would
+        try:
+            send(*args)
+        except Exception:
+            logger.exception("%s: deferred send failed", self.name)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Start background work of this activation (on the loop thread)."""
+        task = runtime().spawn(coro, f"{self.name}-{what}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _run_power_off_hooks(self) -> None:
+        for hook in self.on_power_off:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - teardown goes on whatever a concern says
+                logger.exception("%s: power-off hook failed", self.name)
+
     def spec_is_real(self) -> bool:
         return self.transport is not None and self.transport.terminated is not None
 
-    async def _close_transport(self, transport: _transport.OpenedTransport) -> None:
-        self._stop_trace()
+    async def _close_transport(
+        self, transport: _transport.OpenedTransport, stop_trace: bool = True
+    ) -> None:
+        if stop_trace:
+            self._stop_trace()
         try:
             await asyncio.wait_for(transport.close(), POWER_OFF_TIMEOUT)
         except Exception as exc:  # noqa: BLE001
@@ -319,6 +380,13 @@ class Stack:
             return
         logger.error("%s: transport %r lost", self.name, transport.spec)
         device = self.device
+        # From here calls fail with ENODEV, but the links and the operations the loss ends
+        # still report, as when a link is lost: DISCONNECT, then *_DONE with status 7.
+        self.active = False
+        self.lost = f"the transport {transport.spec!r} was lost"
+        self.device = None
+        self.transport = None
+        runtime().remove_shutdown_hook(self.power_off)
         if device is not None:
             # Bumble's snooping wrapper hides the loss from the host: tell it ourselves,
             # so connections see their disconnection (and the user their IRQs).
@@ -326,18 +394,25 @@ class Stack:
                 device.host.on_transport_lost()
             except Exception:  # noqa: BLE001
                 logger.debug("%s: host already knew of the transport loss", self.name)
-        self.active = False
-        self.device = None
-        self.transport = None
-        runtime().remove_shutdown_hook(self.power_off)
-        await self._close_transport(transport)
+        for hook in self.on_transport_lost:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001
+                logger.exception("%s: transport-loss hook failed", self.name)
+        pending = [task for task in self.tasks if not task.done()]
+        self._stop_trace()
+        if pending:
+            await asyncio.wait(pending, timeout=LOSS_SETTLE_TIMEOUT)
+        if not self.active:  # not restarted meanwhile
+            self._run_power_off_hooks()
+        await self._close_transport(transport, stop_trace=False)
 
     # --- state the facade reads ------------------------------------------------------------
     def require(self) -> Device:
         """The active Device, or MicroPython's ``OSError(ENODEV)``."""
         device = self.device
         if device is None or not self.active:
-            raise mp_oserror(ENODEV)
+            raise mp_oserror(ENODEV, self.lost)
         return device
 
     def address(self) -> tuple[int, bytes]:

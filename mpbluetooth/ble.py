@@ -336,7 +336,7 @@ class BLE:
         cut to MTU - 3. ``OSError(ENOMEM)`` while the ACL buffers are full."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = None if data is None else buffer_bytes(data)
-        self._call(self._gatts.notify(conn, handle, payload), "notify")
+        self._gatts.notify(conn, handle, payload)
 
     def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Indicate regardless of subscription; ``_IRQ_GATTS_INDICATE_DONE`` follows with
@@ -383,14 +383,14 @@ class BLE:
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
         """One read (no long read): ``_IRQ_GATTC_READ_RESULT`` then ``_IRQ_GATTC_READ_DONE``."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
-        self._call(self._gattc.read(conn, handle), "read")
+        self._gattc.read(conn, handle)
 
     def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
         """Write without response (mode 0) or with it (mode 1, ``_IRQ_GATTC_WRITE_DONE``);
         data beyond MTU - 3 is dropped."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = buffer_bytes(data)
-        self._call(self._gattc.write(conn, handle, payload, to_int(mode)), "write")
+        self._gattc.write(conn, handle, payload, to_int(mode))
 
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
         """Exchange ``config('mtu')`` once per link; ``_IRQ_MTU_EXCHANGED`` on both sides."""

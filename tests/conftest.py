@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -63,6 +64,24 @@ def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.005)
+
+
+@pytest.fixture
+def no_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail the test if anything in mpbluetooth logged an ERROR during it: an unhandled
+    exception on the loop thread, a failed listener or task (all logged at ERROR). A lost
+    transport is reported at ERROR on purpose and does not count."""
+    caplog.set_level(logging.WARNING, logger="mpbluetooth")
+    yield
+    errors = [
+        r.getMessage()
+        for phase in ("setup", "call")
+        for r in caplog.get_records(phase)
+        if r.name.startswith("mpbluetooth")
+        and r.levelno >= logging.ERROR
+        and not r.getMessage().endswith(" lost")
+    ]
+    assert errors == []
 
 
 @pytest.fixture

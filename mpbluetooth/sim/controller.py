@@ -76,6 +76,19 @@ class SimController(Controller):
         self._active_scan = False
         self._connect_ind: ll.ConnectInd | None = None
 
+    def go_silent(self) -> None:
+        """Stop advertising, scanning and connecting, as a radio that is switched off.
+
+        Bumble's advertising timers keep running (and sending adverts to the link) after the
+        host is gone, even once the controller has left the link; a powered-off instance
+        would go on advertising and be kept alive by its timer.
+        """
+        self.pending_le_connection = None
+        self.le_scan_enable = False
+        for advertising_set in self.advertising_sets.values():
+            advertising_set.stop()
+        self.le_legacy_advertiser.stop()
+
     # --- vendor commands ---------------------------------------------------------------
     def on_hci_command(self, command: hci.HCI_Command) -> Any:
         if command.op_code != SET_PUBLIC_ADDRESS_OPCODE:

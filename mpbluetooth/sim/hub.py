@@ -95,11 +95,7 @@ class Hub:
             except Exception:  # noqa: BLE001 - the peer may be leaving too
                 logger.debug("%s: could not tell %s", member.name, connection.peer_address)
         controller.le_connections.clear()
-        controller.pending_le_connection = None
-        controller.le_scan_enable = False
-        for advertising_set in controller.advertising_sets.values():
-            advertising_set.stop()
-        controller.le_legacy_advertiser.stop()
+        controller.go_silent()
         if controller in self.link.controllers:
             self.link.remove_controller(controller)
         member.closed.set()

@@ -1,0 +1,301 @@
+"""Workloads 1-4: GATT notifications, writes without and with response, reads.
+
+Each measurement is a fixed sending window; a rate counts what the receiver got, from the
+first send to the last arrival (so nothing still queued at the end is credited). The
+facade sends from the main thread and retries on ENOMEM as a MicroPython program does; the
+raw sender is a coroutine that waits for Bumble's ``flow`` event while 128 ACL packets are
+pending. Request/response loops wait for each answer before the next request: the facade
+through its IRQ handler (``*_DONE`` wakes the main thread), raw Bumble by awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ._common import (
+    ACL_BACKLOG,
+    ENOMEM,
+    IRQ_GATTC_NOTIFY,
+    IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_WRITE,
+    MTU_PAYLOAD,
+    WAIT,
+    FacadePair,
+    RawPair,
+    Result,
+    Settings,
+    backlog,
+    call,
+    facade_pair,
+    interleaved,
+    median,
+    raw_pair,
+    wait_for_flow,
+    wait_until,
+)
+
+SMALL = 20
+
+
+def payloads(settings: Settings) -> list[int]:
+    """20 B and MTU-sized always; the points between for the chart in a full run."""
+    if settings.quick:
+        return [SMALL, MTU_PAYLOAD]
+    return [SMALL, 60, 120, 180, MTU_PAYLOAD]
+
+
+# --- facade ---------------------------------------------------------------------------------
+def facade_stream(
+    pair: FacadePair,
+    send: Callable[[], None],
+    received: Callable[[], int],
+    last: Callable[[], float],
+    seconds: float,
+) -> float:
+    """Send for ``seconds`` (retrying on ENOMEM), wait until all arrived; messages/s."""
+    before = received()
+    sent = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        try:
+            send()
+        except OSError as exc:
+            if exc.errno != ENOMEM:
+                raise
+            continue
+        sent += 1
+    wait_until(lambda: received() - before >= sent, f"{sent} messages", WAIT)
+    return sent / (last() - start)
+
+
+def facade_notify(pair: FacadePair, size: int, seconds: float) -> float:
+    notify, conn, handle, data = (
+        pair.server.gatts_notify,
+        pair.s_conn,
+        pair.value_handle,
+        bytes(size),
+    )
+    counts = pair.ch.counts
+    return facade_stream(
+        pair,
+        lambda: notify(conn, handle, data),
+        lambda: counts[IRQ_GATTC_NOTIFY],
+        lambda: pair.ch.last,
+        seconds,
+    )
+
+
+def facade_write_command(pair: FacadePair, size: int, seconds: float) -> float:
+    write, conn, handle, data = pair.client.gattc_write, pair.c_conn, pair.value_handle, bytes(size)
+    counts = pair.sh.counts
+    return facade_stream(
+        pair,
+        lambda: write(conn, handle, data, 0),
+        lambda: counts[IRQ_GATTS_WRITE],
+        lambda: pair.sh.last,
+        seconds,
+    )
+
+
+def facade_round_trips(
+    start_one: Callable[[], None], handler_wait: Callable[[], int], seconds: float
+) -> float:
+    """Request, wait for its ``*_DONE`` (the handler wakes us), repeat; round trips/s."""
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        start_one()
+        handler_wait()
+        done += 1
+        now = time.perf_counter()
+        if now >= end:
+            return done / (now - start)
+
+
+def facade_write_request(pair: FacadePair, seconds: float) -> float:
+    write, conn, handle, data = (
+        pair.client.gattc_write,
+        pair.c_conn,
+        pair.value_handle,
+        bytes(SMALL),
+    )
+    pair.ch.wake.add(IRQ_GATTC_WRITE_DONE)
+    try:
+        return facade_round_trips(lambda: write(conn, handle, data, 1), pair.ch.next_woken, seconds)
+    finally:
+        pair.ch.wake.discard(IRQ_GATTC_WRITE_DONE)
+
+
+def facade_read(pair: FacadePair, seconds: float) -> float:
+    read, conn, handle = pair.client.gattc_read, pair.c_conn, pair.value_handle
+    pair.server.gatts_write(handle, bytes(SMALL))
+    pair.ch.wake.add(IRQ_GATTC_READ_DONE)
+    try:
+        return facade_round_trips(lambda: read(conn, handle), pair.ch.next_woken, seconds)
+    finally:
+        pair.ch.wake.discard(IRQ_GATTC_READ_DONE)
+
+
+# --- raw Bumble -----------------------------------------------------------------------------
+async def _await_count(received: Callable[[], int], target: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while received() < target:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {received()} of {target} messages arrived")
+        await asyncio.sleep(0.001)
+
+
+async def raw_notify(pair: RawPair, size: int, seconds: float) -> float:
+    server, connection, attribute, data = (
+        pair.server,
+        pair.s_connection,
+        pair.attribute,
+        bytes(size),
+    )
+    notify = server.gatt_server.notify_subscriber
+    before = pair.notified[0]
+    sent = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        if backlog(server) >= ACL_BACKLOG:
+            await wait_for_flow(server)
+            continue
+        await notify(connection, attribute, data)
+        sent += 1
+    await _await_count(lambda: pair.notified[0], before + sent)
+    return sent / (pair.last[0] - start)
+
+
+async def raw_write_command(pair: RawPair, size: int, seconds: float) -> float:
+    client, proxy, data = pair.client, pair.proxy, bytes(size)
+    before = pair.written[0]
+    sent = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        if backlog(client) >= ACL_BACKLOG:
+            await wait_for_flow(client)
+            continue
+        await proxy.write_value(data, with_response=False)
+        sent += 1
+    await _await_count(lambda: pair.written[0], before + sent)
+    return sent / (pair.last[0] - start)
+
+
+async def raw_write_request(pair: RawPair, seconds: float) -> float:
+    proxy, data = pair.proxy, bytes(SMALL)
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        await proxy.write_value(data, with_response=True)
+        done += 1
+        now = time.perf_counter()
+        if now >= end:
+            return done / (now - start)
+
+
+async def raw_read(pair: RawPair, seconds: float) -> float:
+    proxy = pair.proxy
+    pair.stored[0] = bytes(SMALL)
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        await proxy.read_value()
+        done += 1
+        now = time.perf_counter()
+        if now >= end:
+            return done / (now - start)
+
+
+# --- the family -----------------------------------------------------------------------------
+def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
+    seconds, reps = settings.seconds, settings.reps
+    fp = facade_pair()
+    rp: RawPair = call(raw_pair(), "raw GATT pair")
+    results: list[Result] = []
+
+    def measure(
+        name: str,
+        workload: int,
+        unit: str,
+        facade: Callable[[], float],
+        raw: Callable[[], float],
+        payload: int | None = None,
+    ) -> None:
+        f_runs, r_runs = interleaved(reps, facade, raw)
+        result = Result(
+            name,
+            median(f_runs),
+            median(r_runs),
+            unit,
+            workload,
+            payload,
+            {"facade": f_runs, "raw": r_runs},
+        )
+        log(
+            f"  {name}: facade {result.facade:,.0f}  raw {result.raw:,.0f}  "
+            f"ratio {result.ratio:.2f}"
+        )
+        results.append(result)
+
+    try:
+        for size in payloads(settings):
+            measure(
+                f"notifications/s, {size} B",
+                1,
+                "notif/s",
+                lambda size=size: facade_notify(fp, size, seconds),
+                lambda size=size: call(raw_notify(rp, size, seconds), "raw notify"),
+                size,
+            )
+        for size in payloads(settings):
+            measure(
+                f"writes without response/s, {size} B",
+                2,
+                "writes/s",
+                lambda size=size: facade_write_command(fp, size, seconds),
+                lambda size=size: call(raw_write_command(rp, size, seconds), "raw write cmd"),
+                size,
+            )
+        measure(
+            f"write-with-response round trips/s, {SMALL} B",
+            3,
+            "round trips/s",
+            lambda: facade_write_request(fp, seconds),
+            lambda: call(raw_write_request(rp, seconds), "raw write request"),
+        )
+        measure(
+            f"reads/s, {SMALL} B",
+            4,
+            "reads/s",
+            lambda: facade_read(fp, seconds),
+            lambda: call(raw_read(rp, seconds), "raw read"),
+        )
+    finally:
+        fp.close()
+        call(rp.close(), "close raw pair")
+    return results
+
+
+def notify_reference(settings: Settings) -> dict[str, float]:
+    """Workload 1's 20-byte figures alone (the hub workload's in-process reference)."""
+    fp = facade_pair()
+    rp: RawPair = call(raw_pair(), "raw GATT pair")
+    try:
+        f_runs, r_runs = interleaved(
+            settings.reps,
+            lambda: facade_notify(fp, SMALL, settings.seconds),
+            lambda: call(raw_notify(rp, SMALL, settings.seconds), "raw notify"),
+        )
+    finally:
+        fp.close()
+        call(rp.close(), "close raw pair")
+    return {"facade": median(f_runs), "raw": median(r_runs)}

@@ -1,0 +1,175 @@
+"""Workload 5: L2CAP connection-oriented channel throughput, 512-byte SDUs, MTU 512.
+
+Facade: the central sends with ``l2cap_send`` from the main thread and, when it returns
+False, waits for ``_IRQ_L2CAP_SEND_READY``; the peripheral's handler drains each
+``_IRQ_L2CAP_RECV`` with ``l2cap_recvinto``. The peer gets new credits only once everything
+received has been read, as on MicroPython (NimBLE grants one SDU's worth).
+
+Raw Bumble: ``create_l2cap_channel``/``create_l2cap_server`` with the same MTU and an MPS of
+247 (one PDU per 251-byte LE data packet), 64 credits, a sink callback on the receiver, and
+``write`` + ``drain`` per SDU on the sender (what Bumble's own ``bench`` app does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._common import (
+    IRQ_L2CAP_CONNECT,
+    IRQ_L2CAP_RECV,
+    IRQ_L2CAP_SEND_READY,
+    WAIT,
+    Handler,
+    Result,
+    Settings,
+    call,
+    facade_pair,
+    interleaved,
+    median,
+    raw_connect,
+    raw_device,
+    wait_until,
+)
+
+PSM = 0x0080
+CHANNEL_MTU = 512
+SDU = CHANNEL_MTU
+RAW_MPS = 247
+RAW_CREDITS = 64
+
+
+class FacadeChannel:
+    """A connected channel between two facade instances and its receive counter."""
+
+    def __init__(self) -> None:
+        self.pair = facade_pair(mtu=None, name="l2")
+        pair = self.pair
+        self.received = 0
+        self.last = 0.0
+        buffer = bytearray(CHANNEL_MTU)
+        server = pair.server
+        server.l2cap_listen(PSM, CHANNEL_MTU)
+        pair.client.l2cap_connect(pair.c_conn, PSM, CHANNEL_MTU)
+        pair.ch.wait(IRQ_L2CAP_CONNECT)
+        pair.sh.wait(IRQ_L2CAP_CONNECT)
+        self.c_cid = pair.ch.data[IRQ_L2CAP_CONNECT][1]
+        s_conn, s_cid = pair.s_conn, pair.sh.data[IRQ_L2CAP_CONNECT][1]
+
+        def on_recv(data: tuple[Any, ...]) -> None:
+            # Drain everything pending, as a MicroPython program does on _IRQ_L2CAP_RECV.
+            while True:
+                got = server.l2cap_recvinto(s_conn, s_cid, buffer)
+                if not got:
+                    break
+                self.received += got
+            self.last = time.perf_counter()
+
+        pair.sh.hooks[IRQ_L2CAP_RECV] = on_recv
+        pair.ch.wake.add(IRQ_L2CAP_SEND_READY)
+
+    def measure(self, seconds: float) -> float:
+        client, conn, cid, ch = self.pair.client, self.pair.c_conn, self.c_cid, self.pair.ch
+        sdu = bytes(SDU)
+        before = self.received
+        sent = 0
+        start = time.perf_counter()
+        end = start + seconds
+        while time.perf_counter() < end:
+            ready = client.l2cap_send(conn, cid, sdu)
+            sent += len(sdu)
+            if not ready:
+                _wait_for(ch, IRQ_L2CAP_SEND_READY)
+        wait_until(lambda: self.received - before >= sent, f"{sent} bytes", WAIT)
+        return sent / (self.last - start)
+
+    def close(self) -> None:
+        self.pair.close()
+
+
+def _wait_for(handler: Handler, event: int) -> None:
+    while handler.next_woken() != event:
+        pass
+
+
+class RawChannel:
+    """The same channel made with Bumble's API (built on the loop)."""
+
+    received = 0
+    last = 0.0
+
+    async def open(self) -> RawChannel:
+        from bumble.l2cap import LeCreditBasedChannelSpec
+
+        from mpbluetooth.sim.link import SimLink
+
+        link = SimLink()
+        self.server = await raw_device(link, "l2-server")
+        self.client = await raw_device(link, "l2-client")
+        spec = LeCreditBasedChannelSpec(
+            psm=PSM, mtu=CHANNEL_MTU, mps=RAW_MPS, max_credits=RAW_CREDITS
+        )
+
+        def on_sdu(sdu: bytes) -> None:
+            self.received += len(sdu)
+            self.last = time.perf_counter()
+
+        def on_channel(channel: Any) -> None:
+            channel.sink = on_sdu
+
+        self.server.create_l2cap_server(spec=spec, handler=on_channel)
+        c_connection, _ = await raw_connect(self.client, self.server)
+        self.channel = await c_connection.create_l2cap_channel(spec=spec)
+        return self
+
+    async def measure(self, seconds: float) -> float:
+        channel = self.channel
+        sdu = bytes(SDU)
+        before = self.received
+        sent = 0
+        start = time.perf_counter()
+        end = start + seconds
+        while time.perf_counter() < end:
+            channel.write(sdu)
+            sent += len(sdu)
+            await channel.drain()
+        deadline = time.monotonic() + WAIT
+        while self.received - before < sent:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.received - before} of {sent} bytes arrived")
+            await asyncio.sleep(0.001)
+        return sent / (self.last - start)
+
+    async def close(self) -> None:
+        for device in (self.client, self.server):
+            await device.power_off()
+
+
+def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
+    facade = FacadeChannel()
+    raw: RawChannel = call(RawChannel().open(), "raw L2CAP channel")
+    try:
+        f_runs, r_runs = interleaved(
+            settings.reps,
+            lambda: facade.measure(settings.seconds),
+            lambda: call(raw.measure(settings.seconds), "raw L2CAP"),
+        )
+    finally:
+        facade.close()
+        call(raw.close(), "close raw L2CAP")
+    result = Result(
+        f"L2CAP CoC bytes/s, {SDU} B SDUs (MTU {CHANNEL_MTU})",
+        median(f_runs),
+        median(r_runs),
+        "bytes/s",
+        5,
+        SDU,
+        {"facade": f_runs, "raw": r_runs},
+    )
+    log(
+        f"  {result.name}: facade {result.facade:,.0f}  raw {result.raw:,.0f}  "
+        f"ratio {result.ratio:.2f}"
+    )
+    return [result]
