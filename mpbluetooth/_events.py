@@ -103,7 +103,7 @@ class IrqStats:
 class _Pending:
     """An event waiting in the ring: its code, field values, accounted size, answer slot."""
 
-    __slots__ = ("event", "values", "size", "answer", "done")
+    __slots__ = ("event", "values", "size", "answer", "done", "after")
 
     def __init__(
         self,
@@ -112,12 +112,14 @@ class _Pending:
         size: int,
         answer: asyncio.Future[Any] | None = None,
         done: threading.Event | None = None,
+        after: Callable[[], None] | None = None,
     ) -> None:
         self.event = event
         self.values = values
         self.size = size
         self.answer = answer
         self.done = done
+        self.after = after
 
 
 class EventRing:
@@ -168,9 +170,16 @@ class EventRing:
         return threading.current_thread() is self._thread
 
     # --- posting (loop thread) ----------------------------------------------------------
-    def post(self, event: int, *values: Any) -> bool:
-        """Queue an event; returns False when it was dropped (ring full or no handler)."""
+    def post(self, event: int, *values: Any, after: Callable[[], None] | None = None) -> bool:
+        """Queue an event; returns False when it was dropped (ring full or no handler).
+
+        ``after`` runs on the loop once the handler has returned from the event (or at
+        once if the event is not delivered): state the handler may still ask about while
+        the event waits in the ring is kept until then.
+        """
         if self.handler is None:
+            if after is not None:
+                after()
             return False
         fixed, data_fields, uuid_fields = _COMPILED[event]
         size = fixed
@@ -188,16 +197,19 @@ class EventRing:
         for i in uuid_fields:
             size += 1 + bytes.__len__(values[i])
         with self._cond:
-            if self._used + size > self._capacity and not self._make_room(event, size):
+            queued = self._used + size <= self._capacity or self._make_room(event, size)
+            if queued:
+                self._queue.append(_Pending(event, values, size, after=after))
+                self._used += size
+                if self._burst:
+                    logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
+                    self._burst = 0
+                self._cond.notify()
+            else:
                 self._count_drop()
-                return False
-            self._queue.append(_Pending(event, values, size))
-            self._used += size
-            if self._burst:
-                logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
-                self._burst = 0
-            self._cond.notify()
-        return True
+        if not queued and after is not None:
+            after()
+        return queued
 
     def _make_room(self, event: int, size: int) -> bool:
         """Overflow policy (SPEC D1): a non-scan event evicts queued scan results from the
@@ -245,7 +257,9 @@ class EventRing:
         and no result is seen after it, so results still queued here are withdrawn.
         """
         with self._cond:
-            kept = deque(p for p in self._queue if p.event != event or p.answer or p.done)
+            kept = deque(
+                p for p in self._queue if p.event != event or p.answer or p.done or p.after
+            )
             self._used = sum(p.size for p in kept)
             self._queue.clear()
             self._queue.extend(kept)
@@ -314,6 +328,11 @@ class EventRing:
                 pass
         if pending.done is not None:
             pending.done.set()
+        if pending.after is not None:
+            try:
+                self._loop_getter().call_soon_threadsafe(pending.after)
+            except RuntimeError:  # loop already closed (interpreter exit)
+                pass
 
     def close(self) -> None:
         """Stop the dispatcher once the queue drains (the instance is being discarded)."""

@@ -108,6 +108,7 @@ class GattClient:
         #: The procedure count is raised by callers' threads (read/write are checked and
         #: started without a round trip) and lowered on the loop.
         self._count_lock = threading.Lock()
+        self._epoch = 0  # activations, so a late procedure frees no slot of a later one
         self._discovering_characteristics = False
         self._mtu_exchanged: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -116,7 +117,9 @@ class GattClient:
 
     # --- lifecycle ------------------------------------------------------------------
     def _attach(self, device: Device) -> None:
-        self._procedures = 0
+        with self._count_lock:
+            self._procedures = 0
+            self._epoch += 1
         self._discovering_characteristics = False
         self._mtu_exchanged = set()
         device.on("connection", guarded(self._on_connection))
@@ -230,18 +233,20 @@ class GattClient:
             if self._procedures >= MAX_PROCEDURES:
                 raise mp_oserror(ENOMEM, f"more than {MAX_PROCEDURES} GATT procedures at once")
             self._procedures += 1
+            epoch = self._epoch
         if runtime().in_loop_thread():
-            self._spawn(connection, body, finish)
+            self._spawn(connection, body, finish, epoch)
         else:
-            self.stack.send_soon(self._spawn, connection, body, finish)
+            self.stack.start_soon(self._spawn, connection, body, finish, epoch)
 
     def _spawn(
         self,
         connection: Connection,
         body: Callable[[Client], Coroutine[Any, Any, None]],
         finish: Callable[[int], object],
+        epoch: int,
     ) -> None:
-        task = self.stack.spawn(self._run(connection, body, finish), "gatt-procedure")
+        task = self.stack.spawn(self._run(connection, body, finish, epoch), "gatt-procedure")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -250,13 +255,20 @@ class GattClient:
         connection: Connection,
         body: Callable[[Client], Coroutine[Any, Any, None]],
         finish: Callable[[int], object],
+        epoch: int,
     ) -> None:
         from bumble.att import ATT_Error
         from bumble.core import TimeoutError as BumbleTimeoutError
 
         status = 0
+        device = self.stack.device
         try:
-            await connection.cancel_on_disconnection(body(connection.gatt_client))
+            if device is None or device.lookup_connection(connection.handle) is not connection:
+                # The link went between the call's check and now (the call was made on
+                # another thread): Bumble would send into the void and wait 30 s.
+                status = _STATUS_NOT_CONNECTED
+            else:
+                await connection.cancel_on_disconnection(body(connection.gatt_client))
         except ATT_Error as error:
             status = _ATT_ERROR_BASE + error.error_code
         except asyncio.CancelledError:
@@ -273,7 +285,8 @@ class GattClient:
             status = _STATUS_FAILED
         finally:
             with self._count_lock:
-                self._procedures -= 1
+                if epoch == self._epoch:  # not a procedure of an earlier activation
+                    self._procedures -= 1
         if self.stack.reporting:
             finish(status)
 

@@ -73,6 +73,7 @@ _STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
 _STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
 _STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
 _EAPP = -9  # BLE_HS_EAPP passed through negated: the stored value could not be read
+_LAST_HANDLE = 0xFFFF
 
 
 # --- definitions ----------------------------------------------------------------------
@@ -138,6 +139,19 @@ def parse_service(obj: Any) -> ServiceDef:
                 descriptors.append(DescriptorDef(d_uuid, _flags(d_flags)))
         chars.append(CharacteristicDef(item[0], _flags(item[1]), tuple(descriptors)))
     return ServiceDef(uuid, tuple(chars))
+
+
+def attribute_count(services: Sequence[ServiceDef]) -> int:
+    """How many attribute handles the services take: a declaration per service, and per
+    characteristic a declaration, its value, its CCCD (NOTIFY/INDICATE) and descriptors."""
+    return sum(
+        1
+        + sum(
+            2 + bool(char.flags & (FLAG_NOTIFY | FLAG_INDICATE)) + len(char.descriptors)
+            for char in service.characteristics
+        )
+        for service in services
+    )
 
 
 def properties_byte(flags: int) -> int:
@@ -263,6 +277,10 @@ class GattServer:
 
         device = self.stack.require()
         server = device.gatt_server
+        if len(server.attributes) + attribute_count(services) > _LAST_HANDLE:
+            # NimBLE runs out of attribute memory long before; Bumble would fail half-way
+            # with a struct.error when a handle passes 0xFFFF.
+            raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")
         permissions = Attribute.Permissions.READABLE | Attribute.Permissions.WRITEABLE
         layout: list[list[tuple[_Value, Any]]] = []
         bumble_services = []

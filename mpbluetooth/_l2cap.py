@@ -150,6 +150,10 @@ class L2cap:
         #: PSM -> our MTU, for ``l2cap_listen``; lost at power-off as on MicroPython.
         self.listening: dict[int, int] = {}
         self.channels: dict[tuple[int, int], _Channel] = {}
+        #: Closed channels whose L2CAP_DISCONNECT the handler has not seen yet, with the
+        #: data that arrived before the close: the handler's RECV events for it are still
+        #: in the ring, so ``l2cap_recvinto`` keeps reading it (then 0) until then.
+        self.closed_rx: dict[tuple[int, int], bytearray] = {}
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -157,6 +161,7 @@ class L2cap:
     def _attach(self, device: Device) -> None:
         self.listening.clear()
         self.channels.clear()
+        self.closed_rx.clear()
         manager = device.l2cap_channel_manager
         delegate = manager.on_l2cap_le_credit_based_connection_request
         # ChannelManager looks its handlers up by name on the instance, so these
@@ -173,10 +178,13 @@ class L2cap:
     def _detach(self) -> None:
         self.listening.clear()
         self.channels.clear()
+        self.closed_rx.clear()
 
-    def _post(self, event: int, *values: Any) -> None:
+    def _post(self, event: int, *values: Any, after: Callable[[], None] | None = None) -> None:
         if self.stack.reporting:
-            self.ring.post(event, *values)
+            self.ring.post(event, *values, after=after)
+        elif after is not None:
+            after()
 
     # --- calls from ble.py (loop thread) ----------------------------------------------
     async def listen(self, psm: int, mtu: int) -> None:
@@ -294,6 +302,14 @@ class L2cap:
         """``size`` None: the number of bytes pending. Else take up to ``size`` bytes; the
         peer gets its credits back once everything pending has been taken."""
         self.stack.require()
+        closed = self.closed_rx.get((conn_handle, cid))
+        if closed is not None and (conn_handle, cid) not in self.channels:
+            # Closed, but the handler has not been told yet: what arrived can be read.
+            if size is None:
+                return len(closed)
+            chunk = bytes(closed[:size])
+            del closed[:size]
+            return chunk
         channel = self._lookup(conn_handle, cid)
         if size is None:
             return len(channel.rx)
@@ -341,6 +357,7 @@ class L2cap:
     def _adopt(self, conn_handle: int, psm: int, bumble: LeCreditBasedChannel) -> _Channel:
         channel = _Channel(conn_handle, psm, bumble)
         self.channels[(conn_handle, channel.cid)] = channel
+        self.closed_rx.pop((conn_handle, channel.cid), None)
         # Instance attributes: the manager and the credit frames call these by name.
         bumble.on_pdu = guarded(functools.partial(self._on_pdu, channel))  # type: ignore[method-assign]
         bumble.on_credits = guarded(functools.partial(self._on_credits, channel))  # type: ignore[method-assign]
@@ -405,10 +422,19 @@ class L2cap:
     def _on_close(self, channel: _Channel) -> None:
         if self.channels.get((channel.conn_handle, channel.cid)) is not channel:
             return
-        del self.channels[(channel.conn_handle, channel.cid)]
+        key = (channel.conn_handle, channel.cid)
+        del self.channels[key]
         if channel.connected:
             channel.connected = False
-            self._post(IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, 0)
+            rx = self.closed_rx[key] = channel.rx
+
+            def told() -> None:
+                if self.closed_rx.get(key) is rx:
+                    del self.closed_rx[key]
+
+            self._post(
+                IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, 0, after=told
+            )
 
     # --- incoming requests ----------------------------------------------------------
     def _on_connection_request(

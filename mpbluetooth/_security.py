@@ -465,10 +465,24 @@ class Security:
                 key_size=_key_size(connection) if encrypted else 0,
             ),
         )
+        self._forget_session(connection)
 
     def _on_pairing_failure(self, connection: Connection, reason: int) -> None:
         logger.debug("%s: pairing failed: %r", self.stack.name, reason)
         self._report_current(connection)
+        self._forget_session(connection)
+
+    def _forget_session(self, connection: Connection) -> None:
+        """Drop a finished SMP session. Bumble keeps it until the link closes and hands
+        the peer's next Pairing Request to it, so a second pairing on the link (after a
+        wrong passkey, or to pair again) never completes."""
+        device = self.stack.device
+        if device is None:
+            return
+        sessions = device.smp_manager.sessions
+        session = sessions.get(connection.handle)
+        if session is not None and session.completed:
+            del sessions[connection.handle]
 
     def _on_encryption_change(self, connection: Connection) -> None:
         if self._pairing_active(connection):

@@ -334,12 +334,20 @@ class Stack:
         """
         with self._sends_lock:
             self.sends_queued += 1
-        runtime().call_soon(self._run_send, send, args)
+        runtime().call_soon(self._run_send, send, args, False)
 
-    def _run_send(self, send: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def start_soon(self, start: Callable[..., Any], *args: Any) -> None:
+        """Like :meth:`send_soon`, for the start of a procedure that reports its outcome:
+        it runs even if the stack stopped meanwhile, so the procedure can end (with
+        status 7 after a transport loss) and free its slot."""
+        with self._sends_lock:
+            self.sends_queued += 1
+        runtime().call_soon(self._run_send, start, args, True)
+
+    def _run_send(self, send: Callable[..., Any], args: tuple[Any, ...], always: bool) -> None:
         with self._sends_lock:
             self.sends_queued -= 1
-        if not self.active:
+        if not self.active and not always:
             return  # stopped meanwhile: the PDU is dropped, as the controller would
         try:
             send(*args)
