@@ -7,6 +7,9 @@ Bumble: ``hci.Address`` with little-endian bytes, intervals in ms (floats).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .uuid import buffer_bytes
@@ -78,3 +81,41 @@ def adv_type(event_type: int, extended: bool) -> int:
 def conn_interval_us_to_ms(interval_us: int) -> float:
     """A connection interval in µs as Bumble's ms, rounded down to 1.25 ms units."""
     return (interval_us // 1250) * 1.25
+
+
+# NimBLE host statuses, as GATT events (READ_DONE, INDICATE_DONE...) report them.
+ATT_ERROR_BASE = 0x100  # BLE_HS_ERR_ATT_BASE: an ATT error response, as 0x100 + code
+STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
+STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN: the link went
+STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
+STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
+
+
+async def link_status(
+    connection: Any,
+    work: Coroutine[Any, Any, Any],
+    what: str,
+    classify: Callable[[Exception], int | None] = lambda exc: None,
+) -> int:
+    """Await ``work``, cut short if the link drops, and say how it ended as NimBLE's status:
+    0, 7 link lost, 13 timeout, ``classify(exc)`` for errors the caller knows, else 5
+    (logged). Our own task being cancelled means the stack is stopping: that re-raises,
+    so no event follows, as on NimBLE."""
+    from bumble.core import TimeoutError as BumbleTimeoutError
+
+    try:
+        await connection.cancel_on_disconnection(work)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        return STATUS_NOT_CONNECTED
+    except (TimeoutError, BumbleTimeoutError):
+        return STATUS_TIMEOUT
+    except Exception as exc:  # noqa: BLE001 - reported through the status
+        status = classify(exc)
+        if status is None:
+            logging.getLogger(__name__).exception("%s failed", what)
+            return STATUS_FAILED
+        return status
+    return 0

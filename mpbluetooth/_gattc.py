@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._convert import ATT_ERROR_BASE, STATUS_BAD_DATA, STATUS_NOT_CONNECTED, link_status
 from ._errors import mp_oserror
 from ._gatts import acl_backlog_full
 from ._runtime import guarded, runtime
@@ -57,11 +58,6 @@ logger = logging.getLogger(__name__)
 #: NimBLE's BLE_GATT_MAX_PROCS in MicroPython's builds: more at once → OSError(ENOMEM).
 MAX_PROCEDURES = 4
 
-_ATT_ERROR_BASE = 0x100  # NimBLE's BLE_HS_ERR_ATT_BASE: ATT errors as statuses
-_STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
-_STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
-_STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
-_STATUS_FAILED = 5
 _ATT_ATTRIBUTE_NOT_FOUND = 0x0A
 _ATT_INVALID_PDU = 0x04
 _LAST_HANDLE = 0xFFFF
@@ -76,6 +72,17 @@ def _entries(data: bytes, size: int, sizes: tuple[int, ...]) -> None:
     whole number of them (Bumble silently ignores what does not fit)."""
     if size not in sizes or not data or len(data) % size:
         raise _BadResponse()
+
+
+def _procedure_status(exc: Exception) -> int | None:
+    """The statuses only a client procedure has: ATT error responses, malformed answers."""
+    from bumble.att import ATT_Error
+
+    if isinstance(exc, ATT_Error):
+        return ATT_ERROR_BASE + exc.error_code
+    if isinstance(exc, _BadResponse):
+        return STATUS_BAD_DATA
+    return None
 
 
 def _send_if_connected(device: Device, connection: Connection, pdu: bytes) -> None:
@@ -257,32 +264,19 @@ class GattClient:
         finish: Callable[[int], object],
         epoch: int,
     ) -> None:
-        from bumble.att import ATT_Error
-        from bumble.core import TimeoutError as BumbleTimeoutError
-
-        status = 0
         device = self.stack.device
         try:
             if device is None or device.lookup_connection(connection.handle) is not connection:
                 # The link went between the call's check and now (the call was made on
                 # another thread): Bumble would send into the void and wait 30 s.
-                status = _STATUS_NOT_CONNECTED
+                status = STATUS_NOT_CONNECTED
             else:
-                await connection.cancel_on_disconnection(body(connection.gatt_client))
-        except ATT_Error as error:
-            status = _ATT_ERROR_BASE + error.error_code
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the stack is stopping: no event, as NimBLE
-            status = _STATUS_NOT_CONNECTED
-        except (TimeoutError, BumbleTimeoutError):
-            status = _STATUS_TIMEOUT
-        except _BadResponse:
-            status = _STATUS_BAD_DATA
-        except Exception:  # noqa: BLE001 - reported through the status
-            logger.exception("%s: GATT procedure failed", self.stack.name)
-            status = _STATUS_FAILED
+                status = await link_status(
+                    connection,
+                    body(connection.gatt_client),
+                    f"{self.stack.name}: GATT procedure",
+                    _procedure_status,
+                )
         finally:
             with self._count_lock:
                 if epoch == self._epoch:  # not a procedure of an earlier activation

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._convert import link_status
 from ._errors import mp_oserror
 from ._events import wait_answer
 from ._runtime import guarded
@@ -69,9 +70,6 @@ _ATT_READ_NOT_PERMITTED = 0x02
 _ATT_WRITE_NOT_PERMITTED = 0x03
 _ATT_INSUFFICIENT_AUTHENTICATION = 0x05
 _ATT_INSUFFICIENT_ENCRYPTION = 0x0F
-_STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
-_STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN
-_STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
 _EAPP = -9  # BLE_HS_EAPP passed through negated: the stored value could not be read
 _LAST_HANDLE = 0xFFFF
 
@@ -522,28 +520,17 @@ class GattServer:
         INDICATE_DONE: 0 confirmed, 13 timed out, 7 link lost."""
         from bumble.att import Attribute
         from bumble.core import UUID as BumbleUUID
-        from bumble.core import TimeoutError as BumbleTimeoutError
         from bumble.hci import Role
 
         attribute = device.gatt_server.get_attribute(handle)
         if attribute is None:  # NimBLE sends explicit data to any handle
             attribute = Attribute(BumbleUUID.from_16_bits(0), Attribute.Permissions(0))
             attribute.handle = handle
-        status = 0
-        try:
-            await connection.cancel_on_disconnection(
-                device.gatt_server.indicate_subscriber(connection, attribute, data, force=True)
-            )
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the stack is stopping: no event, as NimBLE
-            status = _STATUS_NOT_CONNECTED
-        except (TimeoutError, BumbleTimeoutError):
-            status = _STATUS_TIMEOUT
-        except Exception:  # noqa: BLE001 - reported through the status
-            logger.exception("%s: indication on handle %d failed", self.stack.name, handle)
-            status = _STATUS_FAILED
+        status = await link_status(
+            connection,
+            device.gatt_server.indicate_subscriber(connection, attribute, data, force=True),
+            f"{self.stack.name}: indication on handle {handle}",
+        )
         # NimBLE reports INDICATE_DONE only on links where we are the peripheral.
         if self.stack.reporting and connection.role == Role.PERIPHERAL:
             self.ring.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
