@@ -15,12 +15,14 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._runtime import YIELD_SECONDS
 from .constants import IRQ_SCAN_RESULT
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ MAX_RXBUF = 0xFFFF
 #: How long the stack waits for the handler's answer to events 4, 22, 29 and 30 before it
 #: takes the default answer (allow / accept / not found / failure), in seconds (SPEC D3).
 ANSWER_DEADLINE = 5.0
+
+#: Least time between two GIL hand-overs to a dispatcher that is falling behind, in s.
+_YIELD_SPACING = 0.001
 
 # Field layout of every event, in MicroPython's ring encoding:
 # H u16, B u8, b i8, I u32, a address (6), u UUID (1 + size), d data (2 + length).
@@ -137,6 +142,7 @@ class EventRing:
         self._dropped = 0
         self._burst = 0
         self._closed = False
+        self._last_yield = 0.0
         self.handler: Callable[[int, tuple[Any, ...]], Any] | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"mpbluetooth-irq-{name}", daemon=True
@@ -205,11 +211,26 @@ class EventRing:
                     logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
                     self._burst = 0
                 self._cond.notify()
+                crowded = self._used * 2 > self._capacity
             else:
                 self._count_drop()
+                crowded = False
+        if crowded:
+            self._yield_to_dispatcher()
         if not queued and after is not None:
             after()
         return queued
+
+    def _yield_to_dispatcher(self) -> None:
+        """The ring is over half full: the handler is falling behind, often only because
+        the loop thread keeps the GIL for a whole switch interval (5 ms) while it produces.
+        Sleeping a moment hands the GIL to the dispatcher before the ring overflows. At
+        most once per millisecond, so a handler that is slow in itself (it sleeps, say)
+        costs the loop at most a tenth of its time."""
+        now = time.perf_counter()
+        if now - self._last_yield >= _YIELD_SPACING:
+            time.sleep(YIELD_SECONDS)
+            self._last_yield = time.perf_counter()
 
     def _make_room(self, event: int, size: int) -> bool:
         """Overflow policy (SPEC D1): a non-scan event evicts queued scan results from the

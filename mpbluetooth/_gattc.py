@@ -478,6 +478,7 @@ class GattClient:
         data = data[: connection.att_mtu - 3]
         if mode == 0:
             if acl_backlog_full(device, self.stack.sends_queued):
+                runtime().yield_to_loop()
                 raise mp_oserror(ENOMEM, "ACL buffers full")
             pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
             self.stack.send_soon(_send_if_connected, device, connection, bytes(pdu))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ._convert import link_status
 from ._errors import mp_oserror
 from ._events import wait_answer
-from ._runtime import guarded
+from ._runtime import guarded, runtime
 from .constants import (
     EBUSY,
     EINVAL,
@@ -497,6 +497,7 @@ class GattServer:
         if connection is None:
             raise mp_oserror(ENOTCONN)
         if acl_backlog_full(device, self.stack.sends_queued):
+            runtime().yield_to_loop()
             raise mp_oserror(ENOMEM, "ACL buffers full")
         return device, connection, data
 

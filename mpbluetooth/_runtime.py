@@ -15,6 +15,8 @@ import concurrent.futures
 import functools
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,6 +31,9 @@ T = TypeVar("T")
 #: command timeout so that a stack-side timeout surfaces with its own error first.
 DEFAULT_CALL_TIMEOUT = 15.0
 
+#: How long a refused sender sleeps so the loop thread can take the GIL (see yield_to_loop).
+YIELD_SECONDS = 0.0001
+
 #: How long interpreter exit may spend closing live instances before abandoning them.
 EXIT_BUDGET = 1.5
 
@@ -41,6 +46,10 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._shutdown_hooks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        # Work handed over by call_soon: one wake-up of the loop carries a whole batch.
+        self._handover_lock = threading.Lock()
+        self._handover: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._handover_scheduled = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -99,8 +108,43 @@ class Runtime:
             ) from None
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Schedule ``fn(*args)`` on the loop from any thread, without waiting."""
-        self.loop.call_soon_threadsafe(fn, *args)
+        """Schedule ``fn(*args)`` on the loop from any thread, without waiting.
+
+        Waking the loop costs a write to its self-pipe and, worse, a hand-over of the GIL
+        to the loop thread and back before the caller may go on; paid per notification it
+        halved a sending loop's rate. So calls queue here and only the first of a batch
+        wakes the loop; the batch runs in order. The wake-up is scheduled under the lock,
+        so anything this thread schedules on the loop afterwards (a ``call``) runs after
+        the batch: one thread's operations keep their order.
+        """
+        loop = self.loop
+        with self._handover_lock:
+            self._handover.append((fn, args))
+            if self._handover_scheduled:
+                return
+            self._handover_scheduled = True
+            loop.call_soon_threadsafe(self._run_handover)
+
+    def yield_to_loop(self) -> None:
+        """Let the loop thread have the GIL for a moment (a caller's thread only).
+
+        A program that retries a refused send at once (ENOMEM, as MicroPython programs
+        do) would otherwise hold the GIL for a whole switch interval (5 ms) while the
+        loop, which is what frees the buffers, waits for it.
+        """
+        if not self.in_loop_thread():
+            time.sleep(YIELD_SECONDS)
+
+    def _run_handover(self) -> None:
+        with self._handover_lock:
+            self._handover_scheduled = False
+            batch = self._handover
+            self._handover = deque()
+        for fn, args in batch:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failed hand-over must not lose the rest
+                logger.exception("error in %r handed to the loop", fn)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
         """Start a background task on the loop (call on the loop thread); log its failure."""
