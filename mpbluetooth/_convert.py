@@ -103,12 +103,25 @@ async def link_status(
     so no event follows, as on NimBLE."""
     from bumble.core import TimeoutError as BumbleTimeoutError
 
+    # Bumble's cancel_on_disconnection runs the work in a task of its own: one more task
+    # per GATT procedure, and a loop iteration at each end of it. The work runs in our
+    # own task instead, which the disconnection cancels.
+    task = asyncio.current_task()
+    assert task is not None
+    lost = False
+
+    def on_disconnection(*_: Any) -> None:
+        nonlocal lost
+        if not task.done():
+            lost = True
+            task.cancel()
+
+    connection.on("disconnection", on_disconnection)
     try:
-        await connection.cancel_on_disconnection(work)
+        await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
+        if not lost or task.uncancel() > 0:
+            raise  # our task is being cancelled: the stack is stopping
         return STATUS_NOT_CONNECTED
     except (TimeoutError, BumbleTimeoutError):
         return STATUS_TIMEOUT
@@ -118,4 +131,6 @@ async def link_status(
             logging.getLogger(__name__).exception("%s failed", what)
             return STATUS_FAILED
         return status
+    finally:
+        connection.remove_listener("disconnection", on_disconnection)
     return 0

@@ -383,9 +383,20 @@ def _report_handler_exception(exc: BaseException) -> None:
 
 
 async def wait_answer(future: asyncio.Future[Any], what: str) -> Any:
-    """Await a handler's answer with the deadline of SPEC D3; ``None`` (default) on timeout."""
+    """Await a handler's answer with the deadline of SPEC D3; ``None`` (default) on timeout.
+
+    A timer that gives the default answer, rather than ``asyncio.wait_for``, which wraps
+    the wait in a task of its own: one read request costs one answer, and it is on the
+    path of every read.
+    """
+    timer = future.get_loop().call_later(ANSWER_DEADLINE, _expire, future, what)
     try:
-        return await asyncio.wait_for(future, ANSWER_DEADLINE)
-    except TimeoutError:
+        return await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any], what: str) -> None:
+    if not future.done():
         logger.warning("IRQ handler did not answer %s within %g s", what, ANSWER_DEADLINE)
-        return None
+        future.set_result(None)
