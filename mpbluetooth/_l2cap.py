@@ -27,12 +27,13 @@ import asyncio
 import functools
 import logging
 import struct
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _events
 from ._errors import mp_oserror
-from ._runtime import guarded
+from ._runtime import guarded, runtime
 from .constants import (
     EALREADY,
     EBUSY,
@@ -128,16 +129,39 @@ def _credits_for(mtu: int, mps: int) -> int:
 class _Channel:
     """Our view of one Bumble LE CoC channel: received data and the send stall."""
 
-    __slots__ = ("conn_handle", "cid", "psm", "bumble", "rx", "in_sdu", "stalled", "connected")
+    __slots__ = (
+        "conn_handle",
+        "cid",
+        "psm",
+        "bumble",
+        "rx",
+        "rx_lock",
+        "in_sdu",
+        "stalled",
+        "tx_lock",
+        "reserved",
+        "stall_pending",
+        "connected",
+    )
 
     def __init__(self, conn_handle: int, psm: int, bumble: LeCreditBasedChannel) -> None:
         self.conn_handle = conn_handle
         self.cid = bumble.source_cid
         self.psm = psm
         self.bumble = bumble
+        #: Received bytes not yet read: appended on the loop, taken by ``l2cap_recvinto``
+        #: on the caller's thread, under ``rx_lock``.
         self.rx = bytearray()
+        self.rx_lock = threading.Lock()
         self.in_sdu: bytearray | None = None
         self.stalled = False
+        #: Sends are answered on the caller's thread and handed to Bumble later: credits
+        #: already promised to sends not yet handed over, and whether one of those will
+        #: stall (the next send is then refused). Guarded with Bumble's credit count by
+        #: ``tx_lock``.
+        self.tx_lock = threading.Lock()
+        self.reserved = 0
+        self.stall_pending = False
         self.connected = False
 
 
@@ -282,43 +306,85 @@ class L2cap:
         except Exception as exc:  # noqa: BLE001 - e.g. closed by the peer meanwhile
             logger.debug("%s: L2CAP disconnect: %r", self.stack.name, exc)
 
-    async def send(self, conn_handle: int, cid: int, data: bytes) -> bool:
-        """Queue one SDU; False when it is (partly) waiting for credits (SEND_READY follows)."""
+    def send(self, conn_handle: int, cid: int, data: bytes) -> bool:
+        """Queue one SDU; False when it is (partly) waiting for credits (SEND_READY follows).
+
+        Any thread: checked and answered here, handed to the loop without waiting, so a
+        sending loop does not pay a thread round trip per SDU. The answer is exact: the
+        credits of sends not yet handed over are reserved, and the count only grows
+        until then.
+        """
         self.stack.require()
         channel = self._lookup(conn_handle, cid)
         bumble = channel.bumble
         if len(data) > bumble.peer_mtu or len(data) > 2 * bumble.mtu:
             raise mp_oserror(EINVAL, "larger than the peer's MTU or twice ours")
-        if channel.stalled or bumble.out_sdu is not None or bumble.out_queue:
-            raise mp_oserror(EBUSY, "the previous SDU is still waiting for credits")
         # One SDU exactly: its length header, then the data, cut into PDUs as credits allow.
-        bumble.out_sdu = struct.pack("<H", len(data)) + data
-        bumble.drained.clear()
-        bumble.process_output()
-        channel.stalled = bumble.out_sdu is not None
-        return not channel.stalled
+        sdu = struct.pack("<H", len(data)) + data
+        with channel.tx_lock:
+            if (
+                channel.stalled
+                or channel.stall_pending
+                or bumble.out_sdu is not None
+                or bumble.out_queue
+            ):
+                raise mp_oserror(EBUSY, "the previous SDU is still waiting for credits")
+            needed = -(-len(sdu) // bumble.peer_mps)
+            available = bumble.credits - channel.reserved
+            stalls = available < needed
+            take = min(needed, available)
+            channel.reserved += take
+            channel.stall_pending = stalls
+        runtime().call_soon(self._hand_over, channel, sdu, stalls, take)
+        return not stalls
 
-    async def recv(self, conn_handle: int, cid: int, size: int | None) -> int | bytes:
+    def _hand_over(self, channel: _Channel, sdu: bytes, promised_stall: bool, took: int) -> None:
+        bumble = channel.bumble
+        with channel.tx_lock:
+            channel.reserved -= took
+            if promised_stall:
+                channel.stall_pending = False
+            if not channel.connected or bumble.state != bumble.State.CONNECTED:
+                return  # closed meanwhile: L2CAP_DISCONNECT tells the application
+            bumble.out_sdu = sdu
+            bumble.drained.clear()
+            bumble.process_output()
+            channel.stalled = bumble.out_sdu is not None
+            owed = promised_stall and not channel.stalled
+        if owed:
+            # Credits came in after the caller was told to wait: it still waits for this.
+            self._post(IRQ_L2CAP_SEND_READY, channel.conn_handle, channel.cid, 0)
+
+    def recv(self, conn_handle: int, cid: int, size: int | None) -> int | bytes:
         """``size`` None: the number of bytes pending. Else take up to ``size`` bytes; the
-        peer gets its credits back once everything pending has been taken."""
+        peer gets its credits back once everything pending has been taken.
+
+        Any thread: the bytes are taken here, under the channel's lock; only the credit
+        return goes to the loop, without waiting."""
         self.stack.require()
-        closed = self.closed_rx.get((conn_handle, cid))
-        if closed is not None and (conn_handle, cid) not in self.channels:
-            # Closed, but the handler has not been told yet: what arrived can be read.
-            if size is None:
-                return len(closed)
-            chunk = bytes(closed[:size])
-            del closed[:size]
-            return chunk
+        key = (conn_handle, cid)
+        channel = self.channels.get(key)
+        if channel is None or not channel.connected:
+            closed = self.closed_rx.get(key)
+            if closed is not None:
+                # Closed, but the handler has not been told yet: what arrived can be read.
+                if size is None:
+                    return len(closed)
+                chunk = bytes(closed[:size])
+                del closed[:size]
+                return chunk
         channel = self._lookup(conn_handle, cid)
-        if size is None:
-            return len(channel.rx)
-        if not channel.rx:
-            return b""
-        chunk = bytes(channel.rx[:size])
-        del channel.rx[:size]
-        if not channel.rx:
-            self._return_credits(channel)
+        with channel.rx_lock:
+            rx = channel.rx
+            if size is None:
+                return len(rx)
+            if not rx:
+                return b""
+            chunk = bytes(rx[:size])
+            del rx[:size]
+            drained = not rx
+        if drained:
+            runtime().call_soon(self._return_credits_if_drained, channel)
         return chunk
 
     def _lookup(self, conn_handle: int, cid: int) -> _Channel:
@@ -393,8 +459,15 @@ class L2cap:
         if len(sdu) < 2 + length:
             return
         channel.in_sdu = None
-        channel.rx += sdu[2:]
+        with channel.rx_lock:
+            channel.rx += sdu[2:]
         self._post(IRQ_L2CAP_RECV, channel.conn_handle, channel.cid)
+
+    def _return_credits_if_drained(self, channel: _Channel) -> None:
+        with channel.rx_lock:
+            drained = not channel.rx
+        if drained and channel.connected:
+            self._return_credits(channel)
 
     def _return_credits(self, channel: _Channel) -> None:
         from bumble.l2cap import L2CAP_LE_Flow_Control_Credit
@@ -414,19 +487,23 @@ class L2cap:
 
     def _on_credits(self, channel: _Channel, credits: int) -> None:
         bumble = channel.bumble
-        type(bumble).on_credits(bumble, credits)
-        if channel.stalled and bumble.out_sdu is None:
-            channel.stalled = False
+        with channel.tx_lock:
+            type(bumble).on_credits(bumble, credits)
+            ready = channel.stalled and bumble.out_sdu is None
+            if ready:
+                channel.stalled = False
+        if ready:
             self._post(IRQ_L2CAP_SEND_READY, channel.conn_handle, channel.cid, 0)
 
     def _on_close(self, channel: _Channel) -> None:
         if self.channels.get((channel.conn_handle, channel.cid)) is not channel:
             return
         key = (channel.conn_handle, channel.cid)
-        del self.channels[key]
         if channel.connected:
-            channel.connected = False
+            # Keep what arrived readable first: l2cap_recvinto reads from other threads.
             rx = self.closed_rx[key] = channel.rx
+            del self.channels[key]
+            channel.connected = False
 
             def told() -> None:
                 if self.closed_rx.get(key) is rx:
@@ -435,6 +512,8 @@ class L2cap:
             self._post(
                 IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, 0, after=told
             )
+        else:
+            del self.channels[key]
 
     # --- incoming requests ----------------------------------------------------------
     def _on_connection_request(

@@ -427,7 +427,7 @@ class BLE:
         handle, cid_value = uint16(conn_handle), uint16(cid)
         data = buffer_bytes(buf)
         self._stack.require()
-        return bool(self._call(self._l2cap.send(handle, cid_value, data), "l2cap_send"))
+        return self._l2cap.send(handle, cid_value, data)
 
     def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
         """Copy received bytes into ``buf`` and return the count (0: nothing pending);
@@ -444,7 +444,7 @@ class BLE:
                 raise TypeError("object with buffer protocol required")
         self._stack.require()
         size = None if target is None else len(target)
-        got = self._call(self._l2cap.recv(handle, cid_value, size), "l2cap_recvinto")
+        got = self._l2cap.recv(handle, cid_value, size)
         if target is None:
             return int(got)
         target[: len(got)] = got
