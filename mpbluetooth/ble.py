@@ -443,10 +443,10 @@ class BLE:
             if target.readonly:
                 raise TypeError("object with buffer protocol required")
         self._stack.require()
-        size = None if target is None else len(target)
-        got = self._l2cap.recv(handle, cid_value, size)
         if target is None:
-            return int(got)
+            return int(self._l2cap.recv(handle, cid_value, None))
+        got = self._l2cap.recv(handle, cid_value, len(target))
+        assert isinstance(got, bytes)
         target[: len(got)] = got
         return len(got)
 
