@@ -33,6 +33,7 @@ def link(request: pytest.FixtureRequest) -> Any:
         yield medium
         medium.close()
 
+
 ADV = b"\x02\x01\x06\x05\x09adv!!"
 RESP = b"\x05\x09resp"
 

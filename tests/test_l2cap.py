@@ -117,6 +117,34 @@ def test_disconnect_from_either_side_then_reopen_on_the_same_link(
         assert info.value.errno == EINVAL
 
 
+def test_a_send_then_an_immediate_disconnect_keep_their_order(
+    linked: tuple[BLE, Recorder, int, BLE, Recorder, int],
+) -> None:
+    # l2cap_send returns before the SDU is handed to the stack; the disconnect that
+    # follows on the same thread must still close the channel after the SDU went out.
+    a, ra, ca, b, rb, cb = linked
+    cid_a, cid_b, _, _ = open_channel(a, ra, ca, rb)
+    seen: list[tuple[str, Any]] = []
+
+    def on_b(event: int, data: tuple[Any, ...]) -> None:
+        if event == IRQ_L2CAP_RECV:
+            buf = bytearray(64)
+            seen.append(("recv", bytes(buf[: b.l2cap_recvinto(data[0], data[1], buf)])))
+        elif event == IRQ_L2CAP_DISCONNECT:
+            seen.append(("disconnect", data[3]))
+        rb(event, data)
+
+    b.irq(on_b)
+    for round_ in range(1, 21):
+        assert a.l2cap_send(ca, cid_a, b"last words") is True
+        a.l2cap_disconnect(ca, cid_a)
+        rb.wait(IRQ_L2CAP_DISCONNECT, count=round_)
+        assert seen == [("recv", b"last words"), ("disconnect", 0)], f"round {round_}"
+        seen.clear()
+        ra.wait(IRQ_L2CAP_DISCONNECT, count=round_)
+        cid_a, cid_b, _, _ = open_channel(a, ra, ca, rb)
+
+
 def test_link_loss_closes_the_channel_on_both_sides(
     linked: tuple[BLE, Recorder, int, BLE, Recorder, int],
 ) -> None:
