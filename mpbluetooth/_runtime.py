@@ -122,8 +122,12 @@ class Runtime:
             self._handover.append((fn, args))
             if self._handover_scheduled:
                 return
+            try:
+                loop.call_soon_threadsafe(self._run_handover)
+            except RuntimeError:  # the loop is closed (interpreter exit)
+                self._handover.clear()
+                raise
             self._handover_scheduled = True
-            loop.call_soon_threadsafe(self._run_handover)
 
     def yield_to_loop(self) -> None:
         """Let the loop thread have the GIL for a moment (a caller's thread only).
