@@ -30,7 +30,6 @@ from ._common import (
     Settings,
     call,
     facade_pair,
-    interleaved,
     median,
     raw_connect,
     raw_device,

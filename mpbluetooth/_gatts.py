@@ -234,6 +234,18 @@ class GattServer:
 
         # Write Commands run synchronously here: Bumble would run each in its own task.
         server.on_att_write_command = guarded(on_att_write_command)
+        bumble_confirmation = server.on_att_handle_value_confirmation
+
+        def on_att_handle_value_confirmation(bearer: Any, confirmation: Any) -> None:
+            # An indication whose wait was cancelled (link lost, power-off) or timed out
+            # leaves its future done until Bumble's cleanup runs; a confirmation arriving
+            # in between made Bumble log an InvalidStateError. NimBLE ignores it.
+            pending = server.pending_confirmations.get(bearer)
+            if pending is not None and pending.done():
+                return
+            bumble_confirmation(bearer, confirmation)
+
+        server.on_att_handle_value_confirmation = guarded(on_att_handle_value_confirmation)  # type: ignore[method-assign]
 
     def _detach(self) -> None:
         with self._lock:
