@@ -179,9 +179,11 @@ class EventRing:
     def post(self, event: int, *values: Any, after: Callable[[], None] | None = None) -> bool:
         """Queue an event; returns False when it was dropped (ring full or no handler).
 
-        ``after`` runs on the loop once the handler has returned from the event (or at
-        once if the event is not delivered): state the handler may still ask about while
-        the event waits in the ring is kept until then.
+        ``after`` runs on the dispatcher thread as soon as the handler has returned from
+        the event (or at once, on this thread, if the event is not delivered): state the
+        handler may still ask about while the event waits in the ring is kept until then.
+        It must be safe on any thread (no Bumble calls): the caller's next call, made
+        from another thread right after the handler returned, must already see it done.
         """
         if self.handler is None:
             if after is not None:
@@ -351,9 +353,9 @@ class EventRing:
             pending.done.set()
         if pending.after is not None:
             try:
-                self._loop_getter().call_soon_threadsafe(pending.after)
-            except RuntimeError:  # loop already closed (interpreter exit)
-                pass
+                pending.after()
+            except Exception:  # noqa: BLE001 - the dispatcher must go on
+                logger.exception("%s: error after an event was handled", self._name)
 
     def close(self) -> None:
         """Stop the dispatcher once the queue drains (the instance is being discarded)."""

@@ -178,6 +178,8 @@ class L2cap:
         #: data that arrived before the close: the handler's RECV events for it are still
         #: in the ring, so ``l2cap_recvinto`` keeps reading it (then 0) until then.
         self.closed_rx: dict[tuple[int, int], bytearray] = {}
+        #: Guards changes to ``closed_rx``, which the dispatcher thread also makes.
+        self._closed_lock = threading.Lock()
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -185,7 +187,8 @@ class L2cap:
     def _attach(self, device: Device) -> None:
         self.listening.clear()
         self.channels.clear()
-        self.closed_rx.clear()
+        with self._closed_lock:
+            self.closed_rx.clear()
         manager = device.l2cap_channel_manager
         delegate = manager.on_l2cap_le_credit_based_connection_request
         # ChannelManager looks its handlers up by name on the instance, so these
@@ -202,7 +205,8 @@ class L2cap:
     def _detach(self) -> None:
         self.listening.clear()
         self.channels.clear()
-        self.closed_rx.clear()
+        with self._closed_lock:
+            self.closed_rx.clear()
 
     def _post(self, event: int, *values: Any, after: Callable[[], None] | None = None) -> None:
         if self.stack.reporting:
@@ -423,7 +427,8 @@ class L2cap:
     def _adopt(self, conn_handle: int, psm: int, bumble: LeCreditBasedChannel) -> _Channel:
         channel = _Channel(conn_handle, psm, bumble)
         self.channels[(conn_handle, channel.cid)] = channel
-        self.closed_rx.pop((conn_handle, channel.cid), None)
+        with self._closed_lock:
+            self.closed_rx.pop((conn_handle, channel.cid), None)
         # Instance attributes: the manager and the credit frames call these by name.
         bumble.on_pdu = guarded(functools.partial(self._on_pdu, channel))  # type: ignore[method-assign]
         bumble.on_credits = guarded(functools.partial(self._on_credits, channel))  # type: ignore[method-assign]
@@ -501,13 +506,15 @@ class L2cap:
         key = (channel.conn_handle, channel.cid)
         if channel.connected:
             # Keep what arrived readable first: l2cap_recvinto reads from other threads.
-            rx = self.closed_rx[key] = channel.rx
+            with self._closed_lock:
+                rx = self.closed_rx[key] = channel.rx
             del self.channels[key]
             channel.connected = False
 
-            def told() -> None:
-                if self.closed_rx.get(key) is rx:
-                    del self.closed_rx[key]
+            def told() -> None:  # on the dispatcher, once the handler has returned
+                with self._closed_lock:
+                    if self.closed_rx.get(key) is rx:
+                        del self.closed_rx[key]
 
             self._post(
                 IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, 0, after=told
