@@ -177,7 +177,7 @@ class L2cap:
         #: Closed channels whose L2CAP_DISCONNECT the handler has not seen yet, with the
         #: data that arrived before the close: the handler's RECV events for it are still
         #: in the ring, so ``l2cap_recvinto`` keeps reading it (then 0) until then.
-        self.closed_rx: dict[tuple[int, int], bytearray] = {}
+        self.closed_rx: dict[tuple[int, int], _Channel] = {}
         #: Guards changes to ``closed_rx``, which the dispatcher thread also makes.
         self._closed_lock = threading.Lock()
         stack.on_power_on.append(self._attach)
@@ -339,7 +339,9 @@ class L2cap:
             take = min(needed, available)
             channel.reserved += take
             channel.stall_pending = stalls
-        runtime().call_soon(self._hand_over, channel, sdu, stalls, take)
+            # Under the lock: hand-overs reach the loop in the order their credits were
+            # reserved, even with sends from two threads on one channel.
+            runtime().call_soon(self._hand_over, channel, sdu, stalls, take)
         return not stalls
 
     def _hand_over(self, channel: _Channel, sdu: bytes, promised_stall: bool, took: int) -> None:
@@ -348,8 +350,15 @@ class L2cap:
             channel.reserved -= took
             if promised_stall:
                 channel.stall_pending = False
-            if not channel.connected or bumble.state != bumble.State.CONNECTED:
-                return  # closed meanwhile: L2CAP_DISCONNECT tells the application
+            if (
+                not self.stack.active
+                or not channel.connected
+                or bumble.state != bumble.State.CONNECTED
+            ):
+                return  # closed or stopped meanwhile: the SDU is dropped, as on a board
+            if bumble.out_sdu is not None:  # cannot happen: sends are refused while stalled
+                logger.error("%s: L2CAP SDU handed over while one is pending", self.stack.name)
+                return
             bumble.out_sdu = sdu
             bumble.drained.clear()
             bumble.process_output()
@@ -368,16 +377,14 @@ class L2cap:
         self.stack.require()
         key = (conn_handle, cid)
         channel = self.channels.get(key)
-        if channel is None or not channel.connected:
-            closed = self.closed_rx.get(key)
-            if closed is not None:
-                # Closed, but the handler has not been told yet: what arrived can be read.
-                if size is None:
-                    return len(closed)
-                chunk = bytes(closed[:size])
-                del closed[:size]
-                return chunk
-        channel = self._lookup(conn_handle, cid)
+        open_ = channel is not None and channel.connected
+        if not open_:
+            # Closed, but the handler has not been told yet: what arrived can be read.
+            # (The close stores the channel here before it marks it closed.)
+            channel = self.closed_rx.get(key)
+            if channel is None:
+                raise mp_oserror(EINVAL, f"no L2CAP channel {cid} on connection {conn_handle}")
+        assert channel is not None
         with channel.rx_lock:
             rx = channel.rx
             if size is None:
@@ -387,7 +394,7 @@ class L2cap:
             chunk = bytes(rx[:size])
             del rx[:size]
             drained = not rx
-        if drained:
+        if drained and open_:
             runtime().call_soon(self._return_credits_if_drained, channel)
         return chunk
 
@@ -471,7 +478,7 @@ class L2cap:
     def _return_credits_if_drained(self, channel: _Channel) -> None:
         with channel.rx_lock:
             drained = not channel.rx
-        if drained and channel.connected:
+        if drained and channel.connected and self.stack.active:
             self._return_credits(channel)
 
     def _return_credits(self, channel: _Channel) -> None:
@@ -507,13 +514,13 @@ class L2cap:
         if channel.connected:
             # Keep what arrived readable first: l2cap_recvinto reads from other threads.
             with self._closed_lock:
-                rx = self.closed_rx[key] = channel.rx
+                self.closed_rx[key] = channel
             del self.channels[key]
             channel.connected = False
 
             def told() -> None:  # on the dispatcher, once the handler has returned
                 with self._closed_lock:
-                    if self.closed_rx.get(key) is rx:
+                    if self.closed_rx.get(key) is channel:
                         del self.closed_rx[key]
 
             self._post(

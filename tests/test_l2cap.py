@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +28,7 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
 )
 
-from .conftest import Recorder, connect, wait_until
+from .conftest import WAIT, Recorder, connect, wait_until
 
 PSM = 0x80
 ECHO_BYTES = 100_000
@@ -143,6 +145,91 @@ def test_a_send_then_an_immediate_disconnect_keep_their_order(
         seen.clear()
         ra.wait(IRQ_L2CAP_DISCONNECT, count=round_)
         cid_a, cid_b, _, _ = open_channel(a, ra, ca, rb)
+
+
+def test_two_threads_sending_on_one_channel_corrupt_nothing(
+    pair: tuple[BLE, Recorder, BLE, Recorder],
+) -> None:
+    """l2cap_send answers on the caller's thread and hands the SDU over later; with two
+    threads sending on one channel (a program streaming from its main thread while its
+    handler replies), every SDU must still arrive whole and in each thread's order. The
+    switch interval is shortened so that the threads interleave at almost every step."""
+    a, ra, b, rb = pair
+    ca, cb = connect(a, ra, b, rb)
+    b.l2cap_listen(PSM + 1, 512)  # MPS 247: a 300-byte SDU takes 2 PDUs, 3 credits
+    a.l2cap_connect(ca, PSM + 1, 512)
+    cid_a = ra.wait(IRQ_L2CAP_CONNECT)[1]
+    cid_b = rb.wait(IRQ_L2CAP_CONNECT)[1]
+    stream = bytearray()
+    ready = threading.Event()
+    buf = bytearray(2048)
+
+    def on_b(event: int, data: tuple[Any, ...]) -> None:
+        if event == IRQ_L2CAP_RECV:
+            while n := b.l2cap_recvinto(cb, cid_b, buf):
+                stream.extend(buf[:n])
+        rb(event, data)
+
+    def on_a(event: int, data: tuple[Any, ...]) -> None:
+        if event == IRQ_L2CAP_SEND_READY:
+            ready.set()
+        ra(event, data)
+
+    b.irq(on_b)
+    a.irq(on_a)
+    per_thread, failures = 400, []
+
+    def sdu(tid: int, seq: int) -> bytes:
+        size = 40 + (seq * 37 + tid * 101) % 260
+        return (
+            bytes([tid])
+            + seq.to_bytes(2, "little")
+            + bytes((tid + seq + i) % 251 for i in range(size))
+        )
+
+    def sender(tid: int) -> None:
+        try:
+            for seq in range(per_thread):
+                while True:
+                    try:
+                        sent_now = a.l2cap_send(ca, cid_a, sdu(tid, seq))
+                    except OSError as exc:
+                        assert exc.errno == EBUSY
+                        time.sleep(0.0002)
+                        continue
+                    if not sent_now:
+                        assert ready.wait(WAIT), "no SEND_READY after a False"
+                        ready.clear()
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=sender, args=(tid,)) for tid in (1, 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures
+    expected = {tid: [sdu(tid, seq) for seq in range(per_thread)] for tid in (1, 2)}
+    total = sum(len(x) for sdus in expected.values() for x in sdus)
+    wait_until(lambda: len(stream) >= total, what=f"{total} bytes")
+    assert rb.of(IRQ_L2CAP_DISCONNECT) == []
+    # Each thread's SDUs, in its order, each whole: the stream is their interleaving.
+    got: dict[int, list[bytes]] = {1: [], 2: []}
+    at = 0
+    while at < len(stream):
+        tid, seq = stream[at], int.from_bytes(stream[at + 1 : at + 3], "little")
+        assert tid in got and seq == len(got[tid]), f"SDU out of place at byte {at}"
+        whole = expected[tid][seq]
+        assert bytes(stream[at : at + len(whole)]) == whole, f"SDU {tid}/{seq} corrupted"
+        got[tid].append(whole)
+        at += len(whole)
+    assert got == expected
 
 
 def test_link_loss_closes_the_channel_on_both_sides(
