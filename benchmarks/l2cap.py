@@ -170,26 +170,31 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
         facade.close()
         call(raw.close(), "close raw L2CAP")
         call(windowed.close(), "close raw L2CAP, one-SDU window")
+
+    def row(name: str, raw_runs: list[float], payload: int | None, note: str) -> Result:
+        return Result(
+            name,
+            median(f_runs),
+            median(raw_runs),
+            "bytes/s",
+            5,
+            payload,
+            {"facade": f_runs, "raw": raw_runs},
+            note=note,
+        )
+
     results = [
-        Result(
+        row(
             f"L2CAP CoC bytes/s, {SDU} B SDUs (MTU {CHANNEL_MTU})",
-            median(f_runs),
-            median(r_runs),
-            "bytes/s",
-            5,
+            r_runs,
             SDU,
-            {"facade": f_runs, "raw": r_runs},
-            note=f"raw: {RAW_CREDITS} credits",
+            f"raw: {RAW_CREDITS} credits",
         ),
-        Result(
+        row(
             f"L2CAP CoC bytes/s, {SDU} B SDUs, raw with NimBLE's one-SDU credit window",
-            median(f_runs),
-            median(w_runs),
-            "bytes/s",
-            5,
+            w_runs,
             None,
-            {"facade": f_runs, "raw": w_runs},
-            note=f"raw: {ONE_SDU_CREDITS} credits, as NimBLE grants (the facade's window)",
+            f"raw: {ONE_SDU_CREDITS} credits, as NimBLE grants (the facade's window)",
         ),
     ]
     for result in results:
