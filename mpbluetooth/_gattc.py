@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._convert import ATT_ERROR_BASE, STATUS_BAD_DATA, STATUS_NOT_CONNECTED, link_status
 from ._errors import mp_oserror
-from ._gatts import acl_backlog_full
+from ._gatts import refuse_if_backlogged
 from ._runtime import guarded, runtime
 from .constants import (
     EALREADY,
@@ -477,9 +477,7 @@ class GattClient:
         handle = connection.handle
         data = data[: connection.att_mtu - 3]
         if mode == 0:
-            if acl_backlog_full(device, self.stack.sends_queued):
-                runtime().yield_to_loop()
-                raise mp_oserror(ENOMEM, "ACL buffers full")
+            refuse_if_backlogged(device, self.stack.sends_queued)
             pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
             self.stack.send_soon(_send_if_connected, device, connection, bytes(pdu))
             return

@@ -508,9 +508,7 @@ class GattServer:
         connection = device.lookup_connection(conn_handle)
         if connection is None:
             raise mp_oserror(ENOTCONN)
-        if acl_backlog_full(device, self.stack.sends_queued):
-            runtime().yield_to_loop()
-            raise mp_oserror(ENOMEM, "ACL buffers full")
+        refuse_if_backlogged(device, self.stack.sends_queued)
         return device, connection, data
 
     def _notify(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
@@ -549,6 +547,15 @@ class GattServer:
             self.ring.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
 
 
+def refuse_if_backlogged(device: Device, queued: int) -> None:
+    """Raise ENOMEM, as NimBLE does when out of buffers, for a send from a caller's thread
+    while the ACL backlog is full; the caller first yields the GIL to the loop (see
+    ``Runtime.yield_to_loop``), since a program retries at once."""
+    if acl_backlog_full(device, queued):
+        runtime().yield_to_loop()
+        raise mp_oserror(ENOMEM, "ACL buffers full")
+
+
 def acl_backlog_full(device: Device, queued: int = 0) -> bool:
     """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller, counting
     ``queued`` sends not yet handed to the host."""
@@ -564,5 +571,6 @@ __all__ = [
     "parse_service",
     "sized",
     "acl_backlog_full",
+    "refuse_if_backlogged",
     "MAX_SERVICES",
 ]
