@@ -227,8 +227,9 @@ class EventRing:
         """The ring is over half full: the handler is falling behind, often only because
         the loop thread keeps the GIL for a whole switch interval (5 ms) while it produces.
         Sleeping a moment hands the GIL to the dispatcher before the ring overflows. At
-        most once per millisecond, so a handler that is slow in itself (it sleeps, say)
-        costs the loop at most a tenth of its time."""
+        most once per millisecond, so the sleeps cost the loop at most a tenth of its time
+        when the handler is slow in itself; a handler that computes then shares the GIL
+        with the loop as any two busy threads do."""
         now = time.perf_counter()
         if now - self._last_yield >= _YIELD_SPACING:
             time.sleep(YIELD_SECONDS)
