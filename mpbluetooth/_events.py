@@ -1,8 +1,17 @@
-"""The bounded IRQ event ring and the dispatcher thread that runs the user's handler.
+"""The bounded IRQ event ring, and who runs the user's handler: the main thread or a
+dispatcher thread.
 
-Stack callbacks (on the loop thread) post events here; one dispatcher thread per ``BLE``
-instance takes them in order and calls the handler, so the handler never runs on the
-loop and may call any ``BLE`` method, and handlers never overlap (SPEC D2).
+Stack callbacks (on the loop thread) post events here. Under MicroPython's runtime (or
+after ``mpbluetooth.deliver_on_main_thread()``) the handler runs on the main thread,
+through :mod:`._scheduler`, between two bytecodes of the program or while it waits, as
+MicroPython's scheduler runs it. Otherwise one dispatcher thread per ``BLE`` instance
+takes the events in order. Either way the handler never runs on the loop, may call any
+``BLE`` method, and handlers never overlap (SPEC D2).
+
+On the main thread, events become deliverable a whole loop callback at a time: what one
+stack callback posts (``_IRQ_GATTC_READ_RESULT`` and ``_IRQ_GATTC_READ_DONE``) is
+published together once that callback has returned, so the program never sees the first
+handled without the second.
 
 The ring is accounted in bytes with MicroPython's ring-buffer encoding (1 byte of event
 code, 2 per u16, 1 per u8, 6 per address, 1 + size per UUID, 2 + length per data field)
@@ -22,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._runtime import YIELD_SECONDS
+from ._runtime import YIELD_SECONDS, runtime
+from ._scheduler import scheduler
 from .constants import IRQ_SCAN_RESULT
 
 logger = logging.getLogger(__name__)
@@ -34,6 +44,9 @@ MAX_RXBUF = 0xFFFF
 #: How long the stack waits for the handler's answer to events 4, 22, 29 and 30 before it
 #: takes the default answer (allow / accept / not found / failure), in seconds (SPEC D3).
 ANSWER_DEADLINE = 5.0
+
+#: How often a dispatcher idle under main-thread delivery checks the main thread, in s.
+_MAIN_CHECK_S = 0.5
 
 #: Least time between two GIL hand-overs to a dispatcher that is falling behind, in s.
 _YIELD_SPACING = 0.001
@@ -108,7 +121,7 @@ class IrqStats:
 class _Pending:
     """An event waiting in the ring: its code, field values, accounted size, answer slot."""
 
-    __slots__ = ("event", "values", "size", "answer", "done", "after")
+    __slots__ = ("event", "values", "size", "answer", "done", "after", "seq")
 
     def __init__(
         self,
@@ -125,6 +138,7 @@ class _Pending:
         self.answer = answer
         self.done = done
         self.after = after
+        self.seq = 0
 
 
 class EventRing:
@@ -143,6 +157,14 @@ class EventRing:
         self._burst = 0
         self._closed = False
         self._last_yield = 0.0
+        # Main-thread delivery: events numbered as posted; those up to ``_published`` may
+        # be handled (see the module docstring).
+        self._sched = scheduler()
+        self._seq = 0
+        self._published = 0
+        self._publish_pending = False
+        self._drain_submitted = False
+        self._sched.add_ring(self)
         self.handler: Callable[[int, tuple[Any, ...]], Any] | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"mpbluetooth-irq-{name}", daemon=True
@@ -207,7 +229,7 @@ class EventRing:
         with self._cond:
             queued = self._used + size <= self._capacity or self._make_room(event, size)
             if queued:
-                self._queue.append(_Pending(event, values, size, after=after))
+                self._append(_Pending(event, values, size, after=after))
                 self._used += size
                 if self._burst:
                     logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
@@ -217,11 +239,68 @@ class EventRing:
             else:
                 self._count_drop()
                 crowded = False
+        if queued and self._sched.enabled:
+            self._publish_soon()
         if crowded:
             self._yield_to_dispatcher()
         if not queued and after is not None:
             after()
         return queued
+
+    def _append(self, pending: _Pending) -> None:
+        """Queue (under the lock) with the next sequence number."""
+        self._seq += 1
+        pending.seq = self._seq
+        self._queue.append(pending)
+
+    def _publish_soon(self) -> None:
+        """Publish what is posted once the current loop callback returns (one wake-up of
+        the main thread per stack callback); at once when posted from another thread."""
+        rt = runtime()
+        if rt.in_loop_thread():
+            with self._cond:
+                if self._publish_pending:
+                    return
+                self._publish_pending = True
+            rt.loop.call_soon(self._publish)
+        else:
+            self._publish()
+
+    def _publish(self) -> None:
+        with self._cond:
+            self._publish_pending = False
+            self._published = self._seq
+            if self._drain_submitted or not self._queue:
+                return
+            self._drain_submitted = True
+        if not self._sched.submit(self._drain_main, None):
+            # The main thread cannot take it (it has ended): the dispatcher thread will.
+            with self._cond:
+                self._drain_submitted = False
+                self._cond.notify()
+
+    def _take_published(self, answered_only: bool = False) -> _Pending | None:
+        with self._cond:
+            queue = self._queue
+            if not queue or queue[0].seq > self._published:
+                return None
+            if answered_only and queue[0].answer is None:
+                return None
+            pending = queue.popleft()
+            self._used -= pending.size
+            return pending
+
+    def _drain_main(self, _: Any) -> None:
+        """Scheduled on the main thread: handle every published event, in order."""
+        with self._cond:
+            self._drain_submitted = False
+        while (pending := self._take_published()) is not None:
+            self._dispatch(pending)
+
+    def drain_answered(self) -> None:
+        """Handle the events at the head that hold the stack open (see ``Scheduler``)."""
+        while (pending := self._take_published(answered_only=True)) is not None:
+            self._dispatch(pending)
 
     def _yield_to_dispatcher(self) -> None:
         """The ring is over half full: the handler is falling behind, often only because
@@ -270,8 +349,10 @@ class EventRing:
             future.set_result(None)
             return future
         with self._cond:
-            self._queue.append(_Pending(event, values, 0, answer=future))
+            self._append(_Pending(event, values, 0, answer=future))
             self._cond.notify()
+        if self._sched.enabled:
+            self._publish_soon()
         return future
 
     def discard(self, event: int) -> None:
@@ -297,25 +378,30 @@ class EventRing:
         """
         if self.handler is None:
             return
-        if self.in_dispatcher():
+        if self.in_dispatcher() or self._sched.on_main_thread():
             self._dispatch(_Pending(event, values, 0))
             return
         done = threading.Event()
         with self._cond:
-            self._queue.append(_Pending(event, values, 0, done=done))
+            self._append(_Pending(event, values, 0, done=done))
             self._cond.notify()
+        if self._sched.enabled:
+            self._publish()
         done.wait(timeout)
 
     # --- dispatching (dispatcher thread) -------------------------------------------
     def _run(self) -> None:
         cond = self._cond
         queue = self._queue
+        sched = self._sched
         while True:
             with cond:
-                while not queue:
-                    if self._closed:
+                while not queue or sched.available():
+                    if self._closed and not queue:
                         return
-                    cond.wait()
+                    # With main-thread delivery on, look now and then whether the main
+                    # thread has ended (then this thread takes over).
+                    cond.wait(_MAIN_CHECK_S if sched.enabled else None)
                 pending = queue.popleft()
                 self._used -= pending.size
             self._dispatch(pending)
@@ -360,6 +446,7 @@ class EventRing:
 
     def close(self) -> None:
         """Stop the dispatcher once the queue drains (the instance is being discarded)."""
+        self._sched.remove_ring(self)
         with self._cond:
             self._closed = True
             self._cond.notify()

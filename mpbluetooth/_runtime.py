@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._errors import CallTimeoutError
+from ._scheduler import Scheduler, scheduler
 from .constants import ETIMEDOUT
 
 logger = logging.getLogger(__name__)
@@ -87,17 +88,27 @@ class Runtime:
         coro: Coroutine[Any, Any, T],
         what: str,
         timeout: float | None = DEFAULT_CALL_TIMEOUT,
+        drain: bool = False,
     ) -> T:
         """Run ``coro`` on the loop and return its result in the calling thread.
 
         The coroutine's exception is re-raised here with its own type. On timeout the
         coroutine is cancelled on the loop and ``OSError(ETIMEDOUT)`` names ``what``.
+
+        On the main thread under main-thread delivery the wait is an idle point of the
+        scheduler: events that hold the stack waiting for a handler's answer are handled
+        meanwhile, and with ``drain`` every event is (as NimBLE's calls that wait, such
+        as ``active(True)``, run the scheduler while they wait).
         """
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError(f"{what}: blocking call made from the stack's own loop thread")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
+            sched = scheduler()
+            if sched.on_main_thread():
+                _wait_on_main(sched, future, timeout, drain)
+                return future.result(0)
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             if future.done():  # the coroutine itself raised TimeoutError (same class in 3.11)
@@ -195,6 +206,20 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=0.2)
+
+
+def _wait_on_main(
+    sched: Scheduler, future: concurrent.futures.Future[Any], timeout: float | None, drain: bool
+) -> None:
+    """Wait for ``future`` in the scheduler's idle point; returns when it is done or the
+    deadline passed (the caller's ``result(timeout)`` then raises)."""
+    future.add_done_callback(lambda _: sched.wake())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not future.done():
+        remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        sched.wait(remaining, answered_only=not drain, until=future.done)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

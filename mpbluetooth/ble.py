@@ -87,8 +87,8 @@ class BLE:
     def __repr__(self) -> str:
         return f"<BLE {self._stack.name} {'active' if self._stack.active else 'inactive'}>"
 
-    def _call(self, coro: Any, what: str) -> Any:
-        return runtime().call(coro, f"{self._stack.name}: {what}")
+    def _call(self, coro: Any, what: str, drain: bool = False) -> Any:
+        return runtime().call(coro, f"{self._stack.name}: {what}", drain=drain)
 
     def _close(self) -> None:
         """Deactivate and stop the dispatcher (for instances that are being discarded)."""
@@ -106,9 +106,9 @@ class BLE:
         """
         if active is not _UNSET:
             if active:
-                self._call(self._stack.power_on(), "power on")
+                self._call(self._stack.power_on(), "power on", drain=True)
             elif self._stack.active or self._stack.device is not None:
-                self._call(self._stack.power_off(), "power off")
+                self._call(self._stack.power_off(), "power off", drain=True)
         return self._stack.active
 
     def irq(self, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:

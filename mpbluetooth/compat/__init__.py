@@ -102,8 +102,9 @@ def install(str_buffer: bool = False) -> None:
     global _installed
     with _lock:
         if not _installed:
-            from . import _asyncio, _time, machine, micropython
+            from . import _asyncio, _sched, _time, machine, micropython
 
+            _sched.enable_main_thread()
             _time.patch()
             _asyncio.patch()
             bluetooth = _make_bluetooth()

@@ -80,7 +80,14 @@ _ADDITIONS: Final = {
 
 
 def patch() -> None:
-    """Attach the additions to ``time``; names CPython already defines are left alone."""
+    """Attach the additions to ``time``; names CPython already defines are left alone.
+
+    ``time.sleep`` itself becomes an idle point of the main thread (IRQ handlers run
+    while the program sleeps, as on MicroPython); on other threads it is CPython's.
+    """
+    from . import _sched
+
     for name, function in _ADDITIONS.items():
         if not hasattr(time, name):
             setattr(time, name, function)
+    time.sleep = _sched.sleep

@@ -58,11 +58,9 @@ _IDLE_S: _Final = 0.001
 
 
 def idle() -> None:
-    """Wait about a millisecond, releasing the GIL so BLE events and timers can run.
-
-    MicroPython: waits for the next interrupt (at most a tick).
-    """
-    _time.sleep(_IDLE_S)
+    """Wait for the next event, at most about a millisecond; IRQ handlers and timers that
+    are due run meanwhile (on the main thread, as MicroPython runs them)."""
+    _sched.idle(_IDLE_S)
 
 
 def _machine_secret() -> bytes:
@@ -170,10 +168,11 @@ def deepsleep(time_ms: int | None = None) -> _NoReturn:
 def disable_irq() -> int:
     """Hold back ``Timer`` and ``micropython.schedule`` callbacks until ``enable_irq``.
 
-    Returns the state to pass to ``enable_irq``. Nests. BLE IRQ handlers are not
-    held back: they run on their own dispatcher thread.
+    Returns the state to pass to ``enable_irq``. Nests. BLE IRQ handlers on the main
+    thread are held back too; on the dispatcher thread (``MPBLUETOOTH_DELIVERY=thread``)
+    they are not.
     """
-    _sched.IRQ_LOCK.acquire()
+    _sched.disable()
     return 1
 
 
@@ -182,7 +181,7 @@ def enable_irq(state: int = 1) -> None:
     if not state:
         return
     try:
-        _sched.IRQ_LOCK.release()
+        _sched.enable()
     except RuntimeError:
         _logger.warning("machine.enable_irq() without a matching disable_irq() on this thread")
 
