@@ -45,6 +45,8 @@ _DEFAULT_MAX_CONN_US = 50000
 _DEFAULT_ADV_UNITS = 48
 _ADV_UNITS = range(0x20, 0x4001)
 _SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
+#: Seconds a DISCONNECT event waits for the link's procedures to report their end.
+_LINK_WORK_TIMEOUT = 0.5
 #: Seconds gap_connect waits for the controller to accept the connection request.
 _INITIATE_TIMEOUT = 2.0
 
@@ -61,12 +63,15 @@ class Gap:
         self.scanning = False
         self._scan_timer: asyncio.TimerHandle | None = None
         self.connecting: asyncio.Task[Any] | None = None
+        #: Links whose termination the controller accepted (until their disconnection).
+        self._terminating: set[int] = set()
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
         stack.on_transport_lost.append(self._on_transport_lost)
 
     # --- lifecycle ------------------------------------------------------------------
     def _attach(self, device: Device) -> None:
+        self._terminating = set()
         self.advertising = self.scanning = False
         self.adv_data = self.resp_data = b""
         device.host.on("advertising_report", guarded(self._on_report))
@@ -257,11 +262,32 @@ class Gap:
         await device.cancel_connection()
 
     async def disconnect(self, conn_handle: int) -> bool:
+        """Ask the controller to end the link; True once it accepted (Command Status), as
+        NimBLE's ``ble_gap_terminate`` returns, so the program goes on before the
+        DISCONNECT event. False for a handle that is not connected; a link already being
+        terminated raises ``OSError(EALREADY)`` as on NimBLE."""
+        from bumble.hci import HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR, HCI_Disconnect_Command
+
         device = self.stack.require()
         connection = device.lookup_connection(conn_handle)
         if connection is None:
             return False
-        await connection.disconnect()
+        if conn_handle in self._terminating:
+            raise mp_oserror(EALREADY, "the link is already being terminated")
+        self._terminating.add(conn_handle)
+        try:
+            await device.send_async_command(
+                HCI_Disconnect_Command(
+                    connection_handle=conn_handle,
+                    reason=HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR,
+                )
+            )
+        except Exception as exc:
+            self._terminating.discard(conn_handle)
+            if device.lookup_connection(conn_handle) is None:
+                return False  # it went down meanwhile: not connected
+            logger.debug("%s: disconnect refused: %r", self.stack.name, exc)
+            raise mp_oserror(EIO, f"the controller refused to disconnect: {exc}") from None
         return True
 
     # --- connection events --------------------------------------------------------------
@@ -302,10 +328,24 @@ class Gap:
         )
 
     def _on_disconnection(self, connection: Connection, event: int, reason: int) -> None:
+        """The link's DISCONNECT comes after the outcome of its procedures, indications
+        and L2CAP connects (each ends with status 7 when the link goes), as NimBLE fails
+        them before it calls the application's disconnect callback."""
+        self._terminating.discard(connection.handle)
+        unfinished = self.stack.link_work(connection.handle)
         if not self.stack.reporting:
             return  # active(False) tears links down silently, as NimBLE does
         addr_type, addr = address_to_mp(connection.peer_address)
-        self.ring.post(event, connection.handle, addr_type, addr)
+        values = (event, connection.handle, addr_type, addr)
+        if not unfinished:
+            self.ring.post(*values)
+            return
+        self.stack.spawn(self._post_after(unfinished, values), "disconnect-event")
+
+    async def _post_after(self, unfinished: list[asyncio.Task[Any]], values: tuple[Any, ...]) -> None:
+        await asyncio.wait(unfinished, timeout=_LINK_WORK_TIMEOUT)
+        if self.stack.reporting:
+            self.ring.post(*values)
 
 
 __all__ = ["Gap", "interval_us_to_ms"]

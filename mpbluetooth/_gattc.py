@@ -253,7 +253,9 @@ class GattClient:
         finish: Callable[[int], object],
         epoch: int,
     ) -> None:
-        task = self.stack.spawn(self._run(connection, body, finish, epoch), "gatt-procedure")
+        task = self.stack.spawn(
+            self._run(connection, body, finish, epoch), "gatt-procedure", link=connection.handle
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

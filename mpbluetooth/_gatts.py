@@ -520,7 +520,9 @@ class GattServer:
         device.gatt_server.send_gatt_pdu(connection, bytes(pdu))
 
     def _indicate(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
-        task = self.stack.spawn(self._indication(device, connection, handle, data), "indicate")
+        task = self.stack.spawn(
+            self._indication(device, connection, handle, data), "indicate", link=connection.handle
+        )
         self._indications.add(task)
         task.add_done_callback(self._indications.discard)
 

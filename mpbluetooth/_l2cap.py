@@ -252,7 +252,7 @@ class L2cap:
         by_cid[cid] = bumble
         channel = self._adopt(conn_handle, psm, bumble)
         bumble.on("open", guarded(functools.partial(self._on_open, manager, channel)))
-        self.stack.spawn(self._connect(manager, channel), "l2cap-connect")
+        self.stack.spawn(self._connect(manager, channel), "l2cap-connect", link=conn_handle)
 
     async def _connect(self, manager: ChannelManager, channel: _Channel) -> None:
         from bumble.l2cap import L2capError

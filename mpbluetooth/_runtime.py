@@ -108,7 +108,9 @@ class Runtime:
             sched = scheduler()
             if sched.on_main_thread():
                 _wait_on_main(sched, future, timeout, drain)
-                return future.result(0)
+                result = future.result(0)
+                sched.pending_after_call()
+                return result
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             if future.done():  # the coroutine itself raised TimeoutError (same class in 3.11)

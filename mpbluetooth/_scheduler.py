@@ -14,10 +14,11 @@ here and run on the main thread, in order, one call at a time, never nested:
   runs the work itself, with no thread hop;
 * when it computes, ``_thread.interrupt_main(signum)`` trips a Python-level signal handler
   at its next bytecode boundary. No OS signal is sent, so no system call (a ``write`` in
-  progress) is interrupted. The handler runs the work only when the interrupted frame is
-  the program's own code; inside the standard library, site-packages or mpbluetooth it
-  tries again a moment later, so a handler never re-enters a lock the interrupted
-  library code holds.
+  progress) is interrupted. The work runs at the next instruction, wherever the program is
+  (its own code, the standard library, a library it uses), as on MicroPython, except
+  inside code that may hold a lock a handler could need (mpbluetooth itself,
+  ``threading``, ``queue``, the import system): there it waits for the first instruction
+  outside it, so a handler never waits on a lock the interrupted code holds.
 
 Where that is impossible (the main thread has ended, or the platform has no
 ``interrupt_main`` with a signal number), ``submit`` returns False and the caller falls
@@ -31,7 +32,6 @@ import functools
 import logging
 import os
 import signal
-import site
 import sys
 import sysconfig
 import threading
@@ -56,28 +56,35 @@ _BATCH_LIMIT: Final = 1000
 
 
 @functools.cache
-def _library_roots() -> tuple[str, ...]:
-    """Folders whose code is not the program's: the standard library, site-packages and
-    mpbluetooth itself. Computed once, at ``enable`` time (never inside an import)."""
-    roots = {os.path.dirname(os.path.abspath(__file__))}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            roots.add(path)
-    for path in getattr(site, "getsitepackages", list)():
-        roots.add(path)
-    roots.add(site.getusersitepackages())
-    return tuple(os.path.realpath(root).rstrip(os.sep) + os.sep for root in roots)
+def _lock_holding_roots() -> tuple[str, ...]:
+    """Code that may hold a lock a handler could need: mpbluetooth itself (the runtime's
+    hand-over lock, the ring, the compat shims), the thread and queue machinery of the
+    standard library, and the import system. Interrupted there, the handler waits."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    roots = [os.path.dirname(os.path.abspath(__file__))]
+    roots += [os.path.join(stdlib, name) for name in _LOCKING_STDLIB]
+    return tuple(os.path.realpath(root) for root in roots)
 
 
-@functools.lru_cache(maxsize=512)
-def _is_program_file(filename: str) -> bool:
-    if not filename or filename.startswith("<frozen"):
-        return False
-    if filename.startswith("<"):
+_LOCKING_STDLIB: Final = (
+    "threading.py",
+    "queue.py",
+    "concurrent",
+    "importlib",
+    "multiprocessing",
+    "subprocess.py",
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _may_interrupt(filename: str) -> bool:
+    """True if a handler may run between two bytecodes of code from ``filename``."""
+    if filename.startswith("<frozen"):
+        return False  # the import system: module locks
+    if not filename or filename.startswith("<"):
         return True  # -c code, exec'd strings, the REPL: the program's own
     path = os.path.realpath(filename)
-    return not path.startswith(_library_roots())
+    return not path.startswith(_lock_holding_roots())
 
 
 class Scheduler:
@@ -99,6 +106,8 @@ class Scheduler:
         self._poked = False
         self._main_loop: asyncio.AbstractEventLoop | None = None
         self._retry = threading.Event()
+        #: Frames traced while work waits for the program to leave lock-holding code.
+        self._armed: list[types.FrameType] | None = None
         #: Event rings delivering here; their answered events are run during BLE calls.
         self._rings: list[Any] = []
 
@@ -115,7 +124,7 @@ class Scheduler:
         if threading.current_thread() is not self._main:
             logger.info("main-thread delivery must be enabled from the main thread")
             return False
-        _library_roots()
+        _lock_holding_roots()
         if _SIGNUM is not None and sys.version_info >= (3, 10):
             try:
                 signal.signal(_SIGNUM, self._on_interrupt)
@@ -190,10 +199,70 @@ class Scheduler:
 
     # --- running (main thread) ----------------------------------------------------------
     def _on_interrupt(self, signum: int, frame: types.FrameType | None) -> None:
-        if frame is not None and not _is_program_file(frame.f_code.co_filename):
-            self._retry.set()  # inside library code: try again at another bytecode
+        """The tripped signal: CPython runs it at a bytecode boundary, or inside a C call
+        that checks for signals (``print`` flushing a buffered stream does, between its
+        writes, holding the stream's lock). So the work never runs here: it runs at the
+        next instruction of an interruptible frame (see ``_defer``)."""
+        if frame is None:
+            self.run_pending()
+        elif sys.gettrace() is None:
+            self._defer(frame)
+        elif _may_interrupt(frame.f_code.co_filename):
+            self.run_pending()  # a debugger traces: its tracing cannot be shared
+        else:
+            self._retry.set()
+
+    # --- deferring past code that may hold a lock ------------------------------------
+    def _defer(self, frame: types.FrameType) -> None:
+        """Run the work at the next instruction of an interruptible frame (outside
+        lock-holding code): trace the interruptible frames of the stack, and any such frame
+        entered, until one of them executes an instruction. Tracing costs only until then.
+        """
+        if self._armed:
             return
-        self.run_pending()
+        armed = []
+        current: types.FrameType | None = frame
+        while current is not None:
+            if _may_interrupt(current.f_code.co_filename):
+                current.f_trace = self._trace_local
+                current.f_trace_lines = False
+                current.f_trace_opcodes = True
+                armed.append(current)
+            current = current.f_back
+        self._armed = armed
+        sys.settrace(self._trace_call)
+
+    def _disarm(self) -> None:
+        sys.settrace(None)
+        for frame in self._armed or ():
+            frame.f_trace = None  # type: ignore[assignment]
+            frame.f_trace_opcodes = False
+        self._armed = None
+
+    def _trace_call(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if self._armed is None:
+            return None
+        if event == "call" and _may_interrupt(frame.f_code.co_filename):
+            self._disarm()
+            self.run_pending()
+        return None
+
+    def _trace_local(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if self._armed is None:
+            return None
+        if _may_interrupt(frame.f_code.co_filename):
+            self._disarm()
+            self.run_pending()
+            return None
+        return self._trace_local
+
+    def pending_after_call(self) -> None:
+        """Called on the main thread as a ``BLE`` call returns: events that arrived while
+        it waited run at the program's next bytecode, before its next statement."""
+        with self._cond:
+            pending = bool(self._queue) and not self._running and not self._locked
+        if pending and self._armed is None and sys.gettrace() is None:
+            self._defer(sys._getframe(1))
 
     def _retry_loop(self) -> None:
         while True:

@@ -85,6 +85,7 @@ class Stack:
         #: Background work of this activation (GATT procedures, indications, pairing...),
         #: so that a transport loss can let it report before tearing down.
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._link_tasks: dict[int, set[asyncio.Task[Any]]] = {}
         self._watch: asyncio.Task[Any] | None = None
         self.sends_queued = 0
         self._sends_lock = threading.Lock()
@@ -354,12 +355,27 @@ class Stack:
         except Exception:
             logger.exception("%s: deferred send failed", self.name)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        """Start background work of this activation (on the loop thread)."""
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], what: str, link: int | None = None
+    ) -> asyncio.Task[Any]:
+        """Start background work of this activation (on the loop thread).
+
+        Work bound to a link (``link``: its connection handle) reports its outcome before
+        the link's DISCONNECT event, as NimBLE fails a link's procedures before it tells
+        the application the link is gone (see :meth:`link_work`).
+        """
         task = runtime().spawn(coro, f"{self.name}-{what}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if link is not None:
+            bound = self._link_tasks.setdefault(link, set())
+            bound.add(task)
+            task.add_done_callback(bound.discard)
         return task
+
+    def link_work(self, conn_handle: int) -> list[asyncio.Task[Any]]:
+        """The link's unfinished work, forgotten here (the link is gone)."""
+        return [task for task in self._link_tasks.pop(conn_handle, ()) if not task.done()]
 
     def _run_power_off_hooks(self) -> None:
         for hook in self.on_power_off:

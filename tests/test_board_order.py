@@ -1,0 +1,249 @@
+"""What a program sees happen, and in which order, as on a NimBLE board (SPEC D2).
+
+Under MicroPython's runtime (``mpbluetooth-python``) IRQ handlers run on the main thread
+between two bytecodes of the program, or while it waits; these tests run such programs in
+a subprocess, with two instances on one simulated link, and check their transcript.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+from .conftest import Recorder
+from .gatt_setup import make_gatt
+
+IRQ_PERIPHERAL_DISCONNECT = 8
+IRQ_CENTRAL_DISCONNECT = 2
+IRQ_GATTC_READ_DONE = 16
+
+#: Bounds every program below: it prints what it saw and exits well before this.
+RUN_TIMEOUT = 60
+
+#: Two instances on one link, both handlers recording to ``log`` (and printing).
+PRELUDE = """
+import bluetooth, machine, threading, time
+from mpbluetooth import sim
+
+link = sim.Link()
+a = link.instance("a")
+b = link.instance("b")
+log = []
+
+def recorder(name, answer=None):
+    def irq(event, data):
+        log.append((name, event, threading.current_thread() is threading.main_thread()))
+        if answer is not None:
+            return answer(event, data)
+    return irq
+
+def wait_for(name, event, timeout_ms=5000):
+    t0 = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), t0) < timeout_ms:
+        if any(n == name and e == event for n, e, _ in log):
+            return
+        machine.idle()
+    raise SystemExit("no event %d on %s" % (event, name))
+
+"""
+
+
+def run_program(body: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "program.py"
+    script.write_text(PRELUDE + textwrap.dedent(body))
+    env = {**os.environ, "MPBLUETOOTH_LOG": "warning"}
+    env.pop("MPBLUETOOTH_TRANSPORT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", *args, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_handlers_run_on_the_main_thread_and_read_done_before_the_next_statement(
+    tmp_path: Path,
+) -> None:
+    result = run_program(
+        """
+        order = []
+        def central(event, data):
+            if event == 7:
+                CONN.append(data[0])
+            if event == 15:
+                order.append("READ_RESULT")
+            if event == 16:
+                order.append("READ_DONE")
+        CONN = []
+        a.irq(recorder("a"))
+        b.irq(recorder("b", lambda e, d: central(e, d)))
+        a.active(True)
+        b.active(True)
+        ((handle,),) = a.gatts_register_services(
+            ((bluetooth.UUID(0x180F), ((bluetooth.UUID(0x2A19), bluetooth.FLAG_READ),)),)
+        )
+        a.gatts_write(handle, b"\\x64")
+        a.gap_advertise(20000, b"\\x02\\x01\\x06")
+        b.gap_connect(*a.config("mac"))
+        wait_for("b", 7)
+        for _ in range(20):
+            before = len(order)
+            b.gattc_read(CONN[0], handle)
+            while len(order) == before:
+                machine.idle()
+            order.append("next statement")
+        print(" ".join(order[:3]))
+        print("all main thread:", all(main for _, _, main in log))
+        print("ordered:", order == ["READ_RESULT", "READ_DONE", "next statement"] * 20)
+        """,
+        tmp_path,
+    )
+    out = lines(result)
+    assert out[0] == "READ_RESULT READ_DONE next statement"
+    assert "all main thread: True" in out
+    assert "ordered: True" in out
+
+
+def test_a_computing_program_is_interrupted_between_bytecodes(tmp_path: Path) -> None:
+    result = run_program(
+        """
+        seen = []
+        b.irq(lambda event, data: seen.append(event) if event == 6 else None)
+        b.active(True)
+        b.gap_scan(50, 30000, 30000)
+        spins = 0
+        t0 = time.ticks_ms()
+        while not seen and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+            spins += 1  # never idles: only an interrupt can run the handler
+        print("scan done while computing:", seen == [6], spins > 0)
+        """,
+        tmp_path,
+    )
+    assert lines(result) == ["scan done while computing: True True"]
+
+
+def test_a_handler_printing_while_the_program_prints_never_fails(tmp_path: Path) -> None:
+    result = run_program(
+        """
+        count = [0]
+        def irq(event, data):
+            if event == 5:
+                count[0] += 1
+                print("handler line", count[0])
+        b.irq(irq)
+        a.active(True)
+        b.active(True)
+        a.gap_advertise(20000, b"\\x02\\x01\\x06", connectable=False)
+        b.gap_scan(0, 20000, 20000)
+        t0 = time.ticks_ms()
+        n = 0
+        while time.ticks_diff(time.ticks_ms(), t0) < 1500 or count[0] < 20:
+            n += 1
+            print("program line", n)
+            if time.ticks_diff(time.ticks_ms(), t0) > 20000:
+                break
+        b.gap_scan(None)
+        print("handled", count[0] >= 20)
+        """,
+        tmp_path,
+    )
+    assert "reentrant" not in result.stderr
+    assert "Traceback" not in result.stderr
+    out = lines(result)
+    assert out[-1] == "handled True"
+    assert any(line.startswith("handler line") for line in out)
+    assert all(line.startswith(("program line", "handler line", "handled")) for line in out)
+
+
+def test_gap_disconnect_returns_before_the_disconnect_event(tmp_path: Path) -> None:
+    result = run_program(
+        """
+        CONN = []
+        def central(event, data):
+            if event == 7:
+                CONN.append(data[0])
+        a.irq(recorder("a"))
+        b.irq(recorder("b", central))
+        a.active(True)
+        b.active(True)
+        for _ in range(5):
+            a.gap_advertise(20000, b"\\x02\\x01\\x06")
+            b.gap_connect(*a.config("mac"))
+            wait_for("b", 7)
+            log.clear()
+            log.append(("program", "returned", b.gap_disconnect(CONN.pop())))
+            wait_for("b", 8)
+            print([entry[1] for entry in log if entry[0] != "a"])
+        """,
+        tmp_path,
+    )
+    assert lines(result) == ["['returned', 8]"] * 5
+
+
+def test_delivery_on_the_dispatcher_thread_when_asked(tmp_path: Path) -> None:
+    script = tmp_path / "thread.py"
+    script.write_text(
+        "import bluetooth, threading, machine\n"
+        "ble = bluetooth.BLE()\n"
+        "where = []\n"
+        "ble.irq(lambda e, d: where.append(threading.current_thread().name) if e == 6 else None)\n"
+        "ble.active(True)\n"
+        "ble.gap_scan(20)\n"
+        "while not where:\n"
+        "    machine.idle()\n"
+        "print(where[0] != 'MainThread')\n"
+    )
+    env = {**os.environ, "MPBLUETOOTH_DELIVERY": "thread"}
+    env.pop("MPBLUETOOTH_TRANSPORT", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+    )
+    assert lines(result) == ["True"]
+
+
+def test_a_procedure_cut_by_the_link_reports_before_the_disconnect(link: Any) -> None:
+    """NimBLE fails a link's GATT procedures (status 7) before the DISCONNECT event."""
+    gatt = make_gatt(link)
+    answering = threading.Event()
+    released = threading.Event()
+
+    def hold(conn: int, handle: int) -> None:
+        answering.set()
+        released.wait(5)
+
+    gatt.rs.on_read = hold
+    gatt.client.gattc_read(gatt.c_conn, gatt.battery)
+    assert answering.wait(5)
+    try:
+        assert gatt.client.gap_disconnect(gatt.c_conn) is True
+        gatt.rc.wait(IRQ_PERIPHERAL_DISCONNECT)
+    finally:
+        released.set()
+    codes = [code for code, _ in gatt.rc.events]
+    done = codes.index(IRQ_GATTC_READ_DONE)
+    assert gatt.rc.of(IRQ_GATTC_READ_DONE)[-1][-1] == 7
+    assert done < codes.index(IRQ_PERIPHERAL_DISCONNECT)
+
+
+def test_gap_disconnect_twice_is_ealready_then_false(link: Any) -> None:
+    gatt = make_gatt(link)
+    rec: Recorder = gatt.rc
+    assert gatt.client.gap_disconnect(gatt.c_conn) is True
+    rec.wait(IRQ_PERIPHERAL_DISCONNECT)
+    assert gatt.client.gap_disconnect(gatt.c_conn) is False
