@@ -342,7 +342,9 @@ class Gap:
             return
         self.stack.spawn(self._post_after(unfinished, values), "disconnect-event")
 
-    async def _post_after(self, unfinished: list[asyncio.Task[Any]], values: tuple[Any, ...]) -> None:
+    async def _post_after(
+        self, unfinished: list[asyncio.Task[Any]], values: tuple[Any, ...]
+    ) -> None:
         await asyncio.wait(unfinished, timeout=_LINK_WORK_TIMEOUT)
         if self.stack.reporting:
             self.ring.post(*values)

@@ -395,9 +395,11 @@ class GattClient:
                         raise _BadResponse()
                     previous = declaration
                     char_uuid = mp_uuid(value[3:])
-                    if uuid is not None and char_uuid != uuid:
-                        continue  # NimBLE filters in the host: only matches count
+                    # Any next characteristic ends the held one, matching or not: NimBLE
+                    # discovers all and filters in the host, after computing end handles.
                     flush(declaration - 1)
+                    if uuid is not None and char_uuid != uuid:
+                        continue
                     pending.append((struct.unpack_from("<H", value, 1)[0], value[0], char_uuid))
 
         def finish(status: int) -> None:

@@ -219,6 +219,12 @@ class GattServer:
         #: Bumble's ``connection.authenticated`` is also true after Just Works pairing, so
         #: pairing (issue 5) supplies the answer.
         self.link_authenticated: Callable[[Connection], bool] = lambda connection: False
+        #: While a link's pairing has encrypted it but not yet finished, a future that
+        #: resolves once ``_IRQ_ENCRYPTION_UPDATE`` is posted: NimBLE reports the update
+        #: before it handles the next ATT request, so a request waits for it.
+        self.security_settled: Callable[[Connection], asyncio.Future[None] | None] = (
+            lambda connection: None
+        )
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -344,8 +350,12 @@ class GattServer:
         async def read(connection: Connection) -> bytes:
             return await self._remote_read(value, connection)
 
-        def write(connection: Connection, data: bytes) -> None:
-            self._remote_write(value, connection, data)
+        def write(connection: Connection, data: bytes) -> Any:
+            settled = self.security_settled(connection)
+            if settled is None:
+                self._remote_write(value, connection, data)
+                return None
+            return self._remote_write_after(settled, value, connection, data)
 
         return factory(read=read, write=write)
 
@@ -369,8 +379,18 @@ class GattServer:
             return _ATT_WRITE_NOT_PERMITTED
         return self._security_error(connection, value.write_security)
 
+    async def _remote_write_after(
+        self, settled: asyncio.Future[None], value: _Value, connection: Connection, data: bytes
+    ) -> None:
+        await settled
+        self._remote_write(value, connection, data)
+
     async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
+
+        settled = self.security_settled(connection)
+        if settled is not None:
+            await settled
 
         if not value.readable:
             raise ATT_Error(_ATT_READ_NOT_PERMITTED, value.handle)

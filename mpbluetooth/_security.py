@@ -72,6 +72,8 @@ MAX_BONDS = 256
 _FORMAT = 1
 #: SMP's IO capabilities (``config(io=)``): display only .. keyboard and display.
 _IO_CAPABILITIES = range(5)
+#: Most seconds an ATT request waits for a pairing in progress to report its outcome.
+_SETTLE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -281,6 +283,9 @@ class Security:
         self._passkeys: dict[int, tuple[int, asyncio.Future[int | None]]] = {}
         #: Links on which we (as central) are encrypting or pairing.
         self._securing: set[int] = set()
+        #: Links whose ATT requests wait for the pairing's ENCRYPTION_UPDATE (``settled``).
+        self._settling: dict[int, asyncio.Future[None]] = {}
+        self._unreported: set[int] = set()
         stack.on_device_created.append(self._prepare)
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
@@ -301,10 +306,14 @@ class Security:
     def _attach(self, device: Device) -> None:
         self._passkeys.clear()
         self._securing.clear()
+        self._unreported.clear()
         device.on("connection", guarded(self._on_connection))
         device.host.long_term_key_provider = functools.partial(self._long_term_key, device)
 
     def _detach(self) -> None:
+        for waiter in self._settling.values():
+            _settle(waiter)
+        self._settling.clear()
         for _, future in self._passkeys.values():
             if not future.done():
                 future.cancel()
@@ -440,16 +449,39 @@ class Security:
         session = device.smp_manager.sessions.get(connection.handle)
         return session is not None and not session.completed
 
+    def settled(self, connection: Connection) -> asyncio.Future[None] | None:
+        """For an ATT request arriving while pairing has encrypted the link but not yet
+        reported: a future resolved right after ``_IRQ_ENCRYPTION_UPDATE`` is posted (or
+        when the link goes, or after a deadline), else None."""
+        if connection.handle not in self._unreported:
+            return None
+        waiter = self._settling.get(connection.handle)
+        if waiter is None or waiter.done():
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            self._settling[connection.handle] = waiter
+            loop.call_later(_SETTLE_TIMEOUT, _settle, waiter)
+        return waiter
+
+    def _settle(self, connection: Connection) -> None:
+        self._unreported.discard(connection.handle)
+        waiter = self._settling.pop(connection.handle, None)
+        if waiter is not None:
+            _settle(waiter)
+
     def _report(self, connection: Connection, state: LinkSecurity) -> None:
         _LINKS[connection] = state
-        self._post(
-            IRQ_ENCRYPTION_UPDATE,
-            connection.handle,
-            int(state.encrypted),
-            int(state.authenticated),
-            int(state.bonded),
-            state.key_size,
-        )
+        try:
+            self._post(
+                IRQ_ENCRYPTION_UPDATE,
+                connection.handle,
+                int(state.encrypted),
+                int(state.authenticated),
+                int(state.bonded),
+                state.key_size,
+            )
+        finally:
+            self._settle(connection)
 
     def _on_pairing(self, connection: Connection, keys: PairingKeys) -> None:
         device = self.stack.device
@@ -486,7 +518,9 @@ class Security:
 
     def _on_encryption_change(self, connection: Connection) -> None:
         if self._pairing_active(connection):
-            return  # reported when the pairing has finished
+            # Reported when the pairing has finished; ATT requests wait for it.
+            self._unreported.add(connection.handle)
+            return
         self._report_reencryption(connection)
 
     def _report_reencryption(self, connection: Connection) -> None:
@@ -536,6 +570,7 @@ class Security:
         self._start_securing(connection, "security-request")
 
     def _on_disconnection(self, connection: Connection, reason: int) -> None:
+        self._settle(connection)
         pending = self._passkeys.pop(connection.handle, None)
         if pending is not None and not pending[1].done():
             pending[1].cancel()
@@ -563,6 +598,11 @@ class Security:
             if key is not None and (key.ediv or 0) == ediv and (key.rand or bytes(8)) == rand:
                 return bytes(key.value)
         return None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _mitm(keys: PairingKeys | None) -> bool:

@@ -82,6 +82,7 @@ class BLE:
         self._gatts, self._gattc = GattServer(self._stack), GattClient(self._stack)
         self._gatts.peer_bonded = self._security.peer_bonded
         self._gatts.link_authenticated = self._security.link_authenticated
+        self._gatts.security_settled = self._security.settled
         return self
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from mpbluetooth.constants import (
     IRQ_ENCRYPTION_UPDATE,
     IRQ_GATTC_READ_DONE,
     IRQ_GATTC_READ_RESULT,
+    IRQ_GATTS_READ_REQUEST,
     IRQ_GET_SECRET,
     IRQ_PASSKEY_ACTION,
     IRQ_SET_SECRET,
@@ -412,3 +413,34 @@ def test_authenticated_characteristic_needs_mitm_pairing(link: sim.Link, mitm: b
         assert ra.of(IRQ_GATTC_READ_RESULT) == [(ca, handle, b"21C")]
     else:
         assert read(2) == (ca, handle, 0x105)  # encrypted, but not MITM-protected
+
+
+@pytest.mark.parametrize("le_secure", [True, False], ids=["le-secure", "legacy"])
+def test_encryption_update_comes_before_a_read_request_sent_right_after_pairing(
+    link: sim.Link, le_secure: bool
+) -> None:
+    """NimBLE reports the pairing's outcome before it handles the peer's next ATT request
+    (ble_gap_pair_bond: the central reads as soon as its own update arrives)."""
+    handles: list[int] = []
+
+    def register(peripheral: BLE) -> None:
+        ((value,),) = peripheral.gatts_register_services(
+            ((UUID(0x181A), ((UUID(0x2A6E), FLAG_READ),)),)
+        )
+        peripheral.gatts_write(value, b"encrypted")
+        handles.append(value)
+
+    config = dict(JUST_WORKS, bond=True, le_secure=le_secure)
+    a, ra, ca, b, rb, cb = setup(link, config, config, register)
+
+    def read_once_encrypted(event: int, data: tuple[Any, ...]) -> Any:
+        answer = Secrets.__call__(ra, event, data)
+        if event == IRQ_ENCRYPTION_UPDATE:
+            a.gattc_read(ca, handles[0])
+        return answer
+
+    a.irq(read_once_encrypted)
+    a.gap_pair(ca)
+    assert ra.wait(IRQ_GATTC_READ_DONE) == (ca, handles[0], 0)
+    codes = [code for code, _ in rb.events]
+    assert codes.index(IRQ_ENCRYPTION_UPDATE) < codes.index(IRQ_GATTS_READ_REQUEST)
