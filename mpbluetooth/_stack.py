@@ -71,6 +71,8 @@ class Stack:
         self.io = 3
         self.irk = os.urandom(16)
         self.sim_public_address: bytes | None = None
+        #: The address a hub gave this instance first (see ``_remember_sim_identity``).
+        self.sim_identity: bytes | None = None
         self.static_address: Address | None = None
         # Valid while active.
         self.device: Device | None = None
@@ -216,8 +218,9 @@ class Stack:
 
         from .sim.controller import SET_PUBLIC_ADDRESS_OPCODE
 
-        address = _transport.sim_address()
+        address = _transport.sim_address() or self.sim_identity
         if address is None:
+            self._remember_sim_identity(device)
             return
         command = HCI_Command(address[::-1], op_code=SET_PUBLIC_ADDRESS_OPCODE)
         try:
@@ -248,6 +251,19 @@ class Stack:
         from bumble.hci import Address
 
         device.public_address = Address(address[::-1], Address.PUBLIC_DEVICE_ADDRESS)
+
+    def _remember_sim_identity(self, device: Device) -> None:
+        """Keep the address a hub's simulated controller gave us at the first activation,
+        and ask for it again at the next ones: a board keeps its identity across
+        ``active(False)``/``active(True)`` and its peers reconnect to it (SPEC D6).
+
+        Only a locally administered public address (bit 1 of the first octet) is taken
+        for a simulated one: a real controller's public address never is, so a real
+        controller is never sent the vendor command.
+        """
+        address = bytes(device.public_address)[::-1]
+        if len(address) == 6 and address[0] & 0x02 and any(address):
+            self.sim_identity = address
 
     def _start_trace(self, host: Any) -> None:
         """Write an HCI trace when ``MPBLUETOOTH_SNOOP`` asks for one (closed at power-off)."""

@@ -247,3 +247,29 @@ def test_gap_disconnect_twice_is_ealready_then_false(link: Any) -> None:
     assert gatt.client.gap_disconnect(gatt.c_conn) is True
     rec.wait(IRQ_PERIPHERAL_DISCONNECT)
     assert gatt.client.gap_disconnect(gatt.c_conn) is False
+
+
+def test_identity_address_survives_a_restart_on_a_hub(hub_spec: str, tmp_path: Path) -> None:
+    """A board keeps its address across active(False)/active(True) (SPEC D6): a process
+    joined to a hub asks for the address it was first given."""
+    script = tmp_path / "restart.py"
+    script.write_text(
+        "import bluetooth\n"
+        "ble = bluetooth.BLE()\n"
+        "seen = []\n"
+        "for _ in range(3):\n"
+        "    ble.active(True)\n"
+        "    seen.append(ble.config('mac'))\n"
+        "    ble.active(False)\n"
+        "print(len(set(seen)), seen[0][0])\n"
+    )
+    env = {**os.environ, "MPBLUETOOTH_TRANSPORT": hub_spec}
+    env.pop("MPBLUETOOTH_SIM_ADDRESS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=env,
+    )
+    assert lines(result) == ["1 0"]
