@@ -6,6 +6,9 @@ of this namespace is desktop only:
 * ``set_transport(spec)``: choose the HCI controller (else ``MPBLUETOOTH_TRANSPORT``,
   else the in-process simulated controller);
 * ``irq_stats(ble)``: delivered / dropped counters of an instance's event ring;
+* ``deliver_on_main_thread()``: run IRQ handlers on the main thread, between bytecodes
+  and while it waits, as MicroPython's scheduler does (the default under
+  ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps a dispatcher thread);
 * ``mpbluetooth.sim``: several instances on a simulated link in one process;
 * ``mpbluetooth.compat.install()``: MicroPython's ``micropython``/``machine``/``time``
   additions for ordinary Python programs (``mpbluetooth-python`` does it for you).
@@ -18,6 +21,7 @@ import logging
 from ._errors import TransportError
 from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
+from ._scheduler import scheduler as _scheduler
 from .ble import BLE, irq_stats, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
 from .uuid import UUID
@@ -26,6 +30,20 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 configure_logging_from_env()
 
 __version__ = "0.1.0"
+
+
+def deliver_on_main_thread() -> bool:
+    """Desktop only: from now on, run IRQ handlers on the main thread, as MicroPython's
+    scheduler does (SPEC D2; ``docs/design.md``, "Who runs the handler").
+
+    Call it from the main thread, before the first ``BLE`` call that matters. Handlers
+    then run between two bytecodes of the program (which is paused meanwhile) or while it
+    waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an asyncio loop, so a
+    program that blocks elsewhere (``input()``, ``threading.Event.wait``) holds them back,
+    as a board does. Returns False, and keeps the dispatcher thread, where the platform
+    cannot interrupt the main thread (no ``signal.SIGURG``) or when not called from it.
+    """
+    return _scheduler().enable()
 
 __all__ = [
     "BLE",
@@ -37,6 +55,7 @@ __all__ = [
     "FLAG_WRITE_NO_RESPONSE",
     "IrqStats",
     "TransportError",
+    "deliver_on_main_thread",
     "irq_stats",
     "set_transport",
 ]
