@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+
 import pytest
 
 from mpbluetooth import sim

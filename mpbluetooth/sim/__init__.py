@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..ble import BLE
     from .controller import SimController
-    from .link import Position, RadioModel, SimLink
+    from .link import RadioModel, SimLink
 
 __all__ = ["Link", "default_link"]
 
@@ -119,7 +119,7 @@ class Link:
         controller = getattr(transport, "source", None)
         if controller is None or not hasattr(controller, "receive_advertising_pdu"):
             raise ValueError(f"{ble!r} is not active on a simulated link")
-        return controller  # type: ignore[no-any-return]
+        return controller
 
     def set_loss(self, rate: float, a: BLE | None = None, b: BLE | None = None) -> None:
         """Lose ``rate`` (0 <= rate < 1) of the PDUs and adverts between ``a`` and ``b``
@@ -154,13 +154,15 @@ class Link:
 
     def position(self, ble: BLE) -> tuple[float, float, float]:
         controller = self.controller_of(ble)
-        return self._on_loop("position", lambda: self.bumble_link().positions[controller])  # type: ignore[no-any-return]
+        return self._on_loop("position", lambda: self.bumble_link().positions[controller])
 
     def disconnect(self, a: BLE, b: BLE, reason: int = 0x08) -> bool:
         """Force the link between ``a`` and ``b`` down: both get their DISCONNECT with
         ``reason`` (default 0x08, connection timeout). False if they are not connected."""
         ca, cb = self.controller_of(a), self.controller_of(b)
-        return bool(self._on_loop("disconnect", lambda: self.bumble_link().disconnect(ca, cb, reason)))
+        return bool(
+            self._on_loop("disconnect", lambda: self.bumble_link().disconnect(ca, cb, reason))
+        )
 
     def connection_parameters(self, a: BLE, b: BLE) -> tuple[float, int, float] | None:
         """(interval s, peripheral latency, supervision timeout s) of the link between
@@ -173,7 +175,14 @@ class Link:
                     return (c.interval, c.latency, c.timeout)
             return None
 
-        return self._on_loop("connection parameters", find)  # type: ignore[no-any-return]
+        return self._on_loop("connection parameters", find)
+
+    def disconnect_reasons(self, ble: BLE) -> list[tuple[int, int]]:
+        """(connection handle, HCI reason) of every disconnection the instance's controller
+        reported to its host since ``active(True)``; MicroPython's DISCONNECT event has no
+        reason, this is where a test finds it (0x08 connection timeout, 0x13 remote user...)."""
+        controller = self.controller_of(ble)
+        return self._on_loop("disconnect reasons", lambda: list(controller.disconnections))
 
     def kill(self, ble: BLE) -> None:
         """The instance's radio dies: it stops advertising and scanning, hears and is

@@ -78,6 +78,20 @@ def _advertising_period(controller: Controller, units: int, instant: float) -> f
     return max(units * _UNIT, ADV_INTERVAL_MIN) + link.rng.uniform(0.0, ADV_DELAY_MAX)
 
 
+def _next_advertising_event(advertiser: Any, period: float, fire: Any) -> asyncio.TimerHandle:
+    """Schedule the next advertising event ``period`` after the one that was *planned*
+    (not after the late moment the loop ran it), so the loop's lateness does not add up
+    into the interval: a 100 ms advertiser stays at 105 ms on average, as on air."""
+    loop = asyncio.get_running_loop()
+    if _air_link(advertiser.controller) is None:
+        return loop.call_later(period, fire)  # instant timing: the stock behaviour
+    now = loop.time()
+    planned = getattr(advertiser, "_mpb_planned", None)
+    when = (planned if planned is not None and now - planned < period else now) + period
+    advertiser._mpb_planned = when
+    return loop.call_at(when, fire)
+
+
 class _LegacyAdvertiser(LegacyAdvertiser):
     """Sends every legacy advertising type (the stock one sends only ADV_IND), tagged, and
     in air timing at the advertising interval plus advDelay (the stock one reads the
@@ -88,7 +102,7 @@ class _LegacyAdvertiser(LegacyAdvertiser):
         period = _advertising_period(
             self.controller, self.advertising_interval_min, self.advertising_interval_min / 1000.0
         )
-        self.timer_handle = asyncio.get_running_loop().call_later(period, self._on_timer_fired)
+        self.timer_handle = _next_advertising_event(self, period, self._on_timer_fired)
 
     def send_advertising_data(self) -> None:
         if not self.enabled:
@@ -109,8 +123,8 @@ class _AdvertisingSet(AdvertisingSet):
         self.send_extended_advertising_data()
         units = self.parameters.primary_advertising_interval_min if self.parameters else 1600
         period = _advertising_period(self.controller, units, max(units * _UNIT, 0.01))
-        self.timer_handle = asyncio.get_running_loop().call_later(
-            period, self._on_extended_advertising_timer_fired
+        self.timer_handle = _next_advertising_event(
+            self, period, self._on_extended_advertising_timer_fired
         )
 
 
@@ -141,6 +155,9 @@ class SimController(Controller):
         self._initiate_clock: tuple[float, float, float] | None = None
         #: RSSI of the advert being received (air timing), else the fixed -50.
         self._rx_rssi = _RSSI
+        #: (connection handle, reason) of every Disconnection Complete given to the host:
+        #: the reason a MicroPython DISCONNECT event does not carry, for tests.
+        self.disconnections: list[tuple[int, int]] = []
 
     def go_silent(self) -> None:
         """Stop advertising, scanning and connecting, as a radio that is switched off.
@@ -409,6 +426,8 @@ class SimController(Controller):
 
     # --- to the host ----------------------------------------------------------------
     def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if isinstance(packet, hci.HCI_Disconnection_Complete_Event):
+            self.disconnections.append((packet.connection_handle, packet.reason))
         connect_ind = self._connect_ind
         if connect_ind is not None and isinstance(packet, hci.HCI_LE_Connection_Complete_Event):
             packet.connection_interval = connect_ind.interval

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ def default_timing() -> Timing:
 def check_timing(value: str) -> Timing:
     if value not in TIMINGS:
         raise ValueError(f"timing must be 'air' or 'instant', not {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 @dataclass
@@ -112,7 +113,9 @@ class RadioModel:
 
     @property
     def range_m(self) -> float:
-        return float(10 ** ((self.tx_power - self.loss_at_1m - self.sensitivity) / (10 * self.exponent)))
+        return float(
+            10 ** ((self.tx_power - self.loss_at_1m - self.sensitivity) / (10 * self.exponent))
+        )
 
 
 Position = tuple[float, float, float]
@@ -392,8 +395,12 @@ class SimLink(LocalLink):
         self.radio = radio or RadioModel()
         self.rng = random.Random(seed)
         self.connections: dict[frozenset[hci.Address], AirConnection] = {}
-        self.positions: dict[Controller, Position] = {}
-        self.dead: set[Controller] = set()
+        # Weak: a controller is made at every active(True); the link must not keep old ones
+        # (and their hosts and devices) alive.
+        self.positions: weakref.WeakKeyDictionary[Controller, Position] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.dead: weakref.WeakSet[Controller] = weakref.WeakSet()
         self._placed = 0
         #: Loss rate (0..1) and extra latency (s) per pair of controllers; None = all pairs.
         self.loss: dict[frozenset[Controller] | None, float] = {None: 0.0}
@@ -432,7 +439,9 @@ class SimLink(LocalLink):
     def rssi(self, a: Controller, b: Controller) -> int:
         return self.radio.sample(self.distance(a, b), self.rng)
 
-    def _pair_value(self, table: dict[frozenset[Controller] | None, float], a: Any, b: Any) -> float:
+    def _pair_value(
+        self, table: dict[frozenset[Controller] | None, float], a: Any, b: Any
+    ) -> float:
         return table.get(frozenset((a, b)), table[None])
 
     def loss_between(self, a: Controller, b: Controller) -> float:
@@ -441,14 +450,18 @@ class SimLink(LocalLink):
     def latency_between(self, a: Controller, b: Controller) -> float:
         return self._pair_value(self.latency, a, b)
 
-    def set_loss(self, rate: float, a: Controller | None = None, b: Controller | None = None) -> None:
+    def set_loss(
+        self, rate: float, a: Controller | None = None, b: Controller | None = None
+    ) -> None:
         """Loss rate 0 <= rate < 1 for PDUs and adverts between ``a`` and ``b`` (all pairs
         when both are None). A lost PDU is sent again at a later connection event."""
         if not 0.0 <= rate < 1.0:
             raise ValueError("loss rate must be in [0, 1)")
         self.loss[None if a is None or b is None else frozenset((a, b))] = rate
 
-    def set_latency(self, seconds: float, a: Controller | None = None, b: Controller | None = None) -> None:
+    def set_latency(
+        self, seconds: float, a: Controller | None = None, b: Controller | None = None
+    ) -> None:
         """Extra latency: a PDU queued now may leave at the first event ``seconds`` later."""
         if seconds < 0:
             raise ValueError("latency must be >= 0")
@@ -478,7 +491,9 @@ class SimLink(LocalLink):
         for peer_address, connection in list(controller.le_connections.items()):
             peer = self.find_le_controller(peer_address)
             controller.on_le_disconnected(connection, CONNECTION_TIMEOUT)
-            if peer is not None and (peer_connection := peer.le_connections.get(connection.self_address)):
+            if peer is not None and (
+                peer_connection := peer.le_connections.get(connection.self_address)
+            ):
                 peer.on_le_disconnected(peer_connection, CONNECTION_TIMEOUT)
 
     def disconnect(self, a: Controller, b: Controller, reason: int) -> bool:
@@ -489,11 +504,14 @@ class SimLink(LocalLink):
         )
         if connection is not None:
             loop = asyncio.get_running_loop()
-            index = max(connection.last_index + 1, math.floor((loop.time() - connection.anchor) / connection.interval) + 1)
+            index = max(
+                connection.last_index + 1,
+                math.floor((loop.time() - connection.anchor) / connection.interval) + 1,
+            )
             loop.call_at(connection.event_time(index), connection.end, reason)
             return True
         found = False
-        for peer_address, connection_a in list(a.le_connections.items()):
+        for connection_a in list(a.le_connections.values()):
             if b.le_connections.get(connection_a.self_address) is not None:
                 found = True
                 a.on_le_disconnected(connection_a, reason)
@@ -518,6 +536,9 @@ class SimLink(LocalLink):
         the supervision timeout, as on air."""
         if controller in self.controllers:
             super().remove_controller(controller)
+        for table in (self.loss, self.latency):
+            for key in [k for k in table if k is not None and controller in k]:
+                del table[key]
         if not self.air:
             return
         for connection in self._connections_of(controller):
@@ -606,7 +627,9 @@ class SimLink(LocalLink):
             air = self.air_connection(sender_address, receiver_address)
             if air is not None:
                 sender = (
-                    air.central if air.to_peripheral.sender_address == sender_address else air.peripheral
+                    air.central
+                    if air.to_peripheral.sender_address == sender_address
+                    else air.peripheral
                 )
                 self._queue(air, sender, _Pdu(0.0, control=packet))
                 return
@@ -623,7 +646,9 @@ class SimLink(LocalLink):
         if sender_controller in self.dead:
             return
         for receiver in list(self.controllers):
-            if receiver is sender_controller or not self.hear_each_other(sender_controller, receiver):
+            if receiver is sender_controller or not self.hear_each_other(
+                sender_controller, receiver
+            ):
                 continue
             loss = self.loss_between(sender_controller, receiver)
             if loss and self.rng.random() < loss:
@@ -638,7 +663,11 @@ class SimLink(LocalLink):
     def _connect(self, central: Controller, packet: ll.ConnectInd) -> None:
         """CONNECT_IND: the connection's clock starts; the advertiser learns of it now."""
         peripheral = next(
-            (c for c in self.controllers if c is not central and _advertises_as(c, packet.advertiser_address)),
+            (
+                c
+                for c in self.controllers
+                if c is not central and _advertises_as(c, packet.advertiser_address)
+            ),
             None,
         )
         if peripheral is None:
@@ -668,7 +697,10 @@ class SimLink(LocalLink):
                 loop.call_later(ESTABLISH_EVENTS * air.interval, fail)
 
         def fail() -> None:
-            if self.connections.get(air.key) is air and packet.initiator_address not in peripheral.le_connections:
+            if (
+                self.connections.get(air.key) is air
+                and packet.initiator_address not in peripheral.le_connections
+            ):
                 air.end(CONNECTION_FAILED_TO_BE_ESTABLISHED)
 
         loop.call_soon(deliver)
