@@ -8,3 +8,10 @@ same asyncio loop thread. See ``benchmarks/README.md`` for what each figure mean
 
 This package is never collected by pytest and never runs in CI.
 """
+
+import os
+
+# The benchmarks measure the facade's CPU cost against raw Bumble, so every simulated link
+# here (and in the child processes and hubs they start) runs in instant timing: air timing
+# would measure connection intervals instead (docs/simulation.md).
+os.environ["MPBLUETOOTH_SIM_TIMING"] = "instant"

@@ -53,7 +53,8 @@ def _free_port() -> int:
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
+    return {**env, "MPBLUETOOTH_SIM_TIMING": "instant"}
 
 
 class HubProcess:

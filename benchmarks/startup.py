@@ -100,6 +100,7 @@ print(json.dumps({"kib": asyncio.run(main())}))
 def child(code: str) -> dict[str, float]:
     """Run ``code`` in a fresh interpreter at the repository root; its JSON line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
+    env["MPBLUETOOTH_SIM_TIMING"] = "instant"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

@@ -19,6 +19,13 @@ from mpbluetooth.ble import BLE
 
 WAIT = 5.0
 
+# The unit suite checks what the host sees, not when: it runs the simulated links it makes
+# (sim.Link(), BLE() on the default link, the hubs and `mpbluetooth run` it starts) in
+# instant timing, for speed. Tests of timing itself (test_sim_timing.py, test_sim_faults.py)
+# ask for air timing explicitly. Setting MPBLUETOOTH_SIM_TIMING=air before pytest runs the
+# whole suite in air timing instead.
+os.environ.setdefault("MPBLUETOOTH_SIM_TIMING", "instant")
+
 
 class Recorder:
     """An IRQ handler that keeps a copy of every event and lets a test wait for one."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from .._logging import configure_from_env
 from .._transport import configured_spec
 from ..sim.hub import DEFAULT_TCP
-from . import demo, info, run, scan, sim_cli
+from . import demo, info, run, scan, sim_cli, sim_ctl
 
 __all__ = ["main"]
 
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     sim_cli.add_hub_arguments(hub_parser)
+    ctl_parser = commands.add_parser(
+        "sim-ctl", help="change a running sim-hub's radio: loss, latency, positions, kills"
+    )
+    sim_ctl.add_arguments(ctl_parser)
 
     run_parser = commands.add_parser(
         "run",
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-str-buffer", action="store_true", help="run without the str-as-buffer transform"
     )
     _transport_options(run_parser, "run the scripts on this HCI transport instead")
+    sim_cli.add_link_arguments(run_parser)
 
     scan_parser = commands.add_parser("scan", help="a live table of nearby devices")
     scan_parser.add_argument(
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.run(timeout=args.timeout)
     if args.command == "sim-hub":
         return sim_cli.run_hub(args)
+    if args.command == "sim-ctl":
+        return sim_ctl.run(args)
     if args.command == "run":
         return asyncio.run(
             run.run_scripts(
@@ -120,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 snoop=args.snoop,
                 stop_on_exit=args.stop_on_exit,
                 str_buffer=not args.no_str_buffer,
+                link=sim_cli.link_settings(args),
             )
         )
     if args.command in ("scan", "info"):

@@ -14,10 +14,13 @@ scan-response data for the receiving controller to report faithfully.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bumble import hci, ll
-from bumble.controller import Controller, LegacyAdvertiser
+from bumble.controller import AdvertisingSet, Controller, LegacyAdvertiser
+
+if TYPE_CHECKING:
+    from .link import SimLink
 
 # Advertising event properties (Core Vol 4, Part E, 7.8.53), as carried on our adverts.
 _CONNECTABLE = 0x01
@@ -43,7 +46,10 @@ _LEGACY_REPORT_TYPE = {
     _LEGACY: 3,
 }
 _SCAN_RSP = 4
+#: RSSI of every report in instant timing (air timing computes it from the geometry).
 _RSSI = -50
+#: Seconds per advertising/scan interval unit (0.625 ms).
+_UNIT = 0.000625
 
 #: Vendor command (OGF 0x3F) our simulated controllers understand: set the public address
 #: (6 bytes, little-endian). A process that rejoins a hub uses it to keep its identity, so a
@@ -54,8 +60,49 @@ _PROPERTIES = "mpb_properties"
 _SCAN_RESPONSE_DATA = "mpb_scan_response"
 
 
+def _air_link(controller: Controller) -> SimLink | None:
+    """The controller's link if it runs in air timing, else None."""
+    link = controller.link
+    return link if getattr(link, "air", False) else None  # type: ignore[return-value]
+
+
+def _advertising_period(controller: Controller, units: int, instant: float) -> float:
+    """Seconds to the next advertising event: in air timing the interval (``units`` of
+    0.625 ms, at least 20 ms) plus advDelay, a random 0-10 ms (Core Vol 6, Part B,
+    4.4.2.2); in instant timing ``instant``, the stock controller's period."""
+    link = _air_link(controller)
+    if link is None:
+        return instant
+    from .link import ADV_DELAY_MAX, ADV_INTERVAL_MIN
+
+    return max(units * _UNIT, ADV_INTERVAL_MIN) + link.rng.uniform(0.0, ADV_DELAY_MAX)
+
+
+def _next_advertising_event(advertiser: Any, period: float, fire: Any) -> asyncio.TimerHandle:
+    """Schedule the next advertising event ``period`` after the one that was *planned*
+    (not after the late moment the loop ran it), so the loop's lateness does not add up
+    into the interval: a 100 ms advertiser stays at 105 ms on average, as on air."""
+    loop = asyncio.get_running_loop()
+    if _air_link(advertiser.controller) is None:
+        return loop.call_later(period, fire)  # instant timing: the stock behaviour
+    now = loop.time()
+    planned = getattr(advertiser, "_mpb_planned", None)
+    when = (planned if planned is not None and now - planned < period else now) + period
+    advertiser._mpb_planned = when
+    return loop.call_at(when, fire)
+
+
 class _LegacyAdvertiser(LegacyAdvertiser):
-    """Sends every legacy advertising type (the stock one sends only ADV_IND), tagged."""
+    """Sends every legacy advertising type (the stock one sends only ADV_IND), tagged, and
+    in air timing at the advertising interval plus advDelay (the stock one reads the
+    interval's 0.625 ms units as milliseconds)."""
+
+    def _on_timer_fired(self) -> None:
+        self.send_advertising_data()
+        period = _advertising_period(
+            self.controller, self.advertising_interval_min, self.advertising_interval_min / 1000.0
+        )
+        self.timer_handle = _next_advertising_event(self, period, self._on_timer_fired)
 
     def send_advertising_data(self) -> None:
         if not self.enabled:
@@ -64,6 +111,32 @@ class _LegacyAdvertiser(LegacyAdvertiser):
         setattr(pdu, _PROPERTIES, _LEGACY_TYPE_PROPERTIES.get(self.advertising_type, _ADV_IND))
         setattr(pdu, _SCAN_RESPONSE_DATA, bytes(self.scan_response_data))
         self.controller.send_advertising_pdu(pdu)
+
+
+class _AdvertisingSet(AdvertisingSet):
+    """An extended advertising set whose events come at its interval plus advDelay in air
+    timing (the stock one uses the bare interval, at least 10 ms)."""
+
+    def _on_extended_advertising_timer_fired(self) -> None:
+        if not self.enabled:
+            return
+        self.send_extended_advertising_data()
+        units = self.parameters.primary_advertising_interval_min if self.parameters else 1600
+        period = _advertising_period(self.controller, units, max(units * _UNIT, 0.01))
+        self.timer_handle = _next_advertising_event(
+            self, period, self._on_extended_advertising_timer_fired
+        )
+
+
+def _in_window(clock: tuple[float, float, float] | None, now: float) -> bool:
+    """Whether a scan that started at ``clock[0]`` with interval ``clock[1]`` and window
+    ``clock[2]`` (seconds) is listening at ``now``."""
+    if clock is None:
+        return True
+    start, interval, window = clock
+    if window >= interval:
+        return True
+    return (now - start) % interval < window
 
 
 class SimController(Controller):
@@ -75,6 +148,16 @@ class SimController(Controller):
         self._extended_scan = False
         self._active_scan = False
         self._connect_ind: ll.ConnectInd | None = None
+        #: Air timing: (start, interval, window) in seconds of the scan and of the
+        #: initiator's scan; an advert outside the window is not heard.
+        self._scan_parameters = (0.01, 0.01)
+        self._scan_clock: tuple[float, float, float] | None = None
+        self._initiate_clock: tuple[float, float, float] | None = None
+        #: RSSI of the advert being received (air timing), else the fixed -50.
+        self._rx_rssi = _RSSI
+        #: (connection handle, reason) of every Disconnection Complete given to the host:
+        #: the reason a MicroPython DISCONNECT event does not carry, for tests.
+        self.disconnections: list[tuple[int, int]] = []
 
     def go_silent(self) -> None:
         """Stop advertising, scanning and connecting, as a radio that is switched off.
@@ -135,31 +218,78 @@ class SimController(Controller):
     def on_hci_le_set_scan_parameters_command(self, command: Any) -> Any:
         result = super().on_hci_le_set_scan_parameters_command(command)
         self._active_scan = command.le_scan_type == 1
+        self._scan_parameters = (command.le_scan_interval * _UNIT, command.le_scan_window * _UNIT)
         return result
 
     def on_hci_le_set_scan_enable_command(self, command: Any) -> Any:
         self._extended_scan = False
+        self._start_scan_clock(bool(command.le_scan_enable))
         return super().on_hci_le_set_scan_enable_command(command)
 
     def on_hci_le_set_extended_scan_parameters_command(self, command: Any) -> Any:
         result = super().on_hci_le_set_extended_scan_parameters_command(command)
         scan_types = getattr(command, "scan_types", None) or [0]
         self._active_scan = scan_types[0] == 1
+        intervals = getattr(command, "scan_intervals", None) or [16]
+        windows = getattr(command, "scan_windows", None) or [16]
+        self._scan_parameters = (intervals[0] * _UNIT, windows[0] * _UNIT)
         return result
 
     def on_hci_le_set_extended_scan_enable_command(self, command: Any) -> Any:
         self._extended_scan = True
+        self._start_scan_clock(bool(command.enable))
         return super().on_hci_le_set_extended_scan_enable_command(command)
+
+    def _start_scan_clock(self, enable: bool) -> None:
+        if enable and not self.le_scan_enable:
+            now = asyncio.get_running_loop().time()
+            self._scan_clock = (now, *self._scan_parameters)
+
+    def on_hci_le_create_connection_command(self, command: Any) -> Any:
+        self._start_initiate_clock(command.le_scan_interval, command.le_scan_window)
+        return super().on_hci_le_create_connection_command(command)
+
+    def on_hci_le_extended_create_connection_command(self, command: Any) -> Any:
+        intervals = getattr(command, "scan_intervals", None) or [16]
+        windows = getattr(command, "scan_windows", None) or [16]
+        self._start_initiate_clock(intervals[0], windows[0])
+        return super().on_hci_le_extended_create_connection_command(command)
+
+    def _start_initiate_clock(self, interval: int, window: int) -> None:
+        if self.pending_le_connection is None:
+            now = asyncio.get_running_loop().time()
+            self._initiate_clock = (now, interval * _UNIT, window * _UNIT)
+
+    def on_hci_le_set_extended_advertising_parameters_command(self, command: Any) -> Any:
+        result = super().on_hci_le_set_extended_advertising_parameters_command(command)
+        advertising_set = self.advertising_sets.get(command.advertising_handle)
+        if advertising_set is not None and type(advertising_set) is AdvertisingSet:
+            advertising_set.__class__ = _AdvertisingSet
+        return result
+
+    def receive_advertising_pdu(self, pdu: Any, rssi: int) -> None:
+        """An advert (or CONNECT_IND) from the air-timed link, heard with ``rssi`` dBm."""
+        self._rx_rssi = rssi
+        try:
+            self.on_ll_advertising_pdu(pdu)
+        finally:
+            self._rx_rssi = _RSSI
 
     def on_advertising_pdu(self, pdu: Any) -> None:
         properties = getattr(pdu, _PROPERTIES, None)
         if properties is None:  # from a stock controller on the same link
             properties = _ADV_IND if isinstance(pdu, ll.AdvInd) else _CONNECTABLE
-        if self.le_scan_enable:
+        scanning = initiating = True
+        if _air_link(self) is not None:
+            # On air a scanner (or initiator) hears only inside its scan window.
+            now = asyncio.get_running_loop().time()
+            scanning = _in_window(self._scan_clock, now)
+            initiating = _in_window(self._initiate_clock, now)
+        if self.le_scan_enable and scanning:
             self._report(pdu, properties)
         # Let the parent handle periodic sync and connection creation, without its reports,
         # and without connecting to an advert that does not accept connections.
-        connectable = bool(properties & _CONNECTABLE)
+        connectable = bool(properties & _CONNECTABLE) and initiating
         pending = self.pending_le_connection
         scan_enable = self.le_scan_enable
         self.le_scan_enable = False
@@ -198,7 +328,7 @@ class SimController(Controller):
             secondary_phy=0,
             advertising_sid=0xFF,
             tx_power=0x7F,
-            rssi=_RSSI,
+            rssi=self._rx_rssi,
             periodic_advertising_interval=0,
             direct_address_type=0,
             direct_address=hci.Address.ANY,
@@ -212,7 +342,7 @@ class SimController(Controller):
             address_type=address.address_type,
             address=address,
             data=data,
-            rssi=_RSSI,
+            rssi=self._rx_rssi,
         )
         self.send_hci_packet(hci.HCI_LE_Advertising_Report_Event([report]))
 
@@ -250,8 +380,54 @@ class SimController(Controller):
             )
         )
 
+    # --- air timing: what goes over a connection waits for its events -------------------
+    def on_hci_acl_data_packet(self, packet: hci.HCI_AclDataPacket) -> None:
+        link = _air_link(self)
+        connection = self.find_le_connection_by_handle(packet.connection_handle) if link else None
+        if link is None or connection is None or not link.send_fragment(self, connection, packet):
+            super().on_hci_acl_data_packet(packet)
+
+    def on_hci_disconnect_command(self, command: Any) -> Any:
+        link = _air_link(self)
+        connection = self.find_le_connection_by_handle(command.connection_handle) if link else None
+        if link is None or connection is None:
+            return super().on_hci_disconnect_command(command)
+        self._send_hci_command_status(hci.HCI_COMMAND_STATUS_PENDING, command.op_code)
+        reason = command.reason
+
+        def acknowledged() -> None:
+            # Our end closes when the peer has acknowledged LL_TERMINATE_IND.
+            if self.le_connections.get(connection.peer_address) is connection:
+                self.on_le_disconnected(connection, reason)
+
+        if not link.send_control(self, connection, ll.TerminateInd(reason), acknowledged):
+            connection.send_ll_control_pdu(ll.TerminateInd(reason))
+            self.on_le_disconnected(connection, reason)
+        return None
+
+    def on_hci_le_connection_update_command(self, command: Any) -> Any:
+        link = _air_link(self)
+        connection = self.find_le_connection_by_handle(command.connection_handle) if link else None
+        if (
+            link is None
+            or connection is None
+            or link.air_connection(connection.self_address, connection.peer_address) is None
+        ):
+            return super().on_hci_le_connection_update_command(command)
+        self._send_hci_command_status(hci.HCI_COMMAND_STATUS_PENDING, command.op_code)
+        update = ll.ConnectionUpdateInd(
+            interval=command.connection_interval_max,
+            latency=command.max_latency,
+            timeout=command.supervision_timeout,
+        )
+        # Both ends get their Connection Update Complete at the update's instant.
+        link.send_control(self, connection, update)
+        return None
+
     # --- to the host ----------------------------------------------------------------
     def send_hci_packet(self, packet: hci.HCI_Packet) -> None:
+        if isinstance(packet, hci.HCI_Disconnection_Complete_Event):
+            self.disconnections.append((packet.connection_handle, packet.reason))
         connect_ind = self._connect_ind
         if connect_ind is not None and isinstance(packet, hci.HCI_LE_Connection_Complete_Event):
             packet.connection_interval = connect_ind.interval

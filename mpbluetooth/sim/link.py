@@ -1,22 +1,599 @@
-"""The simulated radio medium: Bumble's ``LocalLink`` with its routing fixed.
+"""The simulated radio medium: Bumble's ``LocalLink`` with its routing fixed and, in air
+timing, with time.
 
-Bumble's link stamps every LE data packet with the sender's *random* address, so the
-receiver cannot find the connection when the link was made with a public address (our
+Routing: Bumble's link stamps every LE data packet with the sender's *random* address, so
+the receiver cannot find the connection when the link was made with a public address (our
 simulated controllers have one, SPEC D6) and the data is dropped. Here the source is the
 address the sender's connection actually uses.
+
+Timing (``timing="air"``, see ``docs/simulation.md``): every connection has connection
+events at its interval. LL PDUs (data fragments and control PDUs) queue per direction and
+leave only at an event, at most ``pdus_per_event`` per direction, central first; a PDU
+queued during an event leaves at a later one, so an answer is always at least one interval
+behind its request. The sender's host learns a fragment has gone (Number Of Completed
+Packets) only when it was acknowledged, so host flow control sees the air's pace. A lost
+PDU stays at the head of its queue and closes the direction for that event: it is sent
+again at the next event, never dropped. Nothing runs for an idle connection: the next
+event is computed, and a timer set, only when something waits to be sent. A peer that
+vanishes (its process died, it was killed, it moved out of range) ends the link on the
+other side at the supervision timeout, reason 0x08.
+
+``timing="instant"`` is the behaviour from before: every packet is delivered at once
+(``call_soon``), adverts carry RSSI -50, and a departing controller's peers are told at
+once by whoever removes it (the hub).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import math
+import os
+import random
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from bumble import core
+from bumble import core, hci, ll
 from bumble.link import LocalLink
+
+if TYPE_CHECKING:
+    from bumble.controller import Connection, Controller
+
+logger = logging.getLogger(__name__)
+
+Timing = Literal["air", "instant"]
+TIMINGS: tuple[Timing, ...] = ("air", "instant")
+#: Environment variable choosing the timing of links that are not given one.
+TIMING_ENV = "MPBLUETOOTH_SIM_TIMING"
+
+#: LL PDUs a connection event carries per direction (a real controller's event length
+#: limits it; 4-6 at 27 bytes is typical of phones and NimBLE at 7.5 ms).
+DEFAULT_PDUS_PER_EVENT = 4
+#: Seconds from CONNECT_IND to the first connection event: transmitWindowDelay (1.25 ms)
+#: plus a transmitWindowOffset of 0 and the 1.25 ms window itself (Core Vol 6, Part B, 4.5.3).
+CONNECT_TO_FIRST_EVENT = 0.0025
+#: Connection events between an LL_CONNECTION_UPDATE_IND and its instant (the spec's minimum
+#: is 6, Core Vol 6, Part B, 5.1.1).
+UPDATE_INSTANT_EVENTS = 6
+#: Seconds of advDelay, the random 0-10 ms added to every advertising event (Vol 6, B, 4.4.2.2).
+ADV_DELAY_MAX = 0.010
+#: Shortest advertising interval, seconds (Vol 6, Part B, 4.4.2.2).
+ADV_INTERVAL_MIN = 0.020
+#: Events a connection may wait for its first packet before it fails to be established.
+ESTABLISH_EVENTS = 6
+
+CONNECTION_TIMEOUT = 0x08
+CONNECTION_FAILED_TO_BE_ESTABLISHED = 0x3E
+
+
+def default_timing() -> Timing:
+    """The timing of a link made without one: ``$MPBLUETOOTH_SIM_TIMING``, else ``air``."""
+    return check_timing(os.environ.get(TIMING_ENV) or "air")
+
+
+def check_timing(value: str) -> Timing:
+    if value not in TIMINGS:
+        raise ValueError(f"timing must be 'air' or 'instant', not {value!r}")
+    return value
+
+
+@dataclass
+class RadioModel:
+    """Log-distance path loss, the model RSSI and range follow (all powers in dBm, dB).
+
+    ``rssi(d) = tx_power - loss_at_1m - 10 * exponent * log10(d / 1 m) + N(0, jitter)``,
+    with ``d`` clamped to at least ``min_distance`` metres. A receiver hears a packet when
+    the *mean* RSSI at that distance is at least ``sensitivity``, so range is a sharp edge
+    (``range_m`` metres) and jitter never loses a packet by itself (use loss for that).
+    Defaults: 0 dBm transmitter, 40 dB at 1 m (free space at 2.4 GHz), exponent 2.0 (free
+    space), 2 dB jitter, -90 dBm sensitivity: about 316 m of range.
+    """
+
+    tx_power: float = 0.0
+    loss_at_1m: float = 40.0
+    exponent: float = 2.0
+    jitter: float = 2.0
+    sensitivity: float = -90.0
+    min_distance: float = 0.1
+
+    def mean_rssi(self, distance: float) -> float:
+        d = max(distance, self.min_distance)
+        return self.tx_power - self.loss_at_1m - 10.0 * self.exponent * math.log10(d)
+
+    def audible(self, distance: float) -> bool:
+        return self.mean_rssi(distance) >= self.sensitivity
+
+    def sample(self, distance: float, rng: random.Random) -> int:
+        """One packet's RSSI, an int in the HCI range -127..20."""
+        value = self.mean_rssi(distance) + (rng.gauss(0.0, self.jitter) if self.jitter else 0)
+        return max(-127, min(20, round(value)))
+
+    @property
+    def range_m(self) -> float:
+        return float(
+            10 ** ((self.tx_power - self.loss_at_1m - self.sensitivity) / (10 * self.exponent))
+        )
+
+
+Position = tuple[float, float, float]
+#: Where an instance is placed when the link has nothing better: off in the distance.
+FAR_AWAY: Position = (1e9, 0.0, 0.0)
+
+
+def default_position(number: int) -> Position:
+    """Instance ``number`` (1, 2, ...) sits on a 1 m circle around the origin, spread by the
+    golden angle: every pair is 0.2-2 m apart, so RSSI is -34..-46 dBm plus jitter."""
+    angle = number * 2.399963229728653
+    return (math.cos(angle), math.sin(angle), 0.0)
+
+
+@dataclass
+class _Pdu:
+    """One LL PDU waiting for a connection event: an ACL fragment or a control PDU."""
+
+    ready_at: float
+    fragment: hci.HCI_AclDataPacket | None = None
+    control: ll.ControlPdu | None = None
+    #: Called when the peer has acknowledged it (for LL_TERMINATE_IND: the sender's end).
+    on_sent: Callable[[], None] | None = None
+
+
+@dataclass
+class _Direction:
+    sender: Controller
+    sender_address: hci.Address
+    receiver: Controller
+    receiver_address: hci.Address
+    queue: deque[_Pdu] = field(default_factory=deque)
+    #: The sender left the link with this LL_TERMINATE_IND still to send: it still goes.
+    finishing: bool = False
+
+    def connection(self) -> Connection | None:
+        return self.sender.le_connections.get(self.receiver_address)
+
+
+class AirConnection:
+    """One LE connection on the air: its parameters, event clock and two PDU queues."""
+
+    def __init__(
+        self,
+        link: SimLink,
+        central: Controller,
+        central_address: hci.Address,
+        peripheral: Controller,
+        peripheral_address: hci.Address,
+        interval: int,
+        latency: int,
+        timeout: int,
+    ) -> None:
+        self.link = link
+        self.central = central
+        self.peripheral = peripheral
+        self.to_peripheral = _Direction(central, central_address, peripheral, peripheral_address)
+        self.to_central = _Direction(peripheral, peripheral_address, central, central_address)
+        self.set_parameters(interval, latency, timeout)
+        loop = asyncio.get_running_loop()
+        self.anchor = loop.time() + CONNECT_TO_FIRST_EVENT
+        self.last_index = -1
+        self.timer: asyncio.TimerHandle | None = None
+        self.supervision: asyncio.TimerHandle | None = None
+        #: (event index, interval, latency, timeout) of a pending connection update.
+        self.update: tuple[int, int, int, int] | None = None
+        self.closed = False
+        #: Counters for tests and ``sim-ctl``: PDUs delivered and transmissions lost.
+        self.delivered = 0
+        self.lost = 0
+
+    def set_parameters(self, interval: int, latency: int, timeout: int) -> None:
+        """``interval`` in 1.25 ms units (clamped to 6..3200), ``timeout`` in 10 ms units."""
+        self.interval_units = min(max(int(interval), 6), 3200)
+        self.interval = self.interval_units * 0.00125
+        self.latency = latency
+        self.timeout_units = timeout
+        # A timeout of 0 (never negotiated) is taken as the default 2.56 s of NimBLE.
+        self.timeout = (timeout or 256) * 0.010
+
+    @property
+    def key(self) -> frozenset[hci.Address]:
+        return frozenset((self.to_peripheral.sender_address, self.to_central.sender_address))
+
+    def directions(self) -> tuple[_Direction, _Direction]:
+        return self.to_peripheral, self.to_central
+
+    def involves(self, controller: Controller) -> bool:
+        return controller is self.central or controller is self.peripheral
+
+    def other(self, controller: Controller) -> Controller:
+        return self.peripheral if controller is self.central else self.central
+
+    def event_time(self, index: int) -> float:
+        return self.anchor + index * self.interval
+
+    def last_event_before(self, now: float) -> float:
+        """Time of the last connection event at or before ``now`` (the link's last contact)."""
+        index = math.floor((now - self.anchor) / self.interval)
+        return self.event_time(max(index, 0)) if now >= self.anchor else now
+
+    # --- scheduling ----------------------------------------------------------------
+    def kick(self) -> None:
+        """Make sure an event is scheduled if anything waits (and the peers hear each other)."""
+        if self.closed or self.timer is not None:
+            return
+        heads = [d.queue[0].ready_at for d in self.directions() if d.queue]
+        if self.update is not None:
+            heads.append(self.event_time(self.update[0]))
+        if not heads or not self.link.hear_each_other(self.central, self.peripheral, self):
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        ready = min(heads)
+        index = max(
+            self.last_index + 1,
+            math.floor((now - self.anchor) / self.interval) + 1,
+            math.ceil((ready - self.anchor) / self.interval - 1e-9),
+        )
+        self.timer = loop.call_at(self.event_time(index), self._event, index)
+
+    def _event(self, index: int) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        self.last_index = index
+        when = self.event_time(index)
+        if self.update is not None and index >= self.update[0]:
+            self._apply_update(when)
+            if self.closed:
+                return
+        if not self.link.hear_each_other(self.central, self.peripheral, self):
+            return  # they wait for a move back into range, or for the supervision timeout
+        loss = self.link.loss_between(self.central, self.peripheral)
+        rng = self.link.rng
+        for direction in self.directions():
+            completed = 0
+            sent = 0
+            queue = direction.queue
+            while queue and sent < self.link.pdus_per_event and queue[0].ready_at <= when:
+                if loss and rng.random() < loss:
+                    # Not acknowledged: the event closes for this direction, the PDU goes
+                    # again at the next one (SN/NESN retransmission).
+                    self.lost += 1
+                    break
+                pdu = queue.popleft()
+                sent += 1
+                self.delivered += 1
+                if pdu.fragment is not None:
+                    completed += self._deliver_fragment(direction, pdu.fragment)
+                elif pdu.control is not None:
+                    self._deliver_control(direction, pdu.control)
+                if pdu.on_sent is not None:
+                    pdu.on_sent()
+                if self.closed:
+                    return
+            if completed:
+                connection = direction.connection()
+                if connection is not None:
+                    direction.sender.send_hci_packet(
+                        hci.HCI_Number_Of_Completed_Packets_Event(
+                            connection_handles=[connection.handle],
+                            num_completed_packets=[completed],
+                        )
+                    )
+        self.kick()
+
+    def _deliver_fragment(self, direction: _Direction, fragment: hci.HCI_AclDataPacket) -> int:
+        connection = direction.connection()
+        if connection is None:
+            return 0
+        # The sender's reassembler gives whole L2CAP PDUs to the link (send_acl_data), which
+        # in air timing hands them to the receiver now.
+        connection.assembler.feed_packet(fragment)
+        return 1
+
+    def _deliver_control(self, direction: _Direction, packet: ll.ControlPdu) -> None:
+        if isinstance(packet, ll.ConnectionUpdateInd):
+            self.update = (
+                self.last_index + UPDATE_INSTANT_EVENTS,
+                packet.interval,
+                packet.latency,
+                packet.timeout,
+            )
+            return
+        receiver = direction.receiver
+        if direction.sender_address not in receiver.le_connections:
+            return
+        receiver.on_ll_control_pdu(direction.sender_address, packet)
+        if isinstance(packet, ll.TerminateInd):
+            self.link.forget(self)
+
+    def _apply_update(self, when: float) -> None:
+        assert self.update is not None
+        _, interval, latency, timeout = self.update
+        self.update = None
+        self.set_parameters(interval, latency, timeout)
+        self.anchor = when
+        self.last_index = 0
+        for direction in self.directions():
+            connection = direction.connection()
+            if connection is None:
+                continue
+            direction.sender.send_hci_packet(
+                hci.HCI_LE_Connection_Update_Complete_Event(
+                    status=hci.HCI_ErrorCode.SUCCESS,
+                    connection_handle=connection.handle,
+                    connection_interval=self.interval_units,
+                    peripheral_latency=latency,
+                    supervision_timeout=timeout,
+                )
+            )
+
+    # --- endings ---------------------------------------------------------------------
+    def start_supervision(self) -> None:
+        """The peers stopped hearing each other: end the link ``timeout`` after the last
+        event they shared, unless they hear each other again before."""
+        if self.closed or self.supervision is not None:
+            return
+        loop = asyncio.get_running_loop()
+        last = self.last_event_before(loop.time())
+        self.supervision = loop.call_at(last + self.timeout, self._supervision_expired)
+        logger.debug("link %s: supervision timer, %.3f s", self, self.timeout)
+
+    def stop_supervision(self) -> None:
+        if self.supervision is not None:
+            self.supervision.cancel()
+            self.supervision = None
+
+    def _supervision_expired(self) -> None:
+        self.supervision = None
+        logger.info("link %s: supervision timeout", self)
+        self.end(CONNECTION_TIMEOUT)
+
+    def end(self, reason: int) -> None:
+        """Both ends lose the link now, with ``reason`` (0x08 for a supervision timeout)."""
+        self.link.forget(self)
+        for direction in self.directions():
+            connection = direction.connection()
+            if connection is not None:
+                direction.sender.on_le_disconnected(connection, reason)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.stop_supervision()
+        for direction in self.directions():
+            direction.queue.clear()
+
+    def __str__(self) -> str:
+        return f"{self.central.name}->{self.peripheral.name}"
 
 
 class SimLink(LocalLink):
-    """A ``LocalLink`` whose LE data carries the right source address."""
+    """A ``LocalLink`` whose LE data carries the right source address, with air timing.
+
+    ``timing`` is ``"air"`` or ``"instant"`` (default: ``$MPBLUETOOTH_SIM_TIMING``, else
+    air); ``pdus_per_event`` bounds each connection event per direction; ``radio`` is the
+    path-loss model; ``seed`` makes loss, jitter and advDelay reproducible.
+    """
+
+    def __init__(
+        self,
+        timing: str | None = None,
+        *,
+        pdus_per_event: int = DEFAULT_PDUS_PER_EVENT,
+        radio: RadioModel | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.timing: Timing = check_timing(timing) if timing else default_timing()
+        if pdus_per_event < 1:
+            raise ValueError("pdus_per_event must be at least 1")
+        self.pdus_per_event = pdus_per_event
+        self.radio = radio or RadioModel()
+        self.rng = random.Random(seed)
+        self.connections: dict[frozenset[hci.Address], AirConnection] = {}
+        # Weak: a controller is made at every active(True); the link must not keep old ones
+        # (and their hosts and devices) alive.
+        self.positions: weakref.WeakKeyDictionary[Controller, Position] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.dead: weakref.WeakSet[Controller] = weakref.WeakSet()
+        self._placed = 0
+        #: Loss rate (0..1) and extra latency (s) per pair of controllers; None = all pairs.
+        self.loss: dict[frozenset[Controller] | None, float] = {None: 0.0}
+        self.latency: dict[frozenset[Controller] | None, float] = {None: 0.0}
+
+    @property
+    def air(self) -> bool:
+        return self.timing == "air"
+
+    # --- geometry and faults -------------------------------------------------------
+    def add_controller(self, controller: Controller) -> None:
+        super().add_controller(controller)
+        if controller not in self.positions:
+            self._placed += 1
+            self.positions[controller] = default_position(self._placed)
+
+    def distance(self, a: Controller, b: Controller) -> float:
+        pa = self.positions.get(a, FAR_AWAY)
+        pb = self.positions.get(b, FAR_AWAY)
+        return math.dist(pa, pb)
+
+    def hear_each_other(
+        self, a: Controller, b: Controller, connection: AirConnection | None = None
+    ) -> bool:
+        """Whether ``a`` and ``b`` can exchange packets now (both on the air, in range)."""
+        if a in self.dead or b in self.dead:
+            return False
+        for c in (a, b):
+            if c not in self.controllers and not (
+                connection is not None
+                and any(d.finishing and d.sender is c for d in connection.directions())
+            ):
+                return False
+        return self.radio.audible(self.distance(a, b))
+
+    def rssi(self, a: Controller, b: Controller) -> int:
+        return self.radio.sample(self.distance(a, b), self.rng)
+
+    def _pair_value(
+        self, table: dict[frozenset[Controller] | None, float], a: Any, b: Any
+    ) -> float:
+        return table.get(frozenset((a, b)), table[None])
+
+    def loss_between(self, a: Controller, b: Controller) -> float:
+        return self._pair_value(self.loss, a, b)
+
+    def latency_between(self, a: Controller, b: Controller) -> float:
+        return self._pair_value(self.latency, a, b)
+
+    def set_loss(
+        self, rate: float, a: Controller | None = None, b: Controller | None = None
+    ) -> None:
+        """Loss rate 0 <= rate < 1 for PDUs and adverts between ``a`` and ``b`` (all pairs
+        when both are None). A lost PDU is sent again at a later connection event."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError("loss rate must be in [0, 1)")
+        self.loss[None if a is None or b is None else frozenset((a, b))] = rate
+
+    def set_latency(
+        self, seconds: float, a: Controller | None = None, b: Controller | None = None
+    ) -> None:
+        """Extra latency: a PDU queued now may leave at the first event ``seconds`` later."""
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        self.latency[None if a is None or b is None else frozenset((a, b))] = seconds
+
+    def move(self, controller: Controller, position: Position) -> None:
+        """Put ``controller`` at ``position`` (metres); links going out of range start their
+        supervision timer, links coming back stop it and carry on."""
+        self.positions[controller] = position
+        self._reassess(controller)
+
+    def kill(self, controller: Controller) -> None:
+        """The controller's radio dies: nothing it sends is heard, it hears nothing, its
+        links end at the supervision timeout on both sides. Its host is not told."""
+        if hasattr(controller, "go_silent"):
+            controller.go_silent()
+        if not self.air:
+            self.dead.add(controller)
+            for connection in self._connections_of(controller):
+                connection.end(CONNECTION_TIMEOUT)
+            self._instant_kill(controller)
+            return
+        self.dead.add(controller)
+        self._reassess(controller)
+
+    def _instant_kill(self, controller: Controller) -> None:
+        for peer_address, connection in list(controller.le_connections.items()):
+            peer = self.find_le_controller(peer_address)
+            controller.on_le_disconnected(connection, CONNECTION_TIMEOUT)
+            if peer is not None and (
+                peer_connection := peer.le_connections.get(connection.self_address)
+            ):
+                peer.on_le_disconnected(peer_connection, CONNECTION_TIMEOUT)
+
+    def disconnect(self, a: Controller, b: Controller, reason: int) -> bool:
+        """Force the link between ``a`` and ``b`` down: both ends get their disconnection
+        with ``reason`` at the next connection event (at once in instant timing)."""
+        connection = next(
+            (c for c in self.connections.values() if c.involves(a) and c.involves(b)), None
+        )
+        if connection is not None:
+            loop = asyncio.get_running_loop()
+            index = max(
+                connection.last_index + 1,
+                math.floor((loop.time() - connection.anchor) / connection.interval) + 1,
+            )
+            loop.call_at(connection.event_time(index), connection.end, reason)
+            return True
+        found = False
+        for connection_a in list(a.le_connections.values()):
+            if b.le_connections.get(connection_a.self_address) is not None:
+                found = True
+                a.on_le_disconnected(connection_a, reason)
+                b.on_le_disconnected(b.le_connections[connection_a.self_address], reason)
+        return found
+
+    def _connections_of(self, controller: Controller) -> list[AirConnection]:
+        return [c for c in self.connections.values() if c.involves(controller)]
+
+    def _reassess(self, controller: Controller) -> None:
+        for connection in self._connections_of(controller):
+            if self.hear_each_other(connection.central, connection.peripheral, connection):
+                connection.stop_supervision()
+                connection.kick()
+            else:
+                connection.start_supervision()
+
+    # --- membership ------------------------------------------------------------------
+    def remove_controller(self, controller: Controller) -> None:
+        """The controller leaves the air (power-off, its process died). In air timing an
+        LL_TERMINATE_IND it already queued still goes out; otherwise its peers find out at
+        the supervision timeout, as on air."""
+        if controller in self.controllers:
+            super().remove_controller(controller)
+        for table in (self.loss, self.latency):
+            for key in [k for k in table if k is not None and controller in k]:
+                del table[key]
+        if not self.air:
+            return
+        for connection in self._connections_of(controller):
+            for direction in connection.directions():
+                if direction.sender is controller:
+                    terminate = next(
+                        (p for p in direction.queue if isinstance(p.control, ll.TerminateInd)), None
+                    )
+                    if terminate is not None:
+                        direction.finishing = True
+                    else:
+                        direction.queue.clear()
+            if not self.hear_each_other(connection.central, connection.peripheral, connection):
+                connection.start_supervision()
+
+    def forget(self, connection: AirConnection) -> None:
+        if self.connections.get(connection.key) is connection:
+            del self.connections[connection.key]
+        connection.close()
+
+    def air_connection(self, a: hci.Address, b: hci.Address) -> AirConnection | None:
+        return self.connections.get(frozenset((a, b)))
+
+    # --- LE traffic ----------------------------------------------------------------
+    def send_fragment(
+        self, sender: Controller, connection: Connection, fragment: hci.HCI_AclDataPacket
+    ) -> bool:
+        """Queue one host ACL fragment for the air; False if the link does not know it."""
+        air = self.air_connection(connection.self_address, connection.peer_address)
+        if air is None:
+            return False
+        self._queue(air, sender, _Pdu(0.0, fragment=fragment))
+        return True
+
+    def send_control(
+        self,
+        sender: Controller,
+        connection: Connection,
+        packet: ll.ControlPdu,
+        on_sent: Callable[[], None] | None = None,
+    ) -> bool:
+        air = self.air_connection(connection.self_address, connection.peer_address)
+        if air is None:
+            return False
+        self._queue(air, sender, _Pdu(0.0, control=packet, on_sent=on_sent))
+        return True
+
+    def _queue(self, air: AirConnection, sender: Controller, pdu: _Pdu) -> None:
+        direction = air.to_peripheral if sender is air.central else air.to_central
+        now = asyncio.get_running_loop().time()
+        pdu.ready_at = now + self.latency_between(air.central, air.peripheral)
+        if direction.queue:
+            pdu.ready_at = max(pdu.ready_at, direction.queue[-1].ready_at)
+        direction.queue.append(pdu)
+        air.kick()
 
     def send_acl_data(
         self,
@@ -30,8 +607,107 @@ class SimLink(LocalLink):
             return
         connection = sender_controller.le_connections.get(destination_address)
         source = connection.self_address if connection else sender_controller.random_address
+        if self.air and connection is not None:
+            air = self.air_connection(connection.self_address, destination_address)
+            if air is not None:
+                # Called at a connection event, from the sender's reassembler: deliver now.
+                receiver = air.other(sender_controller)
+                receiver.on_link_acl_data(source, transport, data)
+                return
         destination = self.find_le_controller(destination_address)
         if destination is not None:
             asyncio.get_running_loop().call_soon(
                 destination.on_link_acl_data, source, transport, data
             )
+
+    def send_ll_control_pdu(
+        self, sender_address: hci.Address, receiver_address: hci.Address, packet: ll.ControlPdu
+    ) -> None:
+        if self.air:
+            air = self.air_connection(sender_address, receiver_address)
+            if air is not None:
+                sender = (
+                    air.central
+                    if air.to_peripheral.sender_address == sender_address
+                    else air.peripheral
+                )
+                self._queue(air, sender, _Pdu(0.0, control=packet))
+                return
+        super().send_ll_control_pdu(sender_address, receiver_address, packet)
+
+    def send_advertising_pdu(self, sender_controller: Any, packet: ll.AdvertisingPdu) -> None:
+        if not self.air:
+            super().send_advertising_pdu(sender_controller, packet)
+            return
+        loop = asyncio.get_running_loop()
+        if isinstance(packet, ll.ConnectInd):
+            self._connect(sender_controller, packet)
+            return
+        if sender_controller in self.dead:
+            return
+        for receiver in list(self.controllers):
+            if receiver is sender_controller or not self.hear_each_other(
+                sender_controller, receiver
+            ):
+                continue
+            loss = self.loss_between(sender_controller, receiver)
+            if loss and self.rng.random() < loss:
+                continue
+            rssi = self.rssi(sender_controller, receiver)
+            receive = getattr(receiver, "receive_advertising_pdu", None)
+            if receive is not None:
+                loop.call_soon(receive, packet, rssi)
+            else:
+                loop.call_soon(receiver.on_ll_advertising_pdu, packet)
+
+    def _connect(self, central: Controller, packet: ll.ConnectInd) -> None:
+        """CONNECT_IND: the connection's clock starts; the advertiser learns of it now."""
+        peripheral = next(
+            (
+                c
+                for c in self.controllers
+                if c is not central and _advertises_as(c, packet.advertiser_address)
+            ),
+            None,
+        )
+        if peripheral is None:
+            peripheral = self.find_le_controller(packet.advertiser_address)
+        if peripheral is None:
+            return
+        air = AirConnection(
+            self,
+            central,
+            packet.initiator_address,
+            peripheral,
+            packet.advertiser_address,
+            packet.interval,
+            packet.latency,
+            packet.timeout,
+        )
+        old = self.connections.get(air.key)
+        if old is not None:
+            self.forget(old)
+        self.connections[air.key] = air
+        loop = asyncio.get_running_loop()
+
+        def deliver() -> None:
+            peripheral.on_ll_advertising_pdu(packet)
+            if packet.initiator_address not in peripheral.le_connections:
+                # Nobody answers at the first events: the central gives up (0x3E).
+                loop.call_later(ESTABLISH_EVENTS * air.interval, fail)
+
+        def fail() -> None:
+            if (
+                self.connections.get(air.key) is air
+                and packet.initiator_address not in peripheral.le_connections
+            ):
+                air.end(CONNECTION_FAILED_TO_BE_ESTABLISHED)
+
+        loop.call_soon(deliver)
+
+
+def _advertises_as(controller: Controller, address: hci.Address) -> bool:
+    legacy = controller.le_legacy_advertiser
+    if legacy.enabled and legacy.address == address:
+        return True
+    return any(s.enabled and s.address == address for s in controller.advertising_sets.values())
