@@ -71,7 +71,7 @@ FEATURES: Final[dict[str, Feature]] = {
         _f("annotations", "MicroPython never evaluates annotations, so they may name anything",
            (NameError,), r"name '\w+' is not defined", compiler=True),
         _f("private-names", "MicroPython does not mangle __names, so obj.__x set in a class "
-           "is readable anywhere", (AttributeError,), r"has no attribute '_\w+__\w+'",
+           "is readable anywhere", (AttributeError,), r"has no attribute '(_\w+)?__\w*[^_\W]'",
            compiler=True),
         _f("item-store", "MicroPython truncates an int stored into a bytearray (buf[0] = 256 "
            "stores 0)", (ValueError, OverflowError),
@@ -94,7 +94,8 @@ FEATURES: Final[dict[str, Feature]] = {
            compiler=True),
         _f("machine", "a board's machine module has Pin, ADC, PWM, SPI, I2C, Signal, WDT, RTC...",
            (ImportError, AttributeError),
-           r"cannot import name '\w+' from 'machine'|module 'machine' has no attribute",
+           r"cannot import name '\w+' from '(mpbluetooth\.compat\.)?machine'"
+           r"|module '(mpbluetooth\.compat\.)?machine' has no attribute",
            compiler=False),
         _f("esp32", "an ESP32 board has the esp32 module (NVS...)", (ImportError,),
            r"No module named 'esp32'", compiler=False),

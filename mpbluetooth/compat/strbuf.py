@@ -172,7 +172,9 @@ def add_hint(exc: BaseException, *, transform_on: bool) -> None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, TypeError) and _MIX_MESSAGE.search(str(current)):
+        notes = getattr(current, "__notes__", ())
+        explained = any(n.startswith("hint:") and n not in (HINT_ON, HINT_OFF) for n in notes)
+        if isinstance(current, TypeError) and _MIX_MESSAGE.search(str(current)) and not explained:
             hint = HINT_ON if transform_on else HINT_OFF
             if hint not in getattr(current, "__notes__", ()):
                 current.add_note(hint)
