@@ -63,7 +63,8 @@ def _expand(url: str, version: str | None) -> str:
     for prefix, template in _HOSTS.items():
         if url.startswith(prefix):
             org, repo, *path = url[len(prefix) :].split("/")
-            return template.format(org=org, repo=repo, branch=version or "HEAD", path="/".join(path))
+            branch = version or "HEAD"
+            return template.format(org=org, repo=repo, branch=branch, path="/".join(path))
     return url
 
 

@@ -33,7 +33,6 @@ The same compile step carries MicroPython's other compiler-level rows (see
 """
 
 from __future__ import annotations
-
 import __future__
 
 import ast
