@@ -27,11 +27,13 @@ from typing import Any, Final, Literal
 
 from .. import compat
 from ..compat import _features, strbuf
+from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 __all__ = ["main"]
 
 PROG: Final = "mpbluetooth-python"
 USAGE: Final = f"usage: {PROG} [option] ... [-c cmd | -m mod | file | -] [arg] ..."
+_STAY_ON_POLL_S: Final = 0.05
 _ROWS: Final = textwrap.fill(
     ", ".join(_features.FEATURES), width=96, initial_indent=" " * 18, subsequent_indent=" " * 18
 ).lstrip()
@@ -335,11 +337,36 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as exc:  # the program's uncaught exception: print it, status 1
         _report(exc)
         status = 1
+    if status == 0 and os.environ.get(STAY_ON_ENV) == "1" and _radio_on():
+        _stay_on()
     if inspect and options.mode != "stdin":
         # As ``python -i``: the program's globals, and its radio, stay for the prompt.
         _interact(sys.modules["__main__"].__dict__)
         return 0
     return status
+
+
+def _radio_on() -> bool:
+    """Whether the program left ``bluetooth.BLE()`` active (without creating one)."""
+    ble_module = sys.modules.get("mpbluetooth.ble")
+    singleton = getattr(getattr(ble_module, "BLE", None), "_singleton", None)
+    return bool(singleton is not None and singleton.active())
+
+
+def _stay_on() -> None:
+    """Keep the board on after the program returned, as a board at its REPL does.
+
+    BLE IRQs keep being delivered; this ends when the radio is switched off (by a
+    handler), on SIGTERM from ``mpbluetooth run`` when the other boards end, or Ctrl-C.
+    """
+    print(STAY_ON_MARKER, flush=True)
+    import time
+
+    try:
+        while _radio_on():
+            time.sleep(_STAY_ON_POLL_S)
+    except KeyboardInterrupt:
+        pass
 
 
 def _version() -> str:
