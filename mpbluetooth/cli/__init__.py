@@ -11,7 +11,6 @@ import asyncio
 import os
 import socket
 import sys
-from pathlib import Path
 
 from .._logging import configure_from_env
 from .._transport import configured_spec
@@ -81,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         "run",
         help="run MicroPython BLE scripts, each as its own board, on one simulated link",
     )
-    run_parser.add_argument("scripts", nargs="+", type=Path, metavar="SCRIPT.py")
+    run_parser.add_argument(
+        "scripts",
+        nargs="+",
+        metavar="[VAR=value] [stdin=FILE|input=TEXT] [address=ADDR] SCRIPT.py|-m MODULE",
+        help="each script, after its own settings (see docs/compat.md)",
+    )
     run_parser.add_argument("--timeout", type=float, help="stop everything after this many s")
     run_parser.add_argument(
         "--hub", metavar="SPEC", help="join a running hub (tcp-client:HOST:PORT or unix:PATH)"
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     info_parser = commands.add_parser("info", help="describe the attached controller")
     _transport_options(info_parser, "the HCI transport to query")
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        argv = run.fold_module_options(argv)
     args = parser.parse_args(argv)
     if getattr(args, "snoop", None) and args.command != "run":
         os.environ["MPBLUETOOTH_SNOOP"] = args.snoop

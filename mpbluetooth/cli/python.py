@@ -18,6 +18,7 @@ import io
 import os
 import runpy
 import sys
+import textwrap
 import threading
 import types
 import zipfile
@@ -25,28 +26,35 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .. import compat
-from ..compat import _importhook, strbuf
+from ..compat import _features, strbuf
+from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 __all__ = ["main"]
 
 PROG: Final = "mpbluetooth-python"
 USAGE: Final = f"usage: {PROG} [option] ... [-c cmd | -m mod | file | -] [arg] ..."
+_STAY_ON_POLL_S: Final = 0.05
+_ROWS: Final = textwrap.fill(
+    ", ".join(_features.FEATURES), width=96, initial_indent=" " * 18, subsequent_indent=" " * 18
+).lstrip()
 HELP: Final = f"""{USAGE}
 Runs a MicroPython program on CPython with mpbluetooth's runtime installed.
 Options:
 -c cmd          : program passed in as string (terminates option list)
--m mod          : run library module as a script (terminates option list)
+-m mod          : run library module as a script (terminates option list);
+                  -m mip install PACKAGE installs from micropython-lib's index
+-i              : inspect interactively after running the program
 -u              : force the stdout and stderr streams to be unbuffered
 -B              : accepted for compatibility (transformed code is never cached)
 -h, --help      : print this help message and exit
 -V, --version   : print the version numbers and exit
---no-str-buffer : do not treat str as a buffer in your code (also MPBLUETOOTH_STR_BUFFER=0)
---str-buffer    : treat str as a buffer in your code (the default)
+--no-ROW        : switch off one MicroPython behaviour (also MPBLUETOOTH_ROW=0); ROW is one of
+                  {_ROWS}
+--ROW           : switch it back on (every row is on by default)
 file            : program read from script file
 -               : program read from stdin (default; interactive mode if a tty)
 arg ...         : arguments passed to program in sys.argv[1:]
 """
-_FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 
 
 class _UsageError(Exception):
@@ -59,22 +67,25 @@ class _Options:
     target: str = ""
     args: list[str] = field(default_factory=list)
     unbuffered: bool = False
-    str_buffer: bool = True
+    inspect: bool = False
+    #: MicroPython rows switched off (``_features``).
+    off: set[str] = field(default_factory=set)
     action: Literal["run", "help", "version"] = "run"
 
 
 def _parse(argv: list[str]) -> _Options:
     """Parse ``python``-style options up to the program; the rest belongs to the program."""
-    env = os.environ.get("MPBLUETOOTH_STR_BUFFER", "").strip().lower()
-    options = _Options(str_buffer=env not in _FALSE_WORDS)
+    options = _Options(off=_features.env_off())
     index = 0
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
             index += 1
             break
-        if arg in ("--no-str-buffer", "--str-buffer"):
-            options.str_buffer = arg == "--str-buffer"
+        if arg.startswith("--no-") and arg[5:] in _features.FEATURES:
+            options.off.add(arg[5:])
+        elif arg[2:] in _features.FEATURES:
+            options.off.discard(arg[2:])
         elif arg in ("--help", "--version"):
             options.action = "help" if arg == "--help" else "version"
             return options
@@ -95,6 +106,8 @@ def _parse(argv: list[str]) -> _Options:
                     return options
                 if letter == "u":
                     options.unbuffered = True
+                elif letter == "i":
+                    options.inspect = True
                 elif letter in "hV":
                     options.action = "help" if letter == "h" else "version"
                     return options
@@ -128,8 +141,8 @@ def _unbuffer() -> None:
 
 
 def _install_hooks(str_buffer: bool) -> None:
-    """Uncaught exceptions (main program and threads) get the str-as-buffer hint and lose
-    the transform helpers' frames."""
+    """Uncaught exceptions (main program and threads) get the MicroPython hints (str as a
+    buffer, and the rows switched off) and lose the transform helpers' frames."""
     previous_hook = sys.excepthook
     previous_thread_hook = threading.excepthook
 
@@ -172,10 +185,9 @@ def _fresh_main(**attrs: Any) -> dict[str, Any]:
     return module.__dict__
 
 
-def _compile(source: str | bytes, filename: str, str_buffer: bool) -> types.CodeType:
-    if str_buffer:
-        return strbuf.compile_source(source, filename)
-    return compile(source, filename, "exec", dont_inherit=True)
+def _compile(source: str | bytes, filename: str) -> types.CodeType:
+    """The program's code, with the compiler-level rows that are on (``_features``)."""
+    return strbuf.compile_source(source, filename)
 
 
 class _TransformingCompiler(codeop.CommandCompiler):
@@ -187,38 +199,71 @@ class _TransformingCompiler(codeop.CommandCompiler):
         return strbuf.compile_source(source, filename, symbol)
 
 
-def _interact(str_buffer: bool) -> None:
-    console = code.InteractiveConsole(_fresh_main(), "<stdin>")
-    if str_buffer:
-        console.compile = _TransformingCompiler()
-    banner = f"{PROG} (Python {sys.version.split()[0]}): MicroPython's runtime is installed"
+def _interact(namespace: dict[str, Any] | None = None) -> None:
+    """The interactive prompt, in a fresh ``__main__`` or (``-i``) in the program's."""
+    console = code.InteractiveConsole(
+        _fresh_main() if namespace is None else namespace, "<stdin>"
+    )
+    console.compile = _TransformingCompiler()
+    banner = (
+        ""
+        if namespace is not None
+        else f"{PROG} (Python {sys.version.split()[0]}): MicroPython's runtime is installed"
+    )
     console.interact(banner=banner, exitmsg="")
+
+
+def _micropython_path() -> list[str]:
+    """The unix port's module path: ``MICROPYPATH`` (``os.pathsep``-separated) when set,
+    else ``~/.micropython/lib``; MicroPython's ``.frozen`` entry has no meaning here."""
+    value = os.environ.get("MICROPYPATH")
+    entries = value.split(os.pathsep) if value is not None else ["~/.micropython/lib"]
+    return [os.path.expanduser(e) for e in entries if e and e != ".frozen"]
+
+
+def _add_micropython_path() -> None:
+    """Put the MicroPython module path right after the program's own ``sys.path[0]``."""
+    position = 0 if sys.flags.safe_path or sys.flags.isolated else 1
+    for offset, entry in enumerate(_micropython_path()):
+        if entry not in sys.path:
+            sys.path.insert(min(position + offset, len(sys.path)), entry)
+
+
+def _module_target(name: str) -> str:
+    """``-m mip`` is MicroPython's installer (ours) unless the program's path has a ``mip``."""
+    if name == "mip" and importlib.machinery.PathFinder.find_spec("mip") is None:
+        return "mpbluetooth.compat.mip"
+    return name
 
 
 def _run(options: _Options) -> int:
     if options.mode == "code":
         sys.argv = ["-c", *options.args]
         _set_path0("")
-        exec(_compile(options.target, "<string>", options.str_buffer), _fresh_main())
+        _add_micropython_path()
+        exec(_compile(options.target, "<string>"), _fresh_main())
     elif options.mode == "module":
         sys.argv = ["-m", *options.args]
         _set_path0(os.getcwd())
+        _add_micropython_path()
         _fresh_main()
+        target = _module_target(options.target)
         run_as_main = getattr(runpy, "_run_module_as_main", None)
         if run_as_main is not None:
-            run_as_main(options.target, alter_argv=True)
+            run_as_main(target, alter_argv=True)
         else:
-            runpy.run_module(options.target, run_name="__main__", alter_sys=True)
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
     elif options.mode == "file":
         return _run_file(options)
     else:
         sys.argv = [options.target, *options.args]
         _set_path0("")
+        _add_micropython_path()
         if not options.target and sys.stdin is not None and sys.stdin.isatty():
-            _interact(options.str_buffer)
+            _interact()
         else:
             source = sys.stdin.buffer.read() if sys.stdin is not None else b""
-            exec(_compile(source, "<stdin>", options.str_buffer), _fresh_main())
+            exec(_compile(source, "<stdin>"), _fresh_main())
     return 0
 
 
@@ -227,6 +272,7 @@ def _run_file(options: _Options) -> int:
     sys.argv = [options.target, *options.args]
     if os.path.isdir(path) or zipfile.is_zipfile(path):
         _set_path0(None)  # run_path puts the directory or archive there itself
+        _add_micropython_path()
         runpy.run_path(path, run_name="__main__")
         return 0
     try:
@@ -238,9 +284,10 @@ def _run_file(options: _Options) -> int:
         )
         return 2
     _set_path0(os.path.dirname(os.path.realpath(path)))
+    _add_micropython_path()
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     namespace = _fresh_main(__file__=path, __cached__=None, __loader__=loader)
-    exec(_compile(source, path, options.str_buffer), namespace)
+    exec(_compile(source, path), namespace)
     return 0
 
 
@@ -274,18 +321,52 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if options.unbuffered:
         _unbuffer()
-    compat.install(str_buffer=options.str_buffer)
-    _install_hooks(options.str_buffer and _importhook.is_installed())
+    str_buffer = "str-buffer" not in options.off
+    compat.install(str_buffer=str_buffer, off=options.off - {"str-buffer"})
+    _install_hooks(str_buffer)
+    inspect = options.inspect or bool(os.environ.get("PYTHONINSPECT"))
     try:
-        return _run(options)
+        status = _run(options)
     except SystemExit:
-        raise
+        if not inspect:
+            raise
+        status = 0
     except KeyboardInterrupt as exc:
         _report(exc)
-        return 130
+        status = 130
     except BaseException as exc:  # the program's uncaught exception: print it, status 1
         _report(exc)
-        return 1
+        status = 1
+    if status == 0 and os.environ.get(STAY_ON_ENV) == "1" and _radio_on():
+        _stay_on()
+    if inspect and options.mode != "stdin":
+        # As ``python -i``: the program's globals, and its radio, stay for the prompt.
+        _interact(sys.modules["__main__"].__dict__)
+        return 0
+    return status
+
+
+def _radio_on() -> bool:
+    """Whether the program left ``bluetooth.BLE()`` active (without creating one)."""
+    ble_module = sys.modules.get("mpbluetooth.ble")
+    singleton = getattr(getattr(ble_module, "BLE", None), "_singleton", None)
+    return bool(singleton is not None and singleton.active())
+
+
+def _stay_on() -> None:
+    """Keep the board on after the program returned, as a board at its REPL does.
+
+    BLE IRQs keep being delivered; this ends when the radio is switched off (by a
+    handler), on SIGTERM from ``mpbluetooth run`` when the other boards end, or Ctrl-C.
+    """
+    print(STAY_ON_MARKER, flush=True)
+    import time
+
+    try:
+        while _radio_on():
+            time.sleep(_STAY_ON_POLL_S)
+    except KeyboardInterrupt:
+        pass
 
 
 def _version() -> str:

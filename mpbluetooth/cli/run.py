@@ -5,6 +5,18 @@ simulated link (a hub started here, unless ``--hub`` names a running one, or a r
 controller with ``--transport``). Their output is interleaved line by line behind a
 per-script prefix. The exit status is non-zero if any script fails; everything is stopped
 on Ctrl-C, on ``--timeout``, or (``--stop-on-exit``) when the first script ends.
+
+A script whose radio is still active when it returns stays on, as a board at its
+REPL keeps advertising and answering IRQs, until every other script has ended.
+
+Per-script settings precede their script, as ``env`` takes them::
+
+    mpbluetooth run beacon.py NAME=left address=f2:00:00:00:00:01 input=$'1\n' menu.py \
+        -m app.central
+
+``VAR=value`` sets an environment variable, ``stdin=FILE``/``input=TEXT`` give the
+script's stdin, ``address=XX:XX:XX:XX:XX:XX`` its (simulated) address, and
+``-m MODULE`` (or ``module=MODULE``) runs a module instead of a file.
 """
 
 from __future__ import annotations
@@ -16,29 +28,91 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..sim.hub import Hub
+from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 logger = logging.getLogger(__name__)
 
 TIMEOUT_STATUS = 124
 
 
+_SETTINGS = ("stdin", "input", "address")
+
+
 @dataclass
 class _Script:
     path: Path
-    label: str
+    label: str = ""
+    module: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: Path | None = None
+    input: str | None = None
+    address: str | None = None
     process: asyncio.subprocess.Process | None = None
     status: int | None = None
+    staying: bool = False
+
+
+class SpecError(ValueError):
+    """A per-script setting the user must fix."""
+
+
+def fold_module_options(argv: list[str]) -> list[str]:
+    """``-m MODULE`` -> the one word ``module=MODULE``, so argparse keeps it among the scripts."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "-m":
+            out.append("module=" + next(words, ""))
+        elif word.startswith("-m") and len(word) > 2:
+            out.append("module=" + word[2:].lstrip("="))
+        else:
+            out.append(word)
+    return out
+
+
+def parse_scripts(words: list[str | Path]) -> list[_Script]:
+    """Scripts and the settings that precede each (see the module docstring)."""
+    scripts: list[_Script] = []
+    pending = _Script(Path())
+    for item in words:
+        word = str(item)
+        key, eq, value = word.partition("=")
+        if key == "module" and eq:
+            pending.module = value
+            pending.path = Path(value.replace(".", "/") + ".py")
+        elif eq and key in _SETTINGS:
+            if key == "stdin":
+                pending.stdin = Path(value)
+            elif key == "input":
+                pending.input = value
+            else:
+                pending.address = value
+            continue
+        elif eq and key.isidentifier() and not word.endswith(".py"):
+            pending.env[key] = value
+            continue
+        else:
+            pending.path = Path(word)
+        scripts.append(pending)
+        pending = _Script(Path())
+    if pending.env or pending.stdin or pending.input is not None or pending.address:
+        raise SpecError("settings after the last script: put them before the script they are for")
+    if not scripts:
+        raise SpecError("no script given")
+    for script, label in zip(scripts, _labels([s.path for s in scripts]), strict=True):
+        script.label = label
+    return scripts
 
 
 def _labels(paths: list[Path]) -> list[str]:
     labels: list[str] = []
     for path in paths:
-        label = path.stem
+        label = path.stem if path.stem != "__main__" else path.parent.name
         n = 2
         while label in labels:
             label = f"{path.stem}#{n}"
@@ -56,18 +130,23 @@ def _say(text: str) -> None:
     print(f"mpbluetooth: {text}", file=sys.stderr, flush=True)
 
 
-async def _pump(script: _Script, width: int) -> None:
+async def _pump(script: _Script, width: int, changed: asyncio.Event) -> None:
     assert script.process is not None and script.process.stdout is not None
     prefix = f"[{script.label:<{width}}] "
     async for raw in script.process.stdout:
         line = raw.decode("utf-8", "replace").rstrip("\n")
+        if line == STAY_ON_MARKER:
+            script.staying = True
+            _say(f"{script.label} returned with its radio on: it stays on as a board does")
+            changed.set()
+            continue
         sys.stdout.write(prefix + line + "\n")
         sys.stdout.flush()
     script.status = await script.process.wait()
 
 
 async def run_scripts(
-    paths: list[Path],
+    paths: list[Path] | list[str] | list[str | Path],
     *,
     transport: str | None = None,
     hub: str | None = None,
@@ -79,11 +158,16 @@ async def run_scripts(
 ) -> int:
     """Run the scripts to completion; the process exit status to return. ``link``: the
     local hub's timing and faults (``sim_cli.link_settings``)."""
-    missing = [str(p) for p in paths if not p.is_file()]
+    try:
+        scripts = parse_scripts(list(paths))
+    except SpecError as exc:
+        _say(str(exc))
+        return 2
+    missing = [str(s.path) for s in scripts if s.module is None and not s.path.is_file()]
+    missing += [str(s.stdin) for s in scripts if s.stdin is not None and not s.stdin.is_file()]
     if missing:
         _say(f"no such script: {', '.join(missing)}")
         return 2
-    scripts = [_Script(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -130,25 +214,49 @@ async def _supervise(
 ) -> int:
     width = max(len(s.label) for s in scripts)
     pumps = []
+    changed = asyncio.Event()
     for script in scripts:
-        env = {**os.environ, "MPBLUETOOTH_TRANSPORT": spec, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ, **script.env, "MPBLUETOOTH_TRANSPORT": spec, "PYTHONUNBUFFERED": "1",
+            STAY_ON_ENV: "1",
+        }  # fmt: skip
         if snoop:
             env["MPBLUETOOTH_SNOOP"] = _trace_for(snoop, script.label)
-        if simulated:
+        if script.address is not None:
+            if not simulated:
+                _say(f"{script.label}: address= only applies to the simulated link; ignored")
+            env["MPBLUETOOTH_SIM_ADDRESS"] = script.address
+        elif simulated:
             # The same script gets the same address on every run, as a board keeps its own.
             env.setdefault("MPBLUETOOTH_SIM_ADDRESS", f"mpbluetooth-run:{script.label}")
         args = [sys.executable, "-m", "mpbluetooth.cli.python", "-u"]
         if not str_buffer:
             args.append("--no-str-buffer")
-        script.process = await asyncio.create_subprocess_exec(
-            *args,
-            str(script.path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        pumps.append(asyncio.create_task(_pump(script, width)))
+        args += ["-m", script.module] if script.module is not None else [str(script.path)]
+        stdin_file = open(script.stdin, "rb") if script.stdin is not None else None  # noqa: SIM115
+        try:
+            script.process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=(
+                    stdin_file
+                    if stdin_file is not None
+                    else asyncio.subprocess.PIPE
+                    if script.input is not None
+                    else asyncio.subprocess.DEVNULL
+                ),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+        finally:
+            if stdin_file is not None:
+                stdin_file.close()
+        if script.input is not None and script.process.stdin is not None:
+            script.process.stdin.write(script.input.encode())
+            with contextlib.suppress(ConnectionError):
+                await script.process.stdin.drain()
+            script.process.stdin.close()
+        pumps.append(asyncio.create_task(_pump(script, width, changed)))
     stopper = asyncio.create_task(stop.wait())
     pending: set[asyncio.Task[object]] = set(pumps)
     timed_out = interrupted = False
@@ -158,15 +266,22 @@ async def _supervise(
         if remaining is not None and remaining <= 0:
             timed_out = True
             break
+        changed.clear()
+        waker: asyncio.Task[object] = asyncio.create_task(changed.wait())
         done, _ = await asyncio.wait(
-            pending | {stopper}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            pending | {stopper, waker}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
         )
+        waker.cancel()
         if stopper in done:
             interrupted = True
             break
         pending -= done
         finished = [s for s in scripts if s.status is not None]
         if any(s.status != 0 for s in finished) or (stop_on_exit and finished):
+            break
+        running = [s for s in scripts if s.status is None]
+        if finished and running and all(s.staying for s in running):
+            _say("the other boards ended: stopping the ones that stayed on")
             break
     stopper.cancel()
     for script in scripts:

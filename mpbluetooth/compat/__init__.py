@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 __all__ = ["install"]
@@ -88,7 +88,7 @@ class _UAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         sys.modules[module.__name__] = importlib.import_module(module.__name__[1:])
 
 
-def install(str_buffer: bool = False) -> None:
+def install(str_buffer: bool = False, *, off: Iterable[str] = ()) -> None:
     """Make MicroPython's runtime available to this process. Idempotent.
 
     Installs the modules ``bluetooth``/``ubluetooth`` (``BLE``, ``UUID``, ``FLAG_*``),
@@ -98,8 +98,17 @@ def install(str_buffer: bool = False) -> None:
     standard modules. With ``str_buffer=True`` modules imported from now on from
     outside the standard library and site-packages get the str-as-buffer transform
     (``bytes + str`` as on MicroPython); see ``docs/compat.md``.
+
+    The other rows of MicroPython's behaviour (``const`` without an import, ``json``
+    of bytes, Yasmarang ``random``, ``machine.Pin``, ``esp32``, ``gc.mem_free``...; the
+    table is ``_features.FEATURES``) are on unless named in ``off``; the compiler-level
+    ones apply through the same import hook, to modules imported after the call.
     """
     global _installed
+    from . import _features
+
+    rows_off = set(off) | (set() if str_buffer else {"str-buffer"})
+    _features.configure(rows_off)
     with _lock:
         if not _installed:
             from . import _asyncio, _sched, _time, machine, micropython
@@ -115,7 +124,15 @@ def install(str_buffer: bool = False) -> None:
             sys.meta_path.append(_UAliasFinder())
             _installed = True
             logger.debug("MicroPython runtime shims installed")
-    if str_buffer:
+        if _features.enabled("gc"):
+            from . import _gc
+
+            _gc.patch()
+        if _features.enabled("esp32"):
+            from . import esp32
+
+            sys.modules.setdefault("esp32", esp32)
+    if any(_features.enabled(n) for n, f in _features.FEATURES.items() if f.compiler):
         from . import _importhook
 
         _importhook.install()

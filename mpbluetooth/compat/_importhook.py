@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 _LIBRARY_DIR_NAMES = frozenset({"site-packages", "dist-packages"})
 _lock = threading.Lock()
+# Set while this thread is inside ``find_spec``: imports made by our own checks
+# (``sysconfig`` loads ``_sysconfigdata_*`` lazily on 3.13) must not come back here.
+_busy = threading.local()
 
 
 def _normalise(path: str) -> str:
@@ -71,20 +74,33 @@ class StrBufferFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: types.ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if (
-            spec is not None
-            and type(spec.loader) is importlib.machinery.SourceFileLoader
-            and spec.origin is not None
-            and is_user_file(spec.origin)
-        ):
-            logger.debug("str-as-buffer transform for %s (%s)", fullname, spec.origin)
-            spec.loader = _StrBufferLoader(fullname, spec.origin)
-        return spec
+        if getattr(_busy, "active", False):
+            return None  # re-entered by our own checks: let PathFinder do it untransformed
+        _busy.active = True
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+            if (
+                spec is not None
+                and type(spec.loader) is importlib.machinery.SourceFileLoader
+                and spec.origin is not None
+                and is_user_file(spec.origin)
+            ):
+                logger.debug("MicroPython transform for %s (%s)", fullname, spec.origin)
+                spec.loader = _StrBufferLoader(fullname, spec.origin)
+            return spec
+        finally:
+            _busy.active = False
 
 
 def install() -> None:
-    """Insert the finder before ``PathFinder`` (idempotent)."""
+    """Insert the finder before ``PathFinder`` (idempotent).
+
+    The library roots are computed first, while ``sysconfig`` can still import its
+    data module through the plain ``PathFinder``: on Python 3.13 ``get_paths()``
+    imports ``_sysconfigdata_*`` lazily, and doing that from inside our own
+    ``find_spec`` re-entered a half-initialised ``sysconfig``.
+    """
+    _library_roots()
     with _lock:
         if is_installed():
             return

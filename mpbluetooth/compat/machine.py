@@ -2,8 +2,9 @@
 
 A desktop process is the "board": a reset ends the program, sleeps are plain
 sleeps, and timers are threads that hand their callbacks to the same scheduler
-thread as ``micropython.schedule``, as soft timers do on esp32. ``Pin`` and the
-other peripherals are not provided.
+thread as ``micropython.schedule``, as soft timers do on esp32. ``Pin``, ``ADC``,
+``PWM``, ``SPI``, ``I2C``, ``UART``, ``WDT``, ``RTC``... are stubs that hold state
+(``_peripherals``), unless the ``machine`` row is switched off.
 """
 
 from __future__ import annotations
@@ -267,3 +268,24 @@ class Timer:
 
     def __repr__(self) -> str:
         return f"Timer({self._id}, {self._description})"
+
+
+_PERIPHERALS: _Final = frozenset(
+    {"ADC", "I2C", "PWM", "RTC", "SPI", "UART", "WDT", "Pin", "Signal", "SoftI2C", "SoftSPI"}
+)
+
+
+def __getattr__(name: str) -> _Any:
+    """The peripheral stubs (``Pin``, ``ADC``...), unless the ``machine`` row is switched off.
+
+    Resolved on first use so a program that only uses ``Timer`` never loads them.
+    """
+    from . import _features
+
+    if name in _PERIPHERALS and _features.enabled("machine"):
+        from . import _peripherals
+
+        value = getattr(_peripherals, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'machine' has no attribute '{name}'")
