@@ -45,6 +45,7 @@ def deliver_on_main_thread() -> bool:
     """
     return _scheduler().enable()
 
+
 __all__ = [
     "BLE",
     "UUID",

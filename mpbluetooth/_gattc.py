@@ -119,11 +119,17 @@ class GattClient:
         self._discovering_characteristics = False
         self._mtu_exchanged: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Per link: responses received and not yet taken by their procedure, and the
+        #: notifications held behind them (see ``_on_value``).
+        self._answered: dict[int, int] = {}
+        self._held: dict[int, list[tuple[Any, ...]]] = {}
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
     # --- lifecycle ------------------------------------------------------------------
     def _attach(self, device: Device) -> None:
+        self._answered = {}
+        self._held = {}
         with self._count_lock:
             self._procedures = 0
             self._epoch += 1
@@ -160,6 +166,7 @@ class GattClient:
 
         def on_disconnection(*args: Any) -> None:
             self._mtu_exchanged.discard(connection.handle)
+            self._answered.pop(connection.handle, None)
 
         client.on_att_handle_value_notification = guarded(on_notification)  # type: ignore[method-assign]
         client.on_att_handle_value_indication = guarded(on_indication)  # type: ignore[method-assign]
@@ -176,6 +183,8 @@ class GattClient:
         """Every ATT PDU from a peer. A malformed one gets NimBLE's answer: a request an
         Error Response "Invalid PDU", a response ends our pending procedure with status 10
         (instead of a 30 s timeout), anything else is dropped."""
+        if pdu and pdu[0] in _response_opcodes():
+            self._answered[conn_handle] = self._answered.get(conn_handle, 0) + 1
         try:
             on_att_pdu(conn_handle, pdu)
         except Exception:
@@ -216,7 +225,16 @@ class GattClient:
                 pending.set_exception(_BadResponse())
 
     def _on_value(self, connection: Connection, event: int, pdu: Any) -> None:
-        self.ring.post(event, connection.handle, pdu.attribute_handle, bytes(pdu.attribute_value))
+        """A notification or indication. One that arrives right behind the response to a
+        procedure of ours waits until that procedure has reported (its task resumes a loop
+        iteration later): NimBLE handles PDUs in arrival order, so the program sees
+        ``WRITE_DONE`` before the notification the peer sent after its write response."""
+        handle = connection.handle
+        values = (event, handle, pdu.attribute_handle, bytes(pdu.attribute_value))
+        if self._answered.get(handle) or self._held.get(handle):
+            self._held.setdefault(handle, []).append(values)
+        else:
+            self.ring.post(*values)
         if event == IRQ_GATTC_INDICATE:
             from bumble.att import ATT_Handle_Value_Confirmation
 
@@ -285,14 +303,35 @@ class GattClient:
                     self._procedures -= 1
         if self.stack.reporting:
             finish(status)
+        self._release(connection.handle)
 
-    @staticmethod
-    async def _request(client: Client, pdu: Any, not_found_ends: bool = True) -> Any:
+    def _release(self, handle: int) -> None:
+        """Post the notifications held behind a response, once what the response caused
+        has been posted (see ``_on_value``)."""
+        held = self._held.pop(handle, None)
+        if held and self.stack.reporting:
+            for values in held:
+                self.ring.post(*values)
+
+    def _consumed(self, handle: int) -> None:
+        """A response has been taken by the procedure waiting for it."""
+        count = self._answered.get(handle, 0)
+        if count > 1:
+            self._answered[handle] = count - 1
+        else:
+            self._answered.pop(handle, None)
+
+    async def _request(self, client: Client, pdu: Any, not_found_ends: bool = True) -> Any:
         """Send one ATT request; ``None`` when the peer says "attribute not found" (the
         normal end of a discovery), ``ATT_Error`` for any other error response."""
         from bumble.att import ATT_Error, Opcode
 
-        response = await client.send_request(pdu)
+        handle = client.connection.handle
+        self._release(handle)  # what the previous response caused is posted by now
+        try:
+            response = await client.send_request(pdu)
+        finally:
+            self._consumed(handle)
         if response.op_code == Opcode.ATT_ERROR_RESPONSE:
             if not_found_ends and response.error_code == _ATT_ATTRIBUTE_NOT_FOUND:
                 return None
@@ -513,9 +552,20 @@ class GattClient:
         mtu = self.stack.mtu
 
         async def body(client: Client) -> None:
-            await client.request_mtu(mtu)
+            try:
+                await client.request_mtu(mtu)
+            finally:
+                self._consumed(connection.handle)
 
         self._start(connection, body, lambda status: None)
+
+
+@functools.cache
+def _response_opcodes() -> frozenset[int]:
+    """ATT response opcodes (Bumble is imported on first use, not with mpbluetooth)."""
+    from bumble.att import ATT_RESPONSES
+
+    return frozenset(int(opcode) for opcode in ATT_RESPONSES)
 
 
 __all__ = ["GattClient", "mp_uuid", "MAX_PROCEDURES"]
