@@ -53,10 +53,12 @@ def wait_for(name, event, timeout_ms=5000):
 """
 
 
-def run_program(body: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_program(
+    body: str, tmp_path: Path, *args: str, timing: str = "instant"
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "program.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
-    env = {**os.environ, "MPBLUETOOTH_LOG": "warning"}
+    env = {**os.environ, "MPBLUETOOTH_LOG": "warning", "MPBLUETOOTH_SIM_TIMING": timing}
     env.pop("MPBLUETOOTH_TRANSPORT", None)
     return subprocess.run(
         [sys.executable, "-m", "mpbluetooth.cli.python", *args, str(script)],
@@ -188,6 +190,7 @@ def test_gap_disconnect_returns_before_the_disconnect_event(tmp_path: Path) -> N
             print([entry[1] for entry in log if entry[0] != "a"])
         """,
         tmp_path,
+        timing="air",  # on air the termination takes a connection event, as on a board
     )
     assert lines(result) == ["['returned', 8]"] * 5
 
