@@ -360,13 +360,22 @@ def _stay_on() -> None:
     handler), on SIGTERM from ``mpbluetooth run`` when the other boards end, or Ctrl-C.
     """
     print(STAY_ON_MARKER, flush=True)
+    import signal
     import time
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM ends the board as Ctrl-C does, so the exit hooks still run (the radio is
+    # switched off, its HCI trace flushed and closed).
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         while _radio_on():
             time.sleep(_STAY_ON_POLL_S)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _version() -> str:

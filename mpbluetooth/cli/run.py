@@ -280,8 +280,9 @@ async def _supervise(
         if any(s.status != 0 for s in finished) or (stop_on_exit and finished):
             break
         running = [s for s in scripts if s.status is None]
-        if finished and running and all(s.staying for s in running):
-            _say("the other boards ended: stopping the ones that stayed on")
+        if running and all(s.staying for s in running) and (finished or len(running) > 1):
+            # Every script has returned: the boards left on could only wait for each other.
+            _say("the other boards ended: stopping the boards that stayed on")
             break
     stopper.cancel()
     for script in scripts:
