@@ -48,6 +48,9 @@ Timing = Literal["air", "instant"]
 TIMINGS: tuple[Timing, ...] = ("air", "instant")
 #: Environment variable choosing the timing of links that are not given one.
 TIMING_ENV = "MPBLUETOOTH_SIM_TIMING"
+#: Seconds before a connection event's anchor after which a PDU queued by a host waits for
+#: the next event (a controller sets its radio up ahead of the anchor; 1.25 ms here).
+PREPARE_AHEAD = 0.00125
 
 #: LL PDUs a connection event carries per direction (a real controller's event length
 #: limits it; 4-6 at 27 bytes is typical of phones and NimBLE at 7.5 ms).
@@ -232,7 +235,9 @@ class AirConnection:
         ready = min(heads)
         index = max(
             self.last_index + 1,
-            math.floor((now - self.anchor) / self.interval) + 1,
+            # A controller prepares an event ahead of its anchor: a PDU queued later than
+            # that waits for the following event.
+            math.floor((now + PREPARE_AHEAD - self.anchor) / self.interval) + 1,
             math.ceil((ready - self.anchor) / self.interval - 1e-9),
         )
         self.timer = loop.call_at(self.event_time(index), self._event, index)
