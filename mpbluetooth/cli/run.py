@@ -7,7 +7,8 @@ per-script prefix. The exit status is non-zero if any script fails; everything i
 on Ctrl-C, on ``--timeout``, or (``--stop-on-exit``) when the first script ends.
 
 A script whose radio is still active when it returns stays on, as a board at its
-REPL keeps advertising and answering IRQs, until every other script has ended.
+REPL keeps advertising and answering IRQs, until every other script's program has
+returned too (or, run alone, until ``--timeout`` or Ctrl-C).
 
 Per-script settings precede their script, as ``env`` takes them::
 
@@ -37,6 +38,9 @@ from ._board import STAY_ON_ENV, STAY_ON_MARKER
 logger = logging.getLogger(__name__)
 
 TIMEOUT_STATUS = 124
+#: How long a stopped script may take to exit (closing its radio, flushing a trace) before
+#: it is killed; a loaded machine needs more than a second or two.
+_GRACE_S = 10
 
 
 _SETTINGS = ("stdin", "input", "address")
@@ -269,9 +273,11 @@ async def _supervise(
         finished = [s for s in scripts if s.status is not None]
         if any(s.status != 0 for s in finished) or (stop_on_exit and finished):
             break
-        running = [s for s in scripts if s.status is None]
-        if finished and running and all(s.staying for s in running):
-            _say("the other boards ended: stopping the ones that stayed on")
+        # Boards that stayed on serve the others; once no program is left running, the
+        # run is over. A script run alone stays on until --timeout or Ctrl-C.
+        staying = [s for s in scripts if s.status is None and s.staying]
+        if len(scripts) > 1 and staying and all(s.status is not None or s.staying for s in scripts):
+            _say("every program has returned: stopping the boards that stayed on")
             break
     stopper.cancel()
     for script in scripts:
@@ -279,7 +285,7 @@ async def _supervise(
             with contextlib.suppress(ProcessLookupError):
                 script.process.terminate()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), 3)
+        await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), _GRACE_S)
     for script in scripts:
         if script.process is not None and script.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
