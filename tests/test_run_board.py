@@ -63,7 +63,14 @@ def test_a_beacon_that_returned_is_seen_5_s_later(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[beacon ] beacon returns" in result.stdout.splitlines()
     assert "[scanner] seen ['stay-on']" in result.stdout.splitlines()
-    assert "stays on" in result.stderr and "the other boards ended" in result.stderr
+    assert "stays on" in result.stderr and "every program has returned" in result.stderr
+
+
+def test_a_lone_board_that_stays_on_runs_until_the_timeout(tmp_path: Path) -> None:
+    (tmp_path / "beacon.py").write_text(BEACON)
+    result = mpbluetooth("run", "beacon.py", "--timeout", "3", cwd=tmp_path)
+    assert result.returncode == 124, result.stderr
+    assert "stays on" in result.stderr and "stopped after --timeout 3 s" in result.stderr
 
 
 def test_a_script_without_radio_still_ends(tmp_path: Path) -> None:

@@ -359,16 +359,16 @@ def _stay_on() -> None:
     BLE IRQs keep being delivered; this ends when the radio is switched off (by a
     handler), on SIGTERM from ``mpbluetooth run`` when the other boards end, or Ctrl-C.
     """
-    print(STAY_ON_MARKER, flush=True)
     import signal
     import time
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # SIGTERM ends the board as Ctrl-C does, so the exit hooks still run (the radio is
-    # switched off, its HCI trace flushed and closed).
+    # SIGTERM (from ``run``) ends the wait like Ctrl-C, so the process exits normally:
+    # atexit handlers close the radio and flush an HCI trace (--snoop).
     previous = signal.signal(signal.SIGTERM, stop)
+    print(STAY_ON_MARKER, flush=True)
     try:
         while _radio_on():
             time.sleep(_STAY_ON_POLL_S)

@@ -7,7 +7,8 @@ per-script prefix. The exit status is non-zero if any script fails; everything i
 on Ctrl-C, on ``--timeout``, or (``--stop-on-exit``) when the first script ends.
 
 A script whose radio is still active when it returns stays on, as a board at its
-REPL keeps advertising and answering IRQs, until every other script has ended.
+REPL keeps advertising and answering IRQs, until every other script's program has
+returned too (or, run alone, until ``--timeout`` or Ctrl-C).
 
 Per-script settings precede their script, as ``env`` takes them::
 
@@ -30,7 +31,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..sim.hub import Hub
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
@@ -38,6 +38,9 @@ from ._board import STAY_ON_ENV, STAY_ON_MARKER
 logger = logging.getLogger(__name__)
 
 TIMEOUT_STATUS = 124
+#: How long a stopped script may take to exit (closing its radio, flushing a trace) before
+#: it is killed; a loaded machine needs more than a second or two.
+_GRACE_S = 10
 
 
 _SETTINGS = ("stdin", "input", "address")
@@ -154,10 +157,8 @@ async def run_scripts(
     snoop: str | None = None,
     stop_on_exit: bool = False,
     str_buffer: bool = True,
-    link: dict[str, Any] | None = None,
 ) -> int:
-    """Run the scripts to completion; the process exit status to return. ``link``: the
-    local hub's timing and faults (``sim_cli.link_settings``)."""
+    """Run the scripts to completion; the process exit status to return."""
     try:
         scripts = parse_scripts(list(paths))
     except SpecError as exc:
@@ -181,18 +182,11 @@ async def run_scripts(
             spec = hub
             _say(f"running {len(scripts)} script(s) on the hub at {spec}")
         else:
-            try:
-                local_hub = Hub(**(link or {}))
-            except ValueError as exc:
-                _say(str(exc))
-                return 2
+            local_hub = Hub()
             socket_path = os.path.join(workdir, "hub.sock")
             await local_hub.serve_unix(socket_path)
             spec = f"unix:{socket_path}"
-            _say(
-                f"running {len(scripts)} script(s) on a simulated link ({local_hub.link.timing} "
-                f"timing; mpbluetooth sim-ctl --hub {spec} ...)"
-            )
+            _say(f"running {len(scripts)} script(s) on a simulated link")
         try:
             return await _supervise(
                 scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer
@@ -279,10 +273,11 @@ async def _supervise(
         finished = [s for s in scripts if s.status is not None]
         if any(s.status != 0 for s in finished) or (stop_on_exit and finished):
             break
-        running = [s for s in scripts if s.status is None]
-        if running and all(s.staying for s in running) and (finished or len(running) > 1):
-            # Every script has returned: the boards left on could only wait for each other.
-            _say("the other boards ended: stopping the boards that stayed on")
+        # Boards that stayed on serve the others; once no program is left running, the
+        # run is over. A script run alone stays on until --timeout or Ctrl-C.
+        staying = [s for s in scripts if s.status is None and s.staying]
+        if len(scripts) > 1 and staying and all(s.status is not None or s.staying for s in scripts):
+            _say("every program has returned: stopping the boards that stayed on")
             break
     stopper.cancel()
     for script in scripts:
@@ -290,7 +285,7 @@ async def _supervise(
             with contextlib.suppress(ProcessLookupError):
                 script.process.terminate()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), 3)
+        await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), _GRACE_S)
     for script in scripts:
         if script.process is not None and script.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
