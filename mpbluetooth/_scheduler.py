@@ -205,6 +205,8 @@ class Scheduler:
         next instruction of an interruptible frame (see ``_defer``)."""
         if frame is None:
             self.run_pending()
+        elif self._armed is not None:
+            return  # already waiting for the next instruction of an interruptible frame
         elif sys.gettrace() is None:
             self._defer(frame)
         elif _may_interrupt(frame.f_code.co_filename):
@@ -279,6 +281,8 @@ class Scheduler:
         or ``machine.disable_irq()`` holds the work back."""
         if self._running or self._locked or threading.current_thread() is not self._main:
             return
+        if self._armed is not None:
+            self._disarm()  # reached another way (an idle point, the asyncio loop)
         self._running = True
         try:
             for _ in range(_BATCH_LIMIT):
