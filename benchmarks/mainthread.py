@@ -54,7 +54,9 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
     return results
 
 
-def _idle_round_trips(start_one: Callable[[], None], counts: list[int], event: int, seconds: float) -> float:
+def _idle_round_trips(
+    start_one: Callable[[], None], counts: list[int], event: int, seconds: float
+) -> float:
     """Request, then ``machine.idle()`` until its ``*_DONE`` was handled; round trips/s."""
     import machine  # type: ignore[import-not-found]
 

@@ -237,7 +237,7 @@ class Scheduler:
     def _disarm(self) -> None:
         sys.settrace(None)
         for frame in self._armed or ():
-            frame.f_trace = None  # type: ignore[assignment]
+            frame.f_trace = None
             frame.f_trace_opcodes = False
         self._armed = None
 
@@ -372,6 +372,8 @@ class Scheduler:
 def _interrupt_main() -> None:
     import _thread
 
+    if _SIGNUM is None:  # pragma: no cover - enable() refuses such a platform
+        return
     try:
         _thread.interrupt_main(_SIGNUM)
     except (ValueError, RuntimeError, TypeError):  # pragma: no cover - platform-specific
