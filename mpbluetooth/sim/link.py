@@ -52,9 +52,12 @@ TIMING_ENV = "MPBLUETOOTH_SIM_TIMING"
 #: the next event (a controller sets its radio up ahead of the anchor; 1.25 ms here).
 PREPARE_AHEAD = 0.00125
 
-#: LL PDUs a connection event carries per direction (a real controller's event length
-#: limits it; 4-6 at 27 bytes is typical of phones and NimBLE at 7.5 ms).
+#: LL PDUs a connection event carries per direction at the shortest interval (a real
+#: controller's event length limits it; 4-6 at 27 bytes is typical of phones and NimBLE at
+#: 7.5 ms). Longer intervals carry proportionally more (``AirConnection.pdus_per_event``).
 DEFAULT_PDUS_PER_EVENT = 4
+#: The shortest connection interval, seconds (Core Vol 6, Part B, 4.5.2).
+SHORTEST_INTERVAL = 0.0075
 #: Seconds from CONNECT_IND to the first connection event: transmitWindowDelay (1.25 ms)
 #: plus a transmitWindowOffset of 0 and the 1.25 ms window itself (Core Vol 6, Part B, 4.5.3).
 CONNECT_TO_FIRST_EVENT = 0.0025
@@ -200,6 +203,14 @@ class AirConnection:
         self.timeout = (timeout or 256) * 0.010
 
     @property
+    def pdus_per_event(self) -> int:
+        """The link's bound holds for the shortest interval (7.5 ms); a controller keeps a
+        longer event open while it has data and time (More Data), so a longer interval
+        carries proportionally more PDUs, as NimBLE's link layer does."""
+        bound = self.link.pdus_per_event
+        return max(bound, round(bound * self.interval / SHORTEST_INTERVAL))
+
+    @property
     def key(self) -> frozenset[hci.Address]:
         return frozenset((self.to_peripheral.sender_address, self.to_central.sender_address))
 
@@ -256,11 +267,12 @@ class AirConnection:
             return  # they wait for a move back into range, or for the supervision timeout
         loss = self.link.loss_between(self.central, self.peripheral)
         rng = self.link.rng
+        per_event = self.pdus_per_event
         for direction in self.directions():
             completed = 0
             sent = 0
             queue = direction.queue
-            while queue and sent < self.link.pdus_per_event and queue[0].ready_at <= when:
+            while queue and sent < per_event and queue[0].ready_at <= when:
                 if loss and rng.random() < loss:
                     # Not acknowledged: the event closes for this direction, the PDU goes
                     # again at the next one (SN/NESN retransmission).
