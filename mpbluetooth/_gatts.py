@@ -14,8 +14,10 @@ never raise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -212,6 +214,12 @@ class GattServer:
         self._lock = threading.Lock()
         self._values: dict[int, _Value] = {}
         self._indications: set[asyncio.Task[Any]] = set()
+        #: Per value handle: GATTS_WRITE events whose handler has not returned yet; per
+        #: link: remote writes held back until it has (see ``_store_remote``).
+        self._unhandled: dict[int, int] = {}
+        self._write_backlog: dict[
+            int, deque[tuple[_Value, Connection, bytes, asyncio.Future[None] | None]]
+        ] = {}
         #: Whether a link's peer has a long-term key stored (decides 0x0F vs 0x05 for an
         #: unencrypted access, as NimBLE does). Pairing (issue 5) supplies the answer.
         self.peer_bonded: Callable[[Connection], bool] = lambda connection: False
@@ -232,6 +240,8 @@ class GattServer:
     def _attach(self, device: Device) -> None:
         with self._lock:
             self._values = {}
+            self._unhandled = {}
+        self._write_backlog = {}
         server = device.gatt_server
         bumble_write_command = server.on_att_write_command
 
@@ -256,6 +266,12 @@ class GattServer:
     def _detach(self) -> None:
         with self._lock:
             self._values = {}
+            self._unhandled = {}
+        for backlog in self._write_backlog.values():
+            for *_, future in backlog:
+                if future is not None and not future.done():
+                    future.cancel()
+        self._write_backlog = {}
         for task in list(self._indications):
             task.cancel()
 
@@ -353,8 +369,7 @@ class GattServer:
         def write(connection: Connection, data: bytes) -> Any:
             settled = self.security_settled(connection)
             if settled is None:
-                self._remote_write(value, connection, data)
-                return None
+                return self._remote_write(value, connection, data)
             return self._remote_write_after(settled, value, connection, data)
 
         return factory(read=read, write=write)
@@ -383,7 +398,9 @@ class GattServer:
         self, settled: asyncio.Future[None], value: _Value, connection: Connection, data: bytes
     ) -> None:
         await settled
-        self._remote_write(value, connection, data)
+        stored = self._remote_write(value, connection, data)
+        if stored is not None:
+            await stored
 
     async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
@@ -407,13 +424,15 @@ class GattServer:
         with self._lock:
             return value.data
 
-    def _remote_write(self, value: _Value, connection: Connection, data: bytes) -> None:
+    def _remote_write(
+        self, value: _Value, connection: Connection, data: bytes
+    ) -> asyncio.Future[None] | None:
         from bumble.att import ATT_Error
 
         code = self._write_error(value, connection)
         if code:
             raise ATT_Error(code, value.handle)
-        self._store_remote(value, connection, data)
+        return self._store_remote(value, connection, data, request=True)
 
     def _on_write_command(
         self, bearer: Any, request: Any, bumble_write_command: Callable[..., Any]
@@ -429,7 +448,32 @@ class GattServer:
             return  # a refused Write Command is dropped silently (no response exists)
         self._store_remote(value, bearer, bytes(request.attribute_value))
 
-    def _store_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
+    def _store_remote(
+        self, value: _Value, connection: Connection, data: bytes, request: bool = False
+    ) -> asyncio.Future[None] | None:
+        """Store a remote write and tell the handler, or hold it back.
+
+        On NimBLE the handler of ``_IRQ_GATTS_WRITE`` runs inside the write, before the
+        next ATT PDU is processed, so a handler that reads the value (``gatts_read``, as
+        every UART peripheral does) reads that write's data. Here the handler runs later,
+        so a write to a value whose previous write is not handled yet waits (with every
+        write of the link behind it, in order) until that handler has returned; a Write
+        Request's response waits with it (the returned future). Writes the handler keeps
+        up with are stored at once.
+        """
+        backlog = self._write_backlog.get(connection.handle)
+        with self._lock:
+            waits = bool(backlog) or self._unhandled.get(value.handle, 0) > 0
+        if not waits:
+            self._apply_remote(value, connection, data)
+            return None
+        future = asyncio.get_running_loop().create_future() if request else None
+        self._write_backlog.setdefault(connection.handle, deque()).append(
+            (value, connection, data, future)
+        )
+        return future
+
+    def _apply_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
         """Truncate to the capacity (remote writes never grow it) or append, then tell
         the handler: the event is queued before the write response goes out."""
         with self._lock:
@@ -437,7 +481,47 @@ class GattServer:
                 value.data = (value.data + data)[: value.capacity]
             else:
                 value.data = bytes(data[: value.capacity])
-        self.ring.post(IRQ_GATTS_WRITE, connection.handle, value.handle)
+            self._unhandled[value.handle] = self._unhandled.get(value.handle, 0) + 1
+        self.ring.post(
+            IRQ_GATTS_WRITE,
+            connection.handle,
+            value.handle,
+            after=functools.partial(self._write_handled, value.handle),
+        )
+
+    def _write_handled(self, handle: int) -> None:
+        """The handler returned from a write's event (any thread): writes held behind it
+        may go on, on the loop."""
+        with self._lock:
+            left = self._unhandled.get(handle, 0) - 1
+            if left > 0:
+                self._unhandled[handle] = left
+            else:
+                self._unhandled.pop(handle, None)
+        if self._write_backlog:
+            try:
+                runtime().call_soon(self._release_writes)
+            except RuntimeError:  # the loop is closed (exit)
+                pass
+
+    def _release_writes(self) -> None:
+        """Store the held writes, in order, while their value's last write is handled."""
+        device = self.stack.device
+        for conn_handle, backlog in list(self._write_backlog.items()):
+            while backlog:
+                value, connection, data, future = backlog[0]
+                if device is None or device.lookup_connection(conn_handle) is not connection:
+                    backlog.clear()  # the link went: the writes go with it
+                    break
+                with self._lock:
+                    if self._unhandled.get(value.handle, 0) > 0:
+                        break
+                backlog.popleft()
+                self._apply_remote(value, connection, data)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            if not backlog:
+                self._write_backlog.pop(conn_handle, None)
 
     # --- local values (any thread) ----------------------------------------------------
     def read(self, handle: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -372,3 +373,21 @@ def test_descriptor_flags_only_read_and_write_count(link: Any) -> None:
     assert gatt.read(writable)[2] == 0x102
     assert gatt.write(writable, b"ok")[2] == 0  # WRITE_NO_RESPONSE permits writes
     assert gatt.rs.wait(IRQ_GATTS_WRITE) == (gatt.s_conn, writable)
+
+
+def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> None:
+    """NimBLE runs the GATTS_WRITE handler inside the write, so a handler reading the value
+    (as UART peripherals do) sees every write's own data, even in a burst of writes
+    without response: later writes wait until the handler has returned."""
+    got: list[bytes] = []
+    gatt.rs.on_write = lambda conn, handle: got.append(gatt.server.gatts_read(handle))
+    sent = [b"chunk%03d" % i for i in range(60)]
+    for chunk in sent:
+        while True:
+            try:
+                gatt.client.gattc_write(gatt.c_conn, gatt.rx, chunk, 0)
+                break
+            except OSError:
+                time.sleep(0.001)  # ENOMEM: buffers full, as on a board
+    gatt.rs.wait(3, count=len(sent))
+    assert got == sent
