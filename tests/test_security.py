@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from mpbluetooth.constants import (
 from mpbluetooth.uuid import UUID
 
 from .conftest import ENV, Recorder, connect
+
+# The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
+pytestmark = pytest.mark.engines("sim", "rootcanal")
 
 JUST_WORKS = dict(io=3, mitm=False)
 DISPLAY_ONLY, DISPLAY_YESNO, KEYBOARD_ONLY = 0, 1, 2
@@ -68,12 +71,6 @@ class Secrets(Recorder):
 
     def peer_secrets(self) -> dict[tuple[int, bytes], bytes]:
         return {k: v for k, v in self.secrets.items() if k[0] != 10}
-
-
-@pytest.fixture
-def link() -> Iterator[sim.Link]:
-    with sim.Link() as the_link:
-        yield the_link
 
 
 def setup(

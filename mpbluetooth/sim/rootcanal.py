@@ -134,7 +134,9 @@ def startup_error(binary: str, status: int | None, output: list[str]) -> RootCan
     for line in output:
         bind = _BIND_ERROR.search(line)
         if bind:
-            return RootCanalError(f"RootCanal cannot listen on port {bind.group(1)}: {bind.group(2)}")
+            return RootCanalError(
+                f"RootCanal cannot listen on port {bind.group(1)}: {bind.group(2)}"
+            )
     last = next((line for line in reversed(output) if line.strip()), "no output")
     how = f"exited with status {status}" if status is not None else "did not start listening"
     return RootCanalError(f"RootCanal at {binary} {how}: {last.strip()}")
