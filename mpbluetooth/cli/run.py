@@ -31,8 +31,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..sim.hub import Hub
+from ..sim.rootcanal import RootCanal, RootCanalError
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 logger = logging.getLogger(__name__)
@@ -157,8 +159,12 @@ async def run_scripts(
     snoop: str | None = None,
     stop_on_exit: bool = False,
     str_buffer: bool = True,
+    link: dict[str, Any] | None = None,
+    engine: str = "sim",
 ) -> int:
-    """Run the scripts to completion; the process exit status to return."""
+    """Run the scripts to completion; the process exit status to return. ``link``: the
+    local hub's timing and faults (``sim_cli.link_settings``). ``engine="rootcanal"``: a
+    RootCanal started for the run instead of the local hub."""
     try:
         scripts = parse_scripts(list(paths))
     except SpecError as exc:
@@ -174,19 +180,39 @@ async def run_scripts(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     local_hub: Hub | None = None
+    rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
-        if transport is not None:
+        if engine == "rootcanal" and (transport is not None or hub is not None):
+            _say("--engine rootcanal starts its own controller: drop --transport/--hub")
+            return 2
+        if engine == "rootcanal":
+            rootcanal = RootCanal()
+            try:
+                spec = await asyncio.to_thread(rootcanal.start)
+            except RootCanalError as exc:
+                _say(str(exc))
+                return 1
+            transport = spec  # its controllers are not ours: no simulated addresses
+            _say(f"running {len(scripts)} script(s) on RootCanal at {spec}")
+        elif transport is not None:
             spec = transport
             _say(f"running {len(scripts)} script(s) on {spec}")
         elif hub is not None:
             spec = hub
             _say(f"running {len(scripts)} script(s) on the hub at {spec}")
         else:
-            local_hub = Hub()
+            try:
+                local_hub = Hub(**(link or {}))
+            except ValueError as exc:
+                _say(str(exc))
+                return 2
             socket_path = os.path.join(workdir, "hub.sock")
             await local_hub.serve_unix(socket_path)
             spec = f"unix:{socket_path}"
-            _say(f"running {len(scripts)} script(s) on a simulated link")
+            _say(
+                f"running {len(scripts)} script(s) on a simulated link ({local_hub.link.timing} "
+                f"timing; mpbluetooth sim-ctl --hub {spec} ...)"
+            )
         try:
             return await _supervise(
                 scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer
@@ -194,6 +220,8 @@ async def run_scripts(
         finally:
             if local_hub is not None:
                 await local_hub.close()
+            if rootcanal is not None:
+                await asyncio.to_thread(rootcanal.stop)
 
 
 async def _supervise(

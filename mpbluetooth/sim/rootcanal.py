@@ -68,7 +68,7 @@ def find_binary() -> str:
             raise RootCanalError(f"{ENV_BINARY}={given}: no such file")
         return path
     try:
-        from rootcanal import binaries  # type: ignore[import-not-found]
+        from rootcanal import binaries
     except ImportError:
         raise RootCanalError(
             f"RootCanal is not installed for {sys.executable}: {INSTALL_HINT}"
