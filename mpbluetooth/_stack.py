@@ -240,6 +240,13 @@ class Stack:
             status = raw[0] if raw else 0
         else:
             status = int(getattr(parameters, "status", 0) or 0)
+        if status == 0x01 and _transport.sim_address() is None:
+            # Unknown command: not our simulator, though its public address is locally
+            # administered too (RootCanal's are). It gives a new address to every
+            # connection; stop asking for the one it gave first.
+            logger.debug("%s: the controller has no simulated-address command", self.name)
+            self.sim_identity = None
+            return
         if status:
             logger.warning(
                 "%s: the controller refused address %s (status 0x%02x): it keeps its own",

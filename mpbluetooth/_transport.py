@@ -15,6 +15,7 @@ import errno
 import hashlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,8 +118,40 @@ async def open_spec(spec: str) -> OpenedTransport:
             raise
         raise transport_error(spec, exc) from None
     source = transport.source
+    _ack_promptly(source, transport.sink)
     terminated = getattr(source, "terminated", None)
     return OpenedTransport(source, transport.sink, transport.close, spec, terminated)
+
+
+def _ack_promptly(source: Any, sink: Any) -> None:
+    """On a TCP transport, acknowledge every segment at once instead of after Linux's
+    delayed-ACK timer (40 ms).
+
+    A controller that writes one H4 packet in two ``send()`` calls without TCP_NODELAY
+    (RootCanal writes the packet type, then the packet) has its second write held by Nagle's
+    algorithm until our ACK of the first, which the delayed-ACK timer holds back: every
+    command then takes about 44 ms and power-on, 20 commands, 0.9 s instead of 0.1 s.
+    TCP_QUICKACK is not sticky (the kernel may fall back to delayed ACKs), so it is set again
+    after every read; setting it also sends an ACK that is pending.
+    """
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    writer = getattr(sink, "transport", None)
+    get_extra_info = getattr(writer, "get_extra_info", None)
+    received = getattr(source, "data_received", None)
+    if quickack is None or get_extra_info is None or received is None:
+        return
+    sock = get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+
+    def data_received(data: bytes) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except OSError:
+            pass  # the socket is closing; the data is still delivered
+        received(data)
+
+    source.data_received = data_received
 
 
 def transport_error(spec: str, exc: BaseException) -> TransportError:

@@ -91,10 +91,57 @@ def no_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert errors == []
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engines(*names): run the test once per engine behind its `link` fixture: sim (our "
+        "simulated controller, in process), hub (our sim-hub process, over TCP), rootcanal "
+        "(Android's RootCanal process, skipped with the reason where its binary cannot start)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test (or module, through ``pytestmark``) marked ``engines(...)`` that uses ``link``
+    (or ``pair``, ``gatt``... built on it) runs once per engine; unmarked tests run on sim."""
+    if "link" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is not None:
+        metafunc.parametrize("link", marker.args, indirect=True)
+
+
+#: Why RootCanal cannot start here, once found (every later test skips at once).
+_rootcanal_missing: list[str] = []
+
+
 @pytest.fixture
-def link() -> Iterator[sim.Link]:
-    with sim.Link() as the_link:
-        yield the_link
+def link(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Where the test's instances live: ``link.instance(name)`` makes one, ``close()``
+    deactivates them all. The same scenario on each engine is how a difference between
+    our host, our simulator and a controller written by others shows up."""
+    engine = getattr(request, "param", "sim")
+    if engine == "sim":
+        with sim.Link() as the_link:
+            yield the_link
+    elif engine == "hub":
+        medium = HubMedium(request.getfixturevalue("hub_spec"))
+        yield medium
+        medium.close()
+    elif engine == "rootcanal":
+        from mpbluetooth.sim.rootcanal import RootCanalError
+
+        if _rootcanal_missing:
+            pytest.skip(_rootcanal_missing[0])
+        try:
+            # A fresh RootCanal per test: its controllers keep state.
+            rootcanal_link = sim.Link(engine="rootcanal")
+        except RootCanalError as exc:
+            _rootcanal_missing.append(f"RootCanal cannot start here: {exc}")
+            pytest.skip(_rootcanal_missing[0])
+        with rootcanal_link:
+            yield rootcanal_link
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
 
 
 @pytest.fixture

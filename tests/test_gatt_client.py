@@ -35,6 +35,9 @@ from .gatt_setup import (
     errno_of,
 )
 
+# The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
+pytestmark = pytest.mark.engines("sim", "rootcanal")
+
 
 def services(gatt: Gatt, uuid: UUID | None = None) -> list[tuple[Any, ...]]:
     gatt.rc.events.clear()

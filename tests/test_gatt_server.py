@@ -43,6 +43,9 @@ from .gatt_setup import (
     make_gatt,
 )
 
+# The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
+pytestmark = pytest.mark.engines("sim", "rootcanal")
+
 
 # --- registration -----------------------------------------------------------------------
 def test_register_shapes_and_returned_handles(pair: Any) -> None:

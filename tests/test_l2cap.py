@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from mpbluetooth import sim
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     EALREADY,
@@ -29,6 +28,9 @@ from mpbluetooth.constants import (
 )
 
 from .conftest import WAIT, Recorder, connect, wait_until
+
+# The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
+pytestmark = pytest.mark.engines("sim", "rootcanal")
 
 PSM = 0x80
 ECHO_BYTES = 100_000
@@ -355,22 +357,21 @@ class Client:
 
 
 @pytest.fixture
-def echo_pair() -> Iterator[tuple[BLE, Client, BLE, Echo]]:
-    with sim.Link() as link:
-        a, b = link.instance("a"), link.instance("b")
-        client, echo = Client(a), Echo(b)
-        ra, rb = Recorder(), Recorder()
-        a.irq(lambda e, d: (ra(e, d), client(e, d))[1])
-        b.irq(lambda e, d: (rb(e, d), echo(e, d))[1])
-        a.active(True)
-        b.active(True)
-        ca, _ = connect(a, ra, b, rb)
-        b.l2cap_listen(PSM, 48)
-        a.l2cap_connect(ca, PSM, 48)
-        assert client.connected.wait(5)
-        yield a, client, b, echo
-        a.irq(None)
-        b.irq(None)
+def echo_pair(link: Any) -> Iterator[tuple[BLE, Client, BLE, Echo]]:
+    a, b = link.instance("a"), link.instance("b")
+    client, echo = Client(a), Echo(b)
+    ra, rb = Recorder(), Recorder()
+    a.irq(lambda e, d: (ra(e, d), client(e, d))[1])
+    b.irq(lambda e, d: (rb(e, d), echo(e, d))[1])
+    a.active(True)
+    b.active(True)
+    ca, _ = connect(a, ra, b, rb)
+    b.l2cap_listen(PSM, 48)
+    a.l2cap_connect(ca, PSM, 48)
+    assert client.connected.wait(5)
+    yield a, client, b, echo
+    a.irq(None)
+    b.irq(None)
 
 
 def test_echo_100kB_both_ways_intact_with_stalls(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ from mpbluetooth.constants import (
 from mpbluetooth.uuid import UUID
 
 from .conftest import ENV, Recorder, connect
+
+# The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
+pytestmark = pytest.mark.engines("sim", "rootcanal")
 
 JUST_WORKS = dict(io=3, mitm=False)
 DISPLAY_ONLY, DISPLAY_YESNO, KEYBOARD_ONLY = 0, 1, 2
@@ -68,12 +71,6 @@ class Secrets(Recorder):
 
     def peer_secrets(self) -> dict[tuple[int, bytes], bytes]:
         return {k: v for k, v in self.secrets.items() if k[0] != 10}
-
-
-@pytest.fixture
-def link() -> Iterator[sim.Link]:
-    with sim.Link() as the_link:
-        yield the_link
 
 
 def setup(
@@ -209,6 +206,10 @@ def test_gap_passkey_and_gap_pair_errors(link: sim.Link) -> None:
     assert info.value.errno == ENOTCONN
 
 
+# On RootCanal 4 runs in 6 fail: after reconnecting to the RPA, the peripheral's host answers
+# the LE Long Term Key Request with a negative reply 0.5 ms after it arrives, so the
+# central gets Encryption Change status 0x05 (HCI traces; docs/rootcanal.md). Open.
+@pytest.mark.engines("sim")
 def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) -> None:
     config = dict(JUST_WORKS, bond=True)
     a, ra, ca, b, rb, cb = setup(link, config, config)

@@ -15,7 +15,7 @@ import sys
 from .._logging import configure_from_env
 from .._transport import configured_spec
 from ..sim.hub import DEFAULT_TCP
-from . import demo, info, run, scan, sim_cli, sim_ctl
+from . import demo, info, rootcanal_cli, run, scan, sim_cli, sim_ctl
 
 __all__ = ["main"]
 
@@ -76,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sim_ctl.add_arguments(ctl_parser)
 
+    rootcanal_cli.add_arguments(
+        commands.add_parser(
+            "rootcanal",
+            help="serve Android's RootCanal virtual controller; prints MPBLUETOOTH_TRANSPORT",
+            description=rootcanal_cli.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+
     run_parser = commands.add_parser(
         "run",
         help="run MicroPython BLE scripts, each as its own board, on one simulated link",
@@ -97,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-str-buffer", action="store_true", help="run without the str-as-buffer transform"
     )
     _transport_options(run_parser, "run the scripts on this HCI transport instead")
+    run_parser.add_argument(
+        "--engine",
+        choices=("sim", "rootcanal"),
+        default="sim",
+        help="the controllers of the local link: ours (sim) or a RootCanal started for the run",
+    )
     sim_cli.add_link_arguments(run_parser)
 
     scan_parser = commands.add_parser("scan", help="a live table of nearby devices")
@@ -124,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return sim_cli.run_hub(args)
     if args.command == "sim-ctl":
         return sim_ctl.run(args)
+    if args.command == "rootcanal":
+        return rootcanal_cli.run(args)
     if args.command == "run":
         return asyncio.run(
             run.run_scripts(
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_on_exit=args.stop_on_exit,
                 str_buffer=not args.no_str_buffer,
                 link=sim_cli.link_settings(args),
+                engine=args.engine,
             )
         )
     if args.command in ("scan", "info"):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sim.hub import Hub
+from ..sim.rootcanal import RootCanal, RootCanalError
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 logger = logging.getLogger(__name__)
@@ -159,9 +160,11 @@ async def run_scripts(
     stop_on_exit: bool = False,
     str_buffer: bool = True,
     link: dict[str, Any] | None = None,
+    engine: str = "sim",
 ) -> int:
     """Run the scripts to completion; the process exit status to return. ``link``: the
-    local hub's timing and faults (``sim_cli.link_settings``)."""
+    local hub's timing and faults (``sim_cli.link_settings``). ``engine="rootcanal"``: a
+    RootCanal started for the run instead of the local hub."""
     try:
         scripts = parse_scripts(list(paths))
     except SpecError as exc:
@@ -177,8 +180,21 @@ async def run_scripts(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     local_hub: Hub | None = None
+    rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
-        if transport is not None:
+        if engine == "rootcanal" and (transport is not None or hub is not None):
+            _say("--engine rootcanal starts its own controller: drop --transport/--hub")
+            return 2
+        if engine == "rootcanal":
+            rootcanal = RootCanal()
+            try:
+                spec = await asyncio.to_thread(rootcanal.start)
+            except RootCanalError as exc:
+                _say(str(exc))
+                return 1
+            transport = spec  # its controllers are not ours: no simulated addresses
+            _say(f"running {len(scripts)} script(s) on RootCanal at {spec}")
+        elif transport is not None:
             spec = transport
             _say(f"running {len(scripts)} script(s) on {spec}")
         elif hub is not None:
@@ -204,6 +220,8 @@ async def run_scripts(
         finally:
             if local_hub is not None:
                 await local_hub.close()
+            if rootcanal is not None:
+                await asyncio.to_thread(rootcanal.stop)
 
 
 async def _supervise(

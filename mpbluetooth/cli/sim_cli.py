@@ -80,6 +80,19 @@ def link_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def ipaddress_is_loopback(host: str) -> bool:
+    """Whether a listening address only accepts this machine (a name counts if it is
+    ``localhost``); an unspecified address (0.0.0.0, ::) accepts everyone."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tcp",
@@ -109,6 +122,14 @@ def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_hub(args: argparse.Namespace) -> int:
     tcp = list(args.tcp) or ([] if args.unix else [DEFAULT_TCP])
+    for host, port in tcp:
+        if not ipaddress_is_loopback(host):
+            logger.warning(
+                "sim-hub: %s:%d is reachable from other machines and the link has no "
+                "authentication: anyone who reaches it joins the link and sees every instance",
+                host,
+                port,
+            )
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -18,6 +18,10 @@ A link has a timing (``docs/simulation.md``): ``"air"`` (the default, or
 supervision timeouts and RSSI from positions; ``"instant"`` delivers every packet at once,
 for fast tests. Faults are set on the link: ``set_loss``, ``set_latency``, ``move``,
 ``out_of_range``, ``disconnect``, ``kill``.
+
+``sim.Link(engine="rootcanal")`` makes the same kind of object on a RootCanal started for
+it (Android's virtual controller, ``docs/rootcanal.md``): instances join it over TCP, the
+link's faults and timing do not apply, and ``close()`` stops it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from ..ble import BLE
     from .controller import SimController
     from .link import RadioModel, SimLink
+    from .rootcanal import RootCanal
+
+#: ``Link(engine=...)``: our simulated controller and link, or a RootCanal process.
+ENGINES = ("sim", "rootcanal")
 
 __all__ = ["Link", "default_link"]
 
@@ -74,6 +82,10 @@ class Link:
 
     The fault methods take ``BLE`` instances made by this link (active ones: an instance's
     controller exists only while it is active) and may be called from any thread.
+
+    ``engine="rootcanal"`` starts a RootCanal now (``RootCanalError`` in one line if it
+    cannot start) and makes every instance a controller of it; only our simulator has the
+    fault methods and timings.
     """
 
     def __init__(
@@ -83,8 +95,19 @@ class Link:
         pdus_per_event: int | None = None,
         radio: RadioModel | None = None,
         seed: int | None = None,
+        engine: str = "sim",
     ) -> None:
         from .link import DEFAULT_PDUS_PER_EVENT, check_timing, default_timing
+
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = engine
+        self.rootcanal: RootCanal | None = None
+        if engine == "rootcanal":
+            from .rootcanal import RootCanal
+
+            self.rootcanal = RootCanal()
+            self.rootcanal.start()
 
         self.timing = check_timing(timing) if timing else default_timing()
         self._pdus_per_event = pdus_per_event or DEFAULT_PDUS_PER_EVENT
@@ -199,15 +222,23 @@ class Link:
         """A new, inactive ``BLE`` instance on this link (not the process singleton)."""
         from ..ble import BLE
 
-        ble = BLE._new_instance(name=name or f"sim{len(self._instances) + 1}", link=self)
+        name = name or f"sim{len(self._instances) + 1}"
+        if self.rootcanal is not None:
+            ble = BLE._new_instance(name=name, transport=self.rootcanal.spec)
+        else:
+            ble = BLE._new_instance(name=name, link=self)
         self._instances.append(ble)
         return ble
 
     def close(self) -> None:
         """Deactivate every instance made by this link and stop their dispatchers."""
-        for ble in self._instances:
-            ble._close()
-        self._instances.clear()
+        try:
+            for ble in self._instances:
+                ble._close()
+            self._instances.clear()
+        finally:
+            if self.rootcanal is not None:
+                self.rootcanal.stop()
 
     def __enter__(self) -> Link:
         return self
