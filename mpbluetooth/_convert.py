@@ -45,9 +45,7 @@ def check_args(n_args: int, n_kw: int, least: int, most: int) -> None:
         raise TypeError("function doesn't take keyword arguments")
     if least == most:
         if n_args != least:
-            raise TypeError(
-                f"function takes {least} positional arguments but {n_args} were given"
-            )
+            raise TypeError(f"function takes {least} positional arguments but {n_args} were given")
     elif n_args < least:
         raise TypeError(f"function missing {least - n_args} required positional arguments")
     elif n_args > most:

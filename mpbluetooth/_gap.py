@@ -63,6 +63,8 @@ def _c_units(microseconds: int, unit: int) -> int:
     """``int32 / unit`` stored in NimBLE's ``uint16_t`` field: C's division truncates
     toward zero, and the store keeps the low 16 bits."""
     return _c_div(microseconds, unit) & 0xFFFF
+
+
 #: Seconds a DISCONNECT event waits for the link's procedures to report their end.
 _LINK_WORK_TIMEOUT = 0.5
 #: Seconds gap_connect waits for the controller to accept the connection request.

@@ -19,7 +19,7 @@ from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
 from ._gattc import GattClient
 from ._gatts import GattServer
-from ._l2cap import L2cap
+from ._l2cap import L2cap, clamp_mtu
 from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
@@ -475,7 +475,7 @@ class BLE:
         """Accept channels on ``psm`` (``_IRQ_L2CAP_ACCEPT`` decides each), MTU clamped to
         32..65535. Listening lasts until the stack stops; a PSM already listened on raises
         ``OSError(EALREADY)``."""
-        psm_value, mtu_value = uint16(psm), uint16(mtu)
+        psm_value, mtu_value = uint16(psm), clamp_mtu(to_int(mtu))
         self._stack.require()
         self._call(self._l2cap.listen(psm_value, mtu_value), "l2cap_listen")
 
@@ -483,7 +483,8 @@ class BLE:
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
         """Open a channel; the outcome is ``_IRQ_L2CAP_CONNECT`` or ``_IRQ_L2CAP_DISCONNECT``
         with a non-zero status."""
-        handle, psm_value, mtu_value = uint16(conn_handle), uint16(psm), uint16(mtu)
+        handle, psm_value = uint16(conn_handle), uint16(psm)
+        mtu_value = clamp_mtu(to_int(mtu))  # MicroPython clamps to 32..65535 first
         self._stack.require()
         self._call(self._l2cap.connect(handle, psm_value, mtu_value), "l2cap_connect")
 
@@ -583,9 +584,17 @@ def irq_stats(ble: BLE | None = None) -> IrqStats:
     return (ble or BLE())._ring.stats()
 
 
+def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
+    """Desktop only: let an instance (default: ``BLE()``) have any number of L2CAP
+    channels and listened PSMs. Off by default: a board has one channel slot, which
+    ``l2cap_listen`` takes for good, and code tested here must not break there. Also
+    ``MPBLUETOOTH_L2CAP_MULTICHANNEL=1`` for instances made afterwards."""
+    (ble or BLE())._l2cap.multichannel = bool(enabled)
+
+
 def set_transport(spec: str | None) -> None:
     """Desktop only: see :func:`mpbluetooth._transport.set_transport`."""
     _transport.set_transport(spec)
 
 
-__all__ = ["BLE", "irq_stats", "set_transport", "ENODEV"]
+__all__ = ["BLE", "irq_stats", "set_l2cap_multichannel", "set_transport", "ENODEV"]

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpbluetooth import sim
-from mpbluetooth.ble import BLE
+from mpbluetooth.ble import BLE, set_l2cap_multichannel
 from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
     IRQ_ENCRYPTION_UPDATE,
@@ -32,6 +32,7 @@ from mpbluetooth.constants import (
     IRQ_L2CAP_CONNECT,
     IRQ_L2CAP_DISCONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
 from mpbluetooth.uuid import UUID
@@ -106,7 +107,10 @@ def rig() -> Iterator[Rig]:
         visitor.active(False)
         rs.wait(IRQ_CENTRAL_DISCONNECT)
         assert stale_conn != gatt.s_conn
-        # An L2CAP channel left open, and a later one that has closed.
+        # An L2CAP channel left open, and a later one that has closed: two channels,
+        # so the client has the desktop-only switch on (the server keeps a board's
+        # single slot, which its listen holds).
+        set_l2cap_multichannel(True, client)
         server.l2cap_listen(PSM, 256)
         client.l2cap_connect(gatt.c_conn, PSM, 256)
         cid = rc.wait(IRQ_L2CAP_CONNECT)[1]
@@ -676,8 +680,8 @@ def rows() -> list[Row]:
         ),
         ("listen: one argument", lambda r: r.server.l2cap_listen(PSM), takes(3, 2)),
         (
-            "l2cap_connect: stale link",
-            lambda r: r.server.l2cap_connect(r.stale_conn, PSM, 100),
+            "l2cap_connect: stale link (switch on)",
+            lambda r: r.client.l2cap_connect(999, PSM, 100),
             Errno(errno.ENOTCONN),
         ),
         (
@@ -777,6 +781,101 @@ def rows() -> list[Row]:
         ("off: l2cap_send", lambda r: r.off.l2cap_send(1, 64, b"x"), Errno(errno.ENODEV)),
         ("off: l2cap_recvinto", lambda r: r.off.l2cap_recvinto(1, 64, None), Errno(errno.ENODEV)),
         ("off: l2cap_disconnect", lambda r: r.off.l2cap_disconnect(1, 64), Errno(errno.ENODEV)),
+        # --- issue #17: what a board (MicroPython, NimBLE) answered ----------------------
+        ("UUID: bool", lambda r: bool(UUID(0x180D)), Returns(True)),
+        ("UUID: or", lambda r: UUID(0x180D) or None, Returns(UUID(0x180D))),
+        (
+            "UUID: ordered against bytes",
+            lambda r: UUID(0x180D) <= b"\x0d\x18",
+            Raises(TypeError, "unsupported types for __le__: 'UUID', 'bytes'"),
+        ),
+        ("UUID: -2**63", lambda r: UUID(-(2**63)), OVERFLOW),
+        ("UUID: 2**64", lambda r: UUID(2**64), OVERFLOW),
+        ("scan: -1 ends at once", lambda r: scan_done_at_once(r, -1), Returns(True)),
+        ("scan: 2**31 ends at once", lambda r: scan_done_at_once(r, 2**31), Returns(True)),
+        (
+            "connect: address type 4",
+            lambda r: r.spare.gap_connect(4, bytes(6)),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "connect: address type -1",
+            lambda r: r.spare.gap_connect(-1, bytes(6)),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "connect: scan duration -1 times out at once",
+            lambda r: connect_times_out_at_once(r),
+            Returns((0xFFFF, 255, bytes(6))),
+        ),
+        (
+            "connect: interval beyond HCI",
+            lambda r: r.spare.gap_connect(0, bytes(6), 2000, 10**9, 10**9),
+            HCI_INVALID_PARAMETERS,
+        ),
+        (
+            "gattc_read: handle 0",
+            lambda r: r.client.gattc_read(r.gatt.c_conn, 0),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "gattc_read: handle 0, unknown link",
+            lambda r: r.client.gattc_read(999, 0),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "notify: handle 0",
+            lambda r: r.server.gatts_notify(r.gatt.s_conn, 0, b"x"),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "indicate: handle 0",
+            lambda r: r.server.gatts_indicate(r.gatt.s_conn, 0, b"x"),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "discover characteristics: bad range, unknown link",
+            lambda r: r.client.gattc_discover_characteristics(999, 0, 10),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "discover descriptors: bad range, unknown link",
+            lambda r: r.client.gattc_discover_descriptors(999, 5, 5),
+            Errno(errno.EINVAL),
+        ),
+        (
+            "l2cap_connect: while listening (one slot)",
+            lambda r: r.server.l2cap_connect(r.gatt.s_conn, PSM, 100),
+            Errno(errno.EALREADY),
+        ),
+        (
+            "listen: a second PSM (one slot)",
+            lambda r: r.server.l2cap_listen(PSM + 2, 100),
+            Errno(errno.EALREADY),
+        ),
+        (
+            "config: gap_name with a NUL reads back cut",
+            lambda r: (r.server.config(gap_name=b"a\x00b"), r.server.config("gap_name"))[1],
+            Returns(b"a"),
+        ),
+        ("config: addr_mode 256 wraps to 0", lambda r: addr_mode_wraps(r), Returns(0)),
+        (
+            "passkey: action 258 wraps to 2",
+            lambda r: r.server.gap_passkey(r.gatt.s_conn, 258, 0),
+            Errno(errno.ENOENT),
+        ),
+        ("off: gap_pair", lambda r: r.off.gap_pair(0), Errno(errno.ENOTCONN)),
+        ("off: gap_passkey", lambda r: r.off.gap_passkey(0, 2, 0), Errno(errno.ENOENT)),
+        ("off: gattc_exchange_mtu", lambda r: r.off.gattc_exchange_mtu(0), Errno(errno.ENOMEM)),
+        # 2**64 wherever MicroPython converts to a machine word
+        ("overflow: gatts_read", lambda r: r.server.gatts_read(2**64), OVERFLOW),
+        ("overflow: gap_disconnect", lambda r: r.server.gap_disconnect(2**64), OVERFLOW),
+        ("overflow: gap_scan", lambda r: r.spare.gap_scan(2**64), OVERFLOW),
+        ("overflow: advertise", lambda r: r.spare.gap_advertise(2**64), OVERFLOW),
+        ("overflow: config mtu", lambda r: r.server.config(mtu=2**64), OVERFLOW),
+        ("overflow: set_buffer", lambda r: r.server.gatts_set_buffer(r.gatt.rx, 2**64), OVERFLOW),
+        ("overflow: l2cap_send", lambda r: r.client.l2cap_send(2**64, r.cid, b"x"), OVERFLOW),
+        ("overflow: passkey", lambda r: r.server.gap_passkey(r.gatt.s_conn, 2, -(2**63)), OVERFLOW),
         # --- UUID -----------------------------------------------------------------------------
         (
             "UUID: nothing",
@@ -820,6 +919,31 @@ def rows() -> list[Row]:
             Returns("UUID(0x32314241)"),
         ),
     ]
+
+
+def scan_done_at_once(r: Rig, duration: int) -> bool:
+    """A negative duration (2**31 is one in NimBLE's int32_t) has expired already: the
+    scan ends at once with SCAN_DONE, so a program waiting for it does not hang."""
+    before = len(r.spare_rec.of(IRQ_SCAN_DONE))
+    r.spare.gap_scan(duration)
+    r.spare_rec.wait(IRQ_SCAN_DONE, count=before + 1, timeout=1)
+    r.spare.gap_scan(10)  # not scanning any more: a new scan starts
+    r.spare_rec.wait(IRQ_SCAN_DONE, count=before + 2, timeout=2)
+    return True
+
+
+def connect_times_out_at_once(r: Rig) -> tuple[Any, ...]:
+    before = len(r.spare_rec.of(IRQ_PERIPHERAL_DISCONNECT))
+    r.spare.gap_connect(0, bytes(6), -1)
+    return r.spare_rec.wait(IRQ_PERIPHERAL_DISCONNECT, count=before + 1, timeout=0.3)
+
+
+def addr_mode_wraps(r: Rig) -> int:
+    """``addr_mode`` is a uint8_t in NimBLE: 256 is 0, public."""
+    r.spare.config(addr_mode=1)
+    assert r.spare.config("mac")[0] == 1
+    r.spare.config(addr_mode=256)
+    return int(r.spare.config("mac")[0])
 
 
 ROWS = rows()
@@ -1033,7 +1157,7 @@ def test_advertising_payloads_are_seen_exactly_or_refused(
     if len(payload) > 31:
         with pytest.raises(OSError) as info:
             spare.gap_advertise(20000, payload)
-        assert info.value.errno == errno.EINVAL
+        assert info.value.errno == -18  # NimBLE's own answer, as a board gives
         return
     addr_type, addr = spare.config("mac")
     spare.gap_advertise(20000, payload, connectable=False)
