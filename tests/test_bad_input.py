@@ -6,9 +6,10 @@ handles, closed connections, an inactive radio. Each row names the exception typ
 its message (MicroPython's words, arity included) or errno; every OSError must be a plain
 ``OSError`` whose ``str()`` is exactly a board's (``[Errno 22] EINVAL``, or ``-530`` for
 a code NimBLE passes through). The rows of issue #17 are what a real MicroPython (unix
-port, NimBLE) answered to the same calls. After every row a GATT read crosses the stack between two connected
-instances (a module-wide rig, so the table stays fast). Property-based tests then throw
-random UUID inputs, service definitions and advertising payloads at the same rig.
+port, NimBLE) answered to the same calls. After every row a GATT read crosses the stack
+between two connected instances (a module-wide rig, so the table stays fast).
+Property-based tests then throw random UUID inputs, service definitions and advertising
+payloads at the same rig.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from mpbluetooth.ble import BLE, set_l2cap_multichannel
 from mpbluetooth.constants import (
     EALREADY,
     EBUSY,
-    ENOMEM,
     EINVAL,
     ENODEV,
+    ENOMEM,
     ENOTCONN,
     IRQ_CENTRAL_DISCONNECT,
     IRQ_L2CAP_ACCEPT,
