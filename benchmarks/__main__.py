@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from . import dispatch, gatt, hub, l2cap, report, scan, startup
+from . import dispatch, gatt, hub, l2cap, mainthread, report, scan, startup
 from ._common import Result, Settings
 
 FAMILIES = {
@@ -22,6 +22,7 @@ FAMILIES = {
     "scan": (7,),
     "startup": (8, 9),
     "hub": (10,),
+    "mainthread": (11,),
 }
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.make(args.quick, args.reps, args.seconds)
     if settings.reps < 1:
         parser.error("--reps must be at least 1")
-    wanted = {int(n) for n in args.only.split(",") if n.strip()} or set(range(1, 11))
+    wanted = {int(n) for n in args.only.split(",") if n.strip()} or set(range(1, 12))
     # The library logs a warning at the first drop of a burst; the flood makes them on purpose.
     logging.getLogger("mpbluetooth").setLevel(logging.ERROR)
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             results += scan.run(settings, log)
         elif family == "startup":
             results += startup.run(settings, log)
+        elif family == "mainthread":
+            results += mainthread.run(settings, log)
         elif family == "hub":
             small = next((r for r in results if r.name == f"notifications/s, {gatt.SMALL} B"), None)
             if small is not None and small.facade and small.raw:

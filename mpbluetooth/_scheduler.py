@@ -205,6 +205,8 @@ class Scheduler:
         next instruction of an interruptible frame (see ``_defer``)."""
         if frame is None:
             self.run_pending()
+        elif self._armed is not None:
+            return  # already waiting for the next instruction of an interruptible frame
         elif sys.gettrace() is None:
             self._defer(frame)
         elif _may_interrupt(frame.f_code.co_filename):
@@ -235,7 +237,7 @@ class Scheduler:
     def _disarm(self) -> None:
         sys.settrace(None)
         for frame in self._armed or ():
-            frame.f_trace = None  # type: ignore[assignment]
+            frame.f_trace = None
             frame.f_trace_opcodes = False
         self._armed = None
 
@@ -279,6 +281,8 @@ class Scheduler:
         or ``machine.disable_irq()`` holds the work back."""
         if self._running or self._locked or threading.current_thread() is not self._main:
             return
+        if self._armed is not None:
+            self._disarm()  # reached another way (an idle point, the asyncio loop)
         self._running = True
         try:
             for _ in range(_BATCH_LIMIT):
@@ -368,6 +372,8 @@ class Scheduler:
 def _interrupt_main() -> None:
     import _thread
 
+    if _SIGNUM is None:  # pragma: no cover - enable() refuses such a platform
+        return
     try:
         _thread.interrupt_main(_SIGNUM)
     except (ValueError, RuntimeError, TypeError):  # pragma: no cover - platform-specific

@@ -276,3 +276,32 @@ def test_identity_address_survives_a_restart_on_a_hub(hub_spec: str, tmp_path: P
         env=env,
     )
     assert lines(result) == ["1 0"]
+
+
+def test_scheduled_calls_and_disable_irq_on_the_main_thread(tmp_path: Path) -> None:
+    result = run_program(
+        """
+        import micropython
+        ran = []
+        def later(arg):
+            ran.append((arg, threading.current_thread() is threading.main_thread()))
+        seen = []
+        b.irq(lambda event, data: seen.append(event) if event == 6 else None)
+        b.active(True)
+        state = machine.disable_irq()
+        micropython.schedule(later, 1)
+        b.gap_scan(20, 30000, 30000)
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < 300:
+            machine.idle()
+        held = (list(ran), list(seen))
+        machine.enable_irq(state)
+        print("held while disabled:", held == ([], []))
+        print("then run on the main thread:", ran == [(1, True)], seen == [6])
+        """,
+        tmp_path,
+    )
+    assert lines(result) == [
+        "held while disabled: True",
+        "then run on the main thread: True True",
+    ]

@@ -31,6 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..sim.hub import Hub
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
@@ -157,8 +158,10 @@ async def run_scripts(
     snoop: str | None = None,
     stop_on_exit: bool = False,
     str_buffer: bool = True,
+    link: dict[str, Any] | None = None,
 ) -> int:
-    """Run the scripts to completion; the process exit status to return."""
+    """Run the scripts to completion; the process exit status to return. ``link``: the
+    local hub's timing and faults (``sim_cli.link_settings``)."""
     try:
         scripts = parse_scripts(list(paths))
     except SpecError as exc:
@@ -182,11 +185,18 @@ async def run_scripts(
             spec = hub
             _say(f"running {len(scripts)} script(s) on the hub at {spec}")
         else:
-            local_hub = Hub()
+            try:
+                local_hub = Hub(**(link or {}))
+            except ValueError as exc:
+                _say(str(exc))
+                return 2
             socket_path = os.path.join(workdir, "hub.sock")
             await local_hub.serve_unix(socket_path)
             spec = f"unix:{socket_path}"
-            _say(f"running {len(scripts)} script(s) on a simulated link")
+            _say(
+                f"running {len(scripts)} script(s) on a simulated link ({local_hub.link.timing} "
+                f"timing; mpbluetooth sim-ctl --hub {spec} ...)"
+            )
         try:
             return await _supervise(
                 scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer

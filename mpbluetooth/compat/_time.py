@@ -90,4 +90,4 @@ def patch() -> None:
     for name, function in _ADDITIONS.items():
         if not hasattr(time, name):
             setattr(time, name, function)
-    time.sleep = _sched.sleep
+    setattr(time, "sleep", _sched.sleep)  # noqa: B010 - replacing CPython's own

@@ -2,9 +2,10 @@
 
 Desktop-only decisions:
 
-* ``schedule`` runs functions on one scheduler thread, serially, in submission
-  order. MicroPython runs them on the main thread between bytecodes; either way
-  they never run inside the caller and never two at once.
+* ``schedule`` runs functions on the main thread, between bytecodes or while it
+  waits, serially and in submission order, as MicroPython does (a scheduler thread
+  where the main thread cannot take them; see ``compat._sched``). They never run
+  inside the caller and never two at once.
 * Memory and compiler controls (``mem_info``, ``heap_lock``, ``opt_level``...) keep
   their signatures and return types so programs run, but CPython's allocator and
   compiler are not affected.
@@ -47,12 +48,11 @@ def const(value: _T) -> _T:
 
 
 def schedule(function: _Callable[[_Any], object], arg: _Any) -> None:
-    """Run ``function(arg)`` soon, on the scheduler thread, after earlier scheduled calls.
+    """Run ``function(arg)`` soon, on the main thread, after earlier scheduled calls.
 
     Raises ``RuntimeError("schedule queue full")`` when 32 calls are pending
     (MicroPython's default depth is 4). An exception in ``function`` is printed to
     stderr, as MicroPython prints it, and the scheduler carries on.
-    MicroPython: runs on the main thread between bytecodes instead.
     """
     if not _sched.submit(function, arg):
         raise RuntimeError("schedule queue full")

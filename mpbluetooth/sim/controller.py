@@ -246,13 +246,21 @@ class SimController(Controller):
             self._scan_clock = (now, *self._scan_parameters)
 
     def on_hci_le_create_connection_command(self, command: Any) -> Any:
+        """NimBLE's link layer connects at the largest interval the host allows
+        (``ble_ll_conn_hci.c``: ``conn_itvl = conn_itvl_max``); Bumble's takes the
+        smallest. Programs' timing depends on it (MicroPython's default asks for 30 to
+        50 ms: aioble's write-capture test expects 50)."""
         self._start_initiate_clock(command.le_scan_interval, command.le_scan_window)
+        command.connection_interval_min = command.connection_interval_max
         return super().on_hci_le_create_connection_command(command)
 
     def on_hci_le_extended_create_connection_command(self, command: Any) -> Any:
         intervals = getattr(command, "scan_intervals", None) or [16]
         windows = getattr(command, "scan_windows", None) or [16]
         self._start_initiate_clock(intervals[0], windows[0])
+        maxima = getattr(command, "connection_interval_maxs", None)
+        if maxima:
+            command.connection_interval_mins = list(maxima)
         return super().on_hci_le_extended_create_connection_command(command)
 
     def _start_initiate_clock(self, interval: int, window: int) -> None:

@@ -1,0 +1,123 @@
+"""Workload 11: request/response with handlers on the main thread, as the conformance
+suites run them.
+
+MicroPython's own tests wait for an event in a ``machine.idle()`` loop; under MicroPython's
+runtime (SPEC D2) the handler then runs on that waiting main thread, with no dispatcher
+hop. This runs workloads 3 and 4 that way, in a fresh child process with
+``mpbluetooth.deliver_on_main_thread()`` (and ``compat.install()`` for ``machine``), and
+raw Bumble in the same child, alternating, as the other workloads do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._common import Result, Settings, interleaved, median
+
+WORKLOAD = 11
+
+
+def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.mainthread", str(settings.seconds), str(settings.reps)],
+        capture_output=True,
+        text=True,
+        timeout=120 + 8 * settings.reps * settings.seconds,
+        env={**os.environ, "MPBLUETOOTH_SIM_TIMING": "instant"},
+        check=False,
+    )
+    if child.returncode != 0:
+        log(f"  main-thread workload failed: {child.stderr.strip().splitlines()[-1:]}")
+        return []
+    results = []
+    for name, runs in json.loads(child.stdout.strip().splitlines()[-1]).items():
+        result = Result(
+            name,
+            median(runs["facade"]),
+            median(runs["raw"]),
+            "round trips/s",
+            WORKLOAD,
+            None,
+            runs,
+        )
+        log(
+            f"  {name}: facade {result.facade:,.0f}  raw {result.raw:,.0f}  "
+            f"ratio {result.ratio:.2f}"
+        )
+        results.append(result)
+    return results
+
+
+def _idle_round_trips(
+    start_one: Callable[[], None], counts: list[int], event: int, seconds: float
+) -> float:
+    """Request, then ``machine.idle()`` until its ``*_DONE`` was handled; round trips/s."""
+    import machine  # type: ignore[import-not-found]
+
+    done = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        target = counts[event] + 1
+        start_one()
+        while counts[event] < target:
+            machine.idle()
+        done += 1
+        now = time.perf_counter()
+        if now >= end:
+            return done / (now - start)
+
+
+def _child(seconds: float, reps: int) -> dict[str, Any]:
+    import mpbluetooth
+    from mpbluetooth import compat
+
+    compat.install()
+    if not mpbluetooth.deliver_on_main_thread():
+        raise SystemExit("main-thread delivery is not available here")
+    from ._common import call, facade_pair, raw_pair
+    from .gatt import SMALL, raw_read, raw_write_request
+
+    IRQ_GATTC_READ_DONE, IRQ_GATTC_WRITE_DONE = 16, 17
+    fp = facade_pair()
+    rp = call(raw_pair(), "raw GATT pair")
+    counts = fp.ch.counts
+    conn, handle, data = fp.c_conn, fp.value_handle, bytes(SMALL)
+    fp.server.gatts_write(handle, data)
+    figures: dict[str, Any] = {}
+    try:
+        for name, facade, raw in (
+            (
+                f"write-with-response round trips/s, {SMALL} B, main thread in machine.idle()",
+                lambda: _idle_round_trips(
+                    lambda: fp.client.gattc_write(conn, handle, data, 1),
+                    counts,
+                    IRQ_GATTC_WRITE_DONE,
+                    seconds,
+                ),
+                lambda: call(raw_write_request(rp, seconds), "raw write request"),
+            ),
+            (
+                f"reads/s, {SMALL} B, main thread in machine.idle()",
+                lambda: _idle_round_trips(
+                    lambda: fp.client.gattc_read(conn, handle), counts, IRQ_GATTC_READ_DONE, seconds
+                ),
+                lambda: call(raw_read(rp, seconds), "raw read"),
+            ),
+        ):
+            f_runs, r_runs = interleaved(reps, facade, raw)
+            figures[name] = {"facade": f_runs, "raw": r_runs}
+    finally:
+        fp.close()
+        call(rp.close(), "close raw pair")
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(float(sys.argv[1]), int(sys.argv[2]))), flush=True)
