@@ -14,14 +14,48 @@ from typing import Any
 
 from .uuid import buffer_bytes
 
-__all__ = ["buffer_bytes", "to_int", "uint16", "uint8", "address_to_mp", "mp_to_address"]
+__all__ = ["buffer_bytes", "to_int", "int32", "uint16", "uint8", "address_to_mp", "mp_to_address"]
+
+
+#: MicroPython's machine word (``mp_int_t`` on a 64-bit port): ``mp_obj_get_int`` takes a
+#: long int only while its magnitude fits in 63 bits, so -2**63 overflows too.
+_MACHINE_WORD_MAX = 2**63 - 1
+OVERFLOW = "overflow converting long int to machine word"
 
 
 def to_int(value: Any) -> int:
-    """MicroPython's ``mp_obj_get_int``: ints and bools pass, anything else is a TypeError."""
+    """MicroPython's ``mp_obj_get_int``: ints and bools pass, anything else is a TypeError,
+    and an int beyond a machine word is ``OverflowError`` (as on a board, where a program
+    passing ``2**64`` must not be told something else)."""
     if isinstance(value, int):
-        return int(value)
+        number = int(value)
+        if -_MACHINE_WORD_MAX <= number <= _MACHINE_WORD_MAX:
+            return number
+        raise OverflowError(OVERFLOW)
     raise TypeError(f"can't convert {type(value).__name__} to int")
+
+
+def check_args(n_args: int, n_kw: int, least: int, most: int) -> None:
+    """MicroPython's ``mp_arg_check_num`` for a positional-only builtin, in its words.
+
+    Counts include ``self`` for methods, as MicroPython's do: ``ble.irq()`` is "function
+    takes 2 positional arguments but 1 were given".
+    """
+    if n_kw:
+        raise TypeError("function doesn't take keyword arguments")
+    if least == most:
+        if n_args != least:
+            raise TypeError(f"function takes {least} positional arguments but {n_args} were given")
+    elif n_args < least:
+        raise TypeError(f"function missing {least - n_args} required positional arguments")
+    elif n_args > most:
+        raise TypeError(f"function expected at most {most} arguments, got {n_args}")
+
+
+def int32(value: Any) -> int:
+    """An int as NimBLE receives it in an ``int32_t`` (durations): wrapped, not checked."""
+    number = to_int(value) & 0xFFFFFFFF
+    return number - (1 << 32) if number & 0x80000000 else number
 
 
 def uint16(value: Any) -> int:

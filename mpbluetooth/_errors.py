@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import errno as _errno
+import logging
+
+logger = logging.getLogger(__name__)
+
+#: NimBLE's ``BLE_HS_ERR_HCI_BASE``: a controller status ``x`` reaches the binding as
+#: ``0x200 + x``, which ``ble_hs_err_to_errno`` passes through negated.
+HCI_ERROR_BASE = 0x200
 
 
 def mp_oserror(code: int, detail: str | None = None) -> OSError:
-    """Build ``OSError(code)`` whose ``str()`` reads like MicroPython's ``[Errno 19] ENODEV``.
+    """Build MicroPython's ``OSError(code)``: a plain ``OSError`` (never CPython's errno
+    subclass such as ``BlockingIOError``), ``args == (code,)``, ``e.errno == code`` and
+    ``str(e)`` exactly ``[Errno 22] EINVAL``, so a program printing ``e`` prints what a
+    board prints.
 
-    ``detail`` (desktop only) is appended to the symbolic name so a log line says what
-    failed; ``e.errno`` stays the MicroPython number either way. Negative codes (NimBLE
-    host errors passed through) become a bare ``OSError(-4)`` as on MicroPython.
+    ``detail`` (desktop only) says what failed. It goes to the debug log and into
+    ``e.__notes__`` (PEP 678), which a traceback shows and ``print(e)`` does not.
+    Negative codes (NimBLE host errors passed through) read as the bare number, as on
+    MicroPython: ``str(OSError(-18)) == '-18'``.
     """
-    if code < 0:
-        return OSError(code)
-    name = _errno.errorcode.get(code, str(code))
-    return OSError(code, f"{name} ({detail})" if detail else name)
+    # OSError(code, text) would let CPython pick a subclass from the errno; a single
+    # argument never does, and errno/strerror are then set as MicroPython reports them.
+    error = OSError(code)
+    error.errno = code
+    if code > 0:
+        error.strerror = _errno.errorcode.get(code, str(code))
+    if detail:
+        logger.debug("OSError(%d): %s", code, detail)
+        error.add_note(detail)
+    return error
+
+
+def hci_oserror(status: int, detail: str | None = None) -> OSError:
+    """A controller's HCI error status as NimBLE's binding reports it: ``OSError(-(0x200 +
+    status))``, e.g. Invalid HCI Command Parameters (0x12) is ``OSError(-530)``."""
+    return mp_oserror(-(HCI_ERROR_BASE + status), detail)
 
 
 class TransportError(OSError):

@@ -12,8 +12,8 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._convert import address_to_mp, adv_type, conn_interval_us_to_ms, interval_us_to_ms
-from ._errors import mp_oserror
+from ._convert import address_to_mp, adv_type, interval_us_to_ms
+from ._errors import hci_oserror, mp_oserror
 from ._runtime import guarded
 from .constants import (
     CONN_HANDLE_NONE,
@@ -45,6 +45,26 @@ _DEFAULT_MAX_CONN_US = 50000
 _DEFAULT_ADV_UNITS = 48
 _ADV_UNITS = range(0x20, 0x4001)
 _SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
+#: The HCI range of a connection interval, in 1.25 ms units (Core Vol 4, Part E, 7.8.12).
+_CONN_UNITS_MIN, _CONN_UNITS_MAX = 6, 0x0C80
+#: NimBLE accepts peer address types 0..3 (public, random, public identity, random identity).
+_MAX_ADDR_TYPE = 3
+#: HCI status Invalid HCI Command Parameters.
+_INVALID_HCI_PARAMETERS = 0x12
+
+
+def _c_div(microseconds: int, unit: int) -> int:
+    """C's integer division, which truncates toward zero (Python's floors)."""
+    quotient = abs(microseconds) // unit
+    return -quotient if microseconds < 0 else quotient
+
+
+def _c_units(microseconds: int, unit: int) -> int:
+    """``int32 / unit`` stored in NimBLE's ``uint16_t`` field: C's division truncates
+    toward zero, and the store keeps the low 16 bits."""
+    return _c_div(microseconds, unit) & 0xFFFF
+
+
 #: Seconds a DISCONNECT event waits for the link's procedures to report their end.
 _LINK_WORK_TIMEOUT = 0.5
 #: Seconds gap_connect waits for the controller to accept the connection request.
@@ -101,11 +121,14 @@ class Gap:
         from bumble.device import AdvertisingType
 
         device = self.stack.require()
-        units = interval_us // 625
+        units = _c_units(interval_us, 625)
         if units == 0:
             units = _DEFAULT_ADV_UNITS
         if units not in _ADV_UNITS:
-            raise mp_oserror(EINVAL, "advertising interval must be 20 ms .. 10.24 s")
+            # What a controller answers (Core Vol 4, Part E, 7.8.5), mapped as NimBLE does.
+            raise hci_oserror(
+                _INVALID_HCI_PARAMETERS, "advertising interval must be 20 ms .. 10.24 s"
+            )
         if adv is not None:
             self.adv_data = adv
         if resp is not None:
@@ -146,8 +169,8 @@ class Gap:
             raise mp_oserror(EALREADY)
         if self.connecting is not None:
             raise mp_oserror(EBUSY)
-        interval = min(max(interval_us // 625, _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
-        window = min(max(window_us // 625, _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
+        interval = min(max(_c_div(interval_us, 625), _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
+        window = min(max(_c_div(window_us, 625), _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
         if window > interval:
             raise mp_oserror(EINVAL, "scan window longer than the interval")
         await device.start_scanning(
@@ -158,9 +181,11 @@ class Gap:
             filter_duplicates=False,
         )
         self.scanning = True
-        if duration_ms > 0:
+        if duration_ms != 0:
+            # A negative duration (2**31 in NimBLE's int32_t too) has expired already:
+            # SCAN_DONE follows at once, as on a board.
             loop = asyncio.get_running_loop()
-            self._scan_timer = loop.call_later(duration_ms / 1000, self._scan_expired)
+            self._scan_timer = loop.call_later(max(duration_ms, 0) / 1000, self._scan_expired)
 
     def _scan_expired(self) -> None:
         self._scan_timer = None
@@ -210,8 +235,22 @@ class Gap:
         from bumble.hci import Address, Phy
 
         device = self.stack.require()
+        if addr_type > _MAX_ADDR_TYPE:
+            raise mp_oserror(EINVAL, "address type must be 0..3")
         if self.connecting is not None:
             raise mp_oserror(EALREADY)
+        min_units = _c_units(min_us, 1250) if min_us else _DEFAULT_MIN_CONN_US // 1250
+        max_units = _c_units(max_us, 1250) if max_us else _DEFAULT_MAX_CONN_US // 1250
+        if not (
+            _CONN_UNITS_MIN <= min_units <= _CONN_UNITS_MAX
+            and _CONN_UNITS_MIN <= max_units <= _CONN_UNITS_MAX
+            and min_units <= max_units
+        ):
+            # Checked here, before Bumble's encoder (which would print a traceback): the
+            # controller's answer to such an LE Create Connection, as NimBLE maps it.
+            raise hci_oserror(
+                _INVALID_HCI_PARAMETERS, "connection interval must be 7.5 ms .. 4 s, min <= max"
+            )
         peer = Address(
             addr[::-1],
             Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else Address.PUBLIC_DEVICE_ADDRESS,
@@ -222,9 +261,13 @@ class Gap:
         if self.scanning:
             await self._finish_scan(post_done=False)
         preferences = ConnectionParametersPreferences(
-            connection_interval_min=conn_interval_us_to_ms(min_us),
-            connection_interval_max=conn_interval_us_to_ms(max_us),
+            connection_interval_min=min_units * 1.25,
+            connection_interval_max=max_units * 1.25,
         )
+        if scan_ms < 0:
+            # NimBLE's timer has expired already: the attempt ends at once, as a timeout.
+            self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+            return
         task = self.stack.spawn(
             self._connect(device, peer, {Phy.LE_1M: preferences}, scan_ms / 1000), "connect"
         )

@@ -117,6 +117,8 @@ class GattClient:
         self._count_lock = threading.Lock()
         self._epoch = 0  # activations, so a late procedure frees no slot of a later one
         self._discovering_characteristics = False
+        #: Links with a service discovery running, and how many more were asked meanwhile.
+        self._services_running: dict[int, int] = {}
         self._mtu_exchanged: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Per link: responses received and not yet taken by their procedure, and the
@@ -134,6 +136,7 @@ class GattClient:
             self._procedures = 0
             self._epoch += 1
         self._discovering_characteristics = False
+        self._services_running = {}
         self._mtu_exchanged = set()
         device.on("connection", guarded(self._on_connection))
         from bumble.att import ATT_CID
@@ -345,6 +348,12 @@ class GattClient:
 
         connection = self._connection(conn_handle)
         handle = connection.handle
+        if handle in self._services_running:
+            # NimBLE runs the second one into the first one's responses: one result set,
+            # and the second ends with BLE_HS_EBADDATA (10) after the first's DONE.
+            self._services_running[handle] += 1
+            return
+        self._services_running[handle] = 0
 
         async def body(client: Client) -> None:
             start = 1
@@ -384,9 +393,17 @@ class GattClient:
                     self.ring.post(IRQ_GATTC_SERVICE_RESULT, handle, first, last, service_uuid)
                 start = groups[-1][1] + 1
 
-        self._start(
-            connection, body, lambda status: self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, status)
-        )
+        def finish(status: int) -> None:
+            extra = self._services_running.pop(handle, 0)
+            self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, status)
+            for _ in range(extra):
+                self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, STATUS_BAD_DATA)
+
+        try:
+            self._start(connection, body, finish)
+        except BaseException:
+            self._services_running.pop(handle, None)
+            raise
 
     async def discover_characteristics(
         self, conn_handle: int, start: int, end: int, uuid: UUID | None
@@ -394,10 +411,12 @@ class GattClient:
         from bumble.att import ATT_Read_By_Type_Request
         from bumble.gatt import GATT_CHARACTERISTIC_ATTRIBUTE_TYPE
 
-        connection = self._connection(conn_handle)
-        handle = connection.handle
+        # NimBLE checks the range before it looks the link up: EINVAL on any link.
+        self.stack.require()
         if start == 0 or start > end:
             raise mp_oserror(EINVAL, "invalid handle range")
+        connection = self._connection(conn_handle)
+        handle = connection.handle
         if self._discovering_characteristics:
             raise mp_oserror(EBUSY, "a characteristic discovery is already running")
         # A result is held back until the next one is known, to give it an end handle.
@@ -452,11 +471,13 @@ class GattClient:
     async def discover_descriptors(self, conn_handle: int, start: int, end: int) -> None:
         from bumble.att import ATT_Find_Information_Request
 
-        connection = self._connection(conn_handle)
-        handle = connection.handle
-        # NimBLE starts after the given handle (callers pass the characteristic value).
+        # NimBLE starts after the given handle (callers pass the characteristic value),
+        # and checks the range before it looks the link up.
+        self.stack.require()
         if start + 1 > end:
             raise mp_oserror(EINVAL, "invalid handle range")
+        connection = self._connection(conn_handle)
+        handle = connection.handle
 
         async def body(client: Client) -> None:
             previous = start
@@ -490,6 +511,10 @@ class GattClient:
         Any thread: checked now, started on the loop without waiting."""
         from bumble.att import ATT_Read_Request
 
+        self.stack.require()
+        if value_handle == 0:
+            # NimBLE's ATT client refuses handle 0 before it looks the link up.
+            raise mp_oserror(EINVAL, "handle 0 is not an attribute")
         connection = self._connection(conn_handle)
         handle = connection.handle
 

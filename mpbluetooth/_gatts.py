@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Above this ``gatts_set_buffer`` answers ENOMEM, as a board whose heap cannot hold it.
+MAX_BUFFER = 1 << 24
+#: The longest attribute value ATT allows (Core Vol 3, Part F, 3.2.9).
+_MAX_ATTRIBUTE = 512
 #: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
 MAX_SERVICES = 8
 #: Initial capacity of every value, in bytes (MicroPython's default buffer).
@@ -547,13 +551,17 @@ class GattServer:
 
     def set_buffer(self, handle: int, size: int, append: bool) -> None:
         self.stack.require()
-        if size < 0:
-            raise mp_oserror(ENOMEM)
         with self._lock:
             value = self._values.get(handle)
             if value is None:
                 raise mp_oserror(EINVAL, f"no value with handle {handle}")
-            value.capacity = size
+            # MicroPython reallocates the buffer: a size of 0 (or more than any board's
+            # heap) fails with ENOMEM; a negative size becomes a huge size_t that the
+            # allocator accepts, so a board takes it (and then overruns its buffer on
+            # a long write). Here it means the largest attribute value.
+            if size == 0 or size > MAX_BUFFER:
+                raise mp_oserror(ENOMEM, f"cannot allocate a {size}-byte value buffer")
+            value.capacity = _MAX_ATTRIBUTE if size < 0 else size
             value.append = append
             value.data = b""
 

@@ -17,8 +17,15 @@ takes over the parts that differ, per instance and only for channels we own:
 * **Stale CID.** Bumble forgets to drop a closed channel from its LE table, so the peer
   cannot open another channel on the same link; our close hook removes it.
 
-Unlike MicroPython (one channel per device, and a listening device cannot connect), any
-number of listened PSMs and channels per link are supported.
+* **One slot**, as MicroPython's NimBLE binding: one channel per device. ``l2cap_listen``
+  takes the slot for good (until the radio stops), so a listening device cannot connect
+  and cannot listen on a second PSM (EALREADY); ``l2cap_connect`` takes it from the call
+  on, and gives it back when that channel closes or its connection fails. A call that
+  fails (a stale link: ENOTCONN) keeps it, exactly as the binding does.
+
+Desktop only: :func:`set_multichannel` (or ``MPBLUETOOTH_L2CAP_MULTICHANNEL=1``) lifts the
+one-slot limit for an instance: any number of listened PSMs and channels per link. It is
+off by default so that code tested here does not break on a board (SPEC D9).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import struct
 import threading
 from collections.abc import Callable
@@ -111,6 +119,9 @@ _RESULT_TO_STATUS = {
 
 _LE_CID_RANGE = range(0x0040, 0x0080)
 
+#: The default of the desktop-only multi-channel switch, for instances made from now on.
+_MULTICHANNEL_DEFAULT = os.environ.get("MPBLUETOOTH_L2CAP_MULTICHANNEL", "") in ("1", "true")
+
 
 def clamp_mtu(mtu: int) -> int:
     """MicroPython's clamp of a channel MTU to [32, 65535]."""
@@ -142,6 +153,7 @@ class _Channel:
         "reserved",
         "stall_pending",
         "connected",
+        "refused",
     )
 
     def __init__(self, conn_handle: int, psm: int, bumble: LeCreditBasedChannel) -> None:
@@ -155,6 +167,9 @@ class _Channel:
         self.rx_lock = threading.Lock()
         self.in_sdu: bytearray | None = None
         self.stalled = False
+        #: Sends refused during the current stall: the first is ENOMEM (NimBLE finds its
+        #: SDU pool empty), the next ones EBUSY, as a board answers.
+        self.refused = 0
         #: Sends are answered on the caller's thread and handed to Bumble later: credits
         #: already promised to sends not yet handed over, and whether one of those will
         #: stall (the next send is then refused). Guarded with Bumble's credit count by
@@ -180,6 +195,11 @@ class L2cap:
         self.closed_rx: dict[tuple[int, int], _Channel] = {}
         #: Guards changes to ``closed_rx``, which the dispatcher thread also makes.
         self._closed_lock = threading.Lock()
+        #: Desktop only: any number of channels (see the module docstring).
+        self.multichannel = _MULTICHANNEL_DEFAULT
+        #: MicroPython's one channel slot: taken by a listen (for good) or a connect.
+        self.slot_taken = False
+        self.slot_listening = False
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -187,6 +207,7 @@ class L2cap:
     def _attach(self, device: Device) -> None:
         self.listening.clear()
         self.channels.clear()
+        self.slot_taken = self.slot_listening = False
         with self._closed_lock:
             self.closed_rx.clear()
         manager = device.l2cap_channel_manager
@@ -205,6 +226,7 @@ class L2cap:
     def _detach(self) -> None:
         self.listening.clear()
         self.channels.clear()
+        self.slot_taken = self.slot_listening = False
         with self._closed_lock:
             self.closed_rx.clear()
 
@@ -215,16 +237,37 @@ class L2cap:
             after()
 
     # --- calls from ble.py (loop thread) ----------------------------------------------
+    def _take_slot(self, listening: bool) -> None:
+        """MicroPython's ``create_l2cap_channel``: one channel per device (EALREADY)."""
+        if self.multichannel:
+            return
+        if self.slot_taken:
+            raise mp_oserror(
+                EALREADY,
+                "one L2CAP channel per device, as on a board (listening takes it for good); "
+                "see mpbluetooth.ble.set_l2cap_multichannel",
+            )
+        self.slot_taken = True
+        self.slot_listening = listening
+
+    def _free_slot(self) -> None:
+        """MicroPython's ``destroy_l2cap_channel``: a listener keeps its slot."""
+        if not self.slot_listening:
+            self.slot_taken = False
+
     async def listen(self, psm: int, mtu: int) -> None:
         self.stack.require()
         if psm in self.listening:
             raise mp_oserror(EALREADY, f"already listening on PSM {psm}")
+        self._take_slot(listening=True)
         self.listening[psm] = clamp_mtu(mtu)
 
     async def connect(self, conn_handle: int, psm: int, mtu: int) -> None:
         from bumble.l2cap import LeCreditBasedChannel
 
         device = self.stack.require()
+        # Taken before the link is looked up, and kept if that fails, as on a board.
+        self._take_slot(listening=False)
         connection = device.lookup_connection(conn_handle)
         if connection is None:
             raise mp_oserror(ENOTCONN)
@@ -279,6 +322,7 @@ class L2cap:
         if by_cid.get(channel.cid) is bumble:
             del by_cid[channel.cid]
         self.channels.pop((channel.conn_handle, channel.cid), None)
+        self._free_slot()
         self._post(IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, status)
 
     def _on_open(self, manager: ChannelManager, channel: _Channel) -> None:
@@ -332,7 +376,11 @@ class L2cap:
                 or bumble.out_sdu is not None
                 or bumble.out_queue
             ):
-                raise mp_oserror(EBUSY, "the previous SDU is still waiting for credits")
+                channel.refused += 1
+                raise mp_oserror(
+                    ENOMEM if channel.refused == 1 else EBUSY,
+                    "the previous SDU is still waiting for credits",
+                )
             needed = -(-len(sdu) // bumble.peer_mps)
             available = bumble.credits - channel.reserved
             stalls = available < needed
@@ -363,6 +411,8 @@ class L2cap:
             bumble.drained.clear()
             bumble.process_output()
             channel.stalled = bumble.out_sdu is not None
+            if not channel.stalled:
+                channel.refused = 0
             owed = promised_stall and not channel.stalled
         if owed:
             # Credits came in after the caller was told to wait: it still waits for this.
@@ -504,6 +554,7 @@ class L2cap:
             ready = channel.stalled and bumble.out_sdu is None
             if ready:
                 channel.stalled = False
+                channel.refused = 0
         if ready:
             self._post(IRQ_L2CAP_SEND_READY, channel.conn_handle, channel.cid, 0)
 
@@ -523,6 +574,7 @@ class L2cap:
                     if self.closed_rx.get(key) is channel:
                         del self.closed_rx[key]
 
+            self._free_slot()
             self._post(
                 IRQ_L2CAP_DISCONNECT, channel.conn_handle, channel.cid, channel.psm, 0, after=told
             )

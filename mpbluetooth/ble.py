@@ -6,23 +6,33 @@ marshalled onto the runtime's loop thread, where the concern modules talk to Bum
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _gatts, _transport
-from ._convert import buffer_bytes, to_int, uint16
+from ._convert import buffer_bytes, check_args, int32, to_int, uint8, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
 from ._gattc import GattClient
 from ._gatts import GattServer
-from ._l2cap import L2cap
+from ._l2cap import L2cap, clamp_mtu
 from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
-from .constants import E2BIG, EINVAL, ENODEV, ENOTCONN, IRQ_SCAN_DONE, IRQ_SCAN_RESULT
+from .constants import (
+    E2BIG,
+    EINVAL,
+    ENODEV,
+    ENOENT,
+    ENOMEM,
+    ENOTCONN,
+    IRQ_SCAN_DONE,
+    IRQ_SCAN_RESULT,
+)
 from .uuid import UUID
 
 logger = logging.getLogger(__name__)
@@ -32,6 +42,29 @@ _GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
 _MAX_GAP_NAME = 31
 _MTU_RANGE = range(23, 528)
 _MAX_LEGACY_ADV = 31
+#: What a board answers for a payload over 31 bytes: NimBLE's host code 18 negated.
+_ADV_DATA_TOO_LONG = -18
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _mp_args(least: int, most: int) -> Callable[[_F], _F]:
+    """Give a method MicroPython's arity check: positional only, ``least..most``
+    arguments counting ``self`` (``MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN``'s bounds), and
+    MicroPython's ``TypeError`` words, so a program catching or printing them sees what a
+    board says."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs or not least <= len(args) + 1 <= most:
+                check_args(len(args) + 1, len(kwargs), least, most)
+            return fn(self, *args)
+
+        return method  # type: ignore[return-value]
+
+    return wrap
 
 
 def _not_yet(feature: str, issue: str) -> NotImplementedError:
@@ -58,6 +91,8 @@ class BLE:
     _security: Security
     _gatts: GattServer
     _gattc: GattClient
+    #: The GAP name in force at the next activation: set while active, else the default.
+    _gap_name_kept: bytes
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
         # MicroPython accepts and ignores any arguments.
@@ -83,6 +118,7 @@ class BLE:
         self._gatts.peer_bonded = self._security.peer_bonded
         self._gatts.link_authenticated = self._security.link_authenticated
         self._gatts.security_settled = self._security.settled
+        self._gap_name_kept = self._stack.gap_name
         return self
 
     def __repr__(self) -> str:
@@ -99,6 +135,7 @@ class BLE:
             self._ring.close()
 
     # --- general -----------------------------------------------------------------------
+    @_mp_args(1, 2)
     def active(self, active: Any = _UNSET, /) -> bool:
         """Start (``True``; restarts a running stack, as NimBLE) or stop the radio.
 
@@ -107,11 +144,14 @@ class BLE:
         """
         if active is not _UNSET:
             if active:
+                # A gap_name set while off does not survive activation (see config).
+                self._stack.gap_name = self._gap_name_kept
                 self._call(self._stack.power_on(), "power on", drain=True)
             elif self._stack.active or self._stack.device is not None:
                 self._call(self._stack.power_off(), "power off", drain=True)
         return self._stack.active
 
+    @_mp_args(2, 2)
     def irq(self, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:
         """Install the event handler, called as ``handler(event, data)`` on the IRQ thread."""
         if handler is not None and not callable(handler):
@@ -151,9 +191,14 @@ class BLE:
             name = buffer_bytes(value)
             if len(name) > _MAX_GAP_NAME:
                 raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
+            # NimBLE keeps the name as a C string: it ends at the first NUL.
+            name = name.split(b"\0", 1)[0]
             if stack.active:
                 self._call(_run(stack.set_gap_name, name), "set gap_name")
+                self._gap_name_kept = name
             else:
+                # Readable until the radio starts, then lost, as on a board (NimBLE sets
+                # up its GAP service at activation).
                 stack.gap_name = name
         elif key == "rxbuf":
             size = to_int(value)
@@ -167,7 +212,7 @@ class BLE:
                 raise mp_oserror(EINVAL, "mtu must be 23..527")
             self._call(_run(_set_mtu, stack, mtu), "set mtu")
         elif key == "addr_mode":
-            mode = to_int(value)
+            mode = to_int(value) & 0xFF  # NimBLE takes a uint8_t: 256 is 0 (public)
             stack.require()
             self._call(stack.set_address_mode(mode), "set addr_mode")
         elif key == "bond":
@@ -177,38 +222,40 @@ class BLE:
         elif key == "le_secure":
             stack.le_secure = bool(value)
         elif key == "io":
-            stack.io = to_int(value)
+            stack.io = to_int(value) & 0xFF  # a uint8_t in NimBLE's config
         else:
             raise ValueError("unknown config param")
 
     # --- GAP ---------------------------------------------------------------------------
-    def gap_advertise(
-        self,
-        interval_us: Any = 500000,
-        adv_data: Any = None,
-        *,
-        resp_data: Any = None,
-        connectable: Any = True,
-    ) -> None:
-        """Advertise every ``interval_us`` (rounded down to 625 µs); ``None`` stops.
+    def gap_advertise(self, *args: Any, **kwargs: Any) -> None:
+        """``gap_advertise(interval_us=500000, adv_data=None, *, resp_data=None,
+        connectable=True)``: advertise every ``interval_us`` (in 625 µs units; 0 is
+        NimBLE's default); ``None`` stops.
 
         ``None`` payloads keep the previous call's, ``b''`` clears. Legacy payloads are at
         most 31 bytes (``OSError(EINVAL)``). Non-connectable advertising is ADV_SCAN_IND.
+        An interval outside 20 ms .. 10.24 s is refused by the controller (Invalid HCI
+        Command Parameters), which NimBLE reports as ``OSError(-530)``.
         """
+        interval_us, adv_data, resp_data, connectable = _advertise_args(args, kwargs)
         if interval_us is None:
             if self._stack.active:
                 self._call(self._gap.stop_advertising(), "stop advertising")
             return None
-        interval = to_int(interval_us)
+        interval = int32(interval_us)
         adv = None if adv_data is None else buffer_bytes(adv_data)
         resp = None if resp_data is None else buffer_bytes(resp_data)
+        self._stack.require()
         for payload in (adv, resp):
             if payload is not None and len(payload) > _MAX_LEGACY_ADV:
-                raise mp_oserror(EINVAL, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes")
-        self._stack.require()
+                # NimBLE's own answer (ble_gap_adv_set_data), before the controller sees it.
+                raise mp_oserror(
+                    _ADV_DATA_TOO_LONG, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes"
+                )
         self._call(self._gap.advertise(interval, adv, resp, bool(connectable)), "advertise")
         return None
 
+    @_mp_args(1, 5)
     def gap_scan(
         self,
         duration_ms: Any = 0,
@@ -223,9 +270,10 @@ class BLE:
             self._stack.require()
             self._stop_scan()
             return None
-        duration = to_int(duration_ms)
-        interval = to_int(interval_us)
-        window = to_int(window_us)
+        # NimBLE takes int32_t: 2**31 is negative, and a negative duration ends at once.
+        duration = int32(duration_ms)
+        interval = int32(interval_us)
+        window = int32(window_us)
         self._stack.require()
         self._call(self._gap.scan(duration, interval, window, bool(active)), "scan")
         return None
@@ -236,6 +284,7 @@ class BLE:
             self._ring.discard(IRQ_SCAN_RESULT)
             self._ring.deliver_now(IRQ_SCAN_DONE)
 
+    @_mp_args(2, 6)
     def gap_connect(
         self,
         addr_type: Any,
@@ -259,12 +308,12 @@ class BLE:
         address = buffer_bytes(addr)
         if len(address) != 6:
             raise ValueError("invalid addr")
-        scan_ms = 2000 if scan_duration_ms is None else to_int(scan_duration_ms)
+        scan_ms = 2000 if scan_duration_ms is None else int32(scan_duration_ms)
         min_us = (
-            _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else to_int(min_conn_interval_us)
+            _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else int32(min_conn_interval_us)
         )
         max_us = (
-            _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else to_int(max_conn_interval_us)
+            _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else int32(max_conn_interval_us)
         )
         self._stack.require()
         if self._gap.scanning:
@@ -272,29 +321,35 @@ class BLE:
         self._call(self._gap.connect(kind, address, scan_ms, min_us, max_us), "connect")
         return None
 
+    @_mp_args(2, 2)
     def gap_disconnect(self, conn_handle: Any, /) -> bool:
         """Start disconnecting; ``False`` when the handle is not connected."""
         handle = uint16(conn_handle)
         self._stack.require()
         return bool(self._call(self._gap.disconnect(handle), "disconnect"))
 
+    @_mp_args(2, 2)
     def gap_pair(self, conn_handle: Any, /) -> None:
         """Secure the link: as central, encrypt with the bond's keys or pair; as
         peripheral, send a Security Request. The outcome is ``_IRQ_ENCRYPTION_UPDATE``."""
         handle = uint16(conn_handle)
-        self._stack.require()
+        if not self._stack.active:
+            raise mp_oserror(ENOTCONN)  # NimBLE finds no link: its binding has no check
         self._call(self._security.pair(handle), "gap_pair")
 
+    @_mp_args(4, 4)
     def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
         """Answer ``_IRQ_PASSKEY_ACTION``: the number typed (2), the number to display (3),
         or for a numeric comparison (4) non-zero to accept."""
-        handle, action_value, passkey_value = uint16(conn_handle), to_int(action), to_int(passkey)
+        handle, action_value, passkey_value = uint16(conn_handle), uint8(action), to_int(passkey)
         if action_value not in _PASSKEY_ACTIONS:
             raise mp_oserror(EINVAL, "action must be 2, 3 or 4")
-        self._stack.require()
+        if not self._stack.active:
+            raise mp_oserror(ENOENT)  # NimBLE finds no pairing waiting: no active check
         self._call(self._security.passkey(handle, action_value, passkey_value), "gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
+    @_mp_args(2, 2)
     def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
         """Replace the local services; return, per service, its characteristics' value
         handles each followed by its user descriptors' handles (CCCDs excluded).
@@ -315,11 +370,13 @@ class BLE:
         )
         return handles
 
+    @_mp_args(2, 2)
     def gatts_read(self, value_handle: Any, /) -> bytes:
         """The stored value (``b''`` for an unknown handle or an inactive radio; never
         raises). In append mode, reading empties it."""
         return self._gatts.read(uint16(value_handle))
 
+    @_mp_args(3, 4)
     def gatts_write(self, value_handle: Any, data: Any, send_update: Any = False, /) -> int:
         """Store a value (growing its capacity to fit); return ``len(data)``.
 
@@ -332,26 +389,32 @@ class BLE:
             self._call(self._gatts.send_update(handle), "send update")
         return len(value)
 
+    @_mp_args(3, 4)
     def gatts_notify(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Notify regardless of subscription: ``data``, or the stored value when ``None``,
         cut to MTU - 3. ``OSError(ENOMEM)`` while the ACL buffers are full."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = None if data is None else buffer_bytes(data)
+        _no_handle_zero(self._stack, handle, payload)
         self._gatts.notify(conn, handle, payload)
 
+    @_mp_args(3, 4)
     def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Indicate regardless of subscription; ``_IRQ_GATTS_INDICATE_DONE`` follows with
         status 0 on confirmation (on links where we are the peripheral, as NimBLE)."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = None if data is None else buffer_bytes(data)
+        _no_handle_zero(self._stack, handle, payload)
         self._call(self._gatts.indicate(conn, handle, payload), "indicate")
 
+    @_mp_args(3, 4)
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
         """Set a value's capacity to ``len`` bytes and clear it; with ``append``, remote
         writes accumulate until it is full (extra bytes are dropped)."""
         self._gatts.set_buffer(uint16(value_handle), to_int(len), bool(append))
 
     # --- GATT client -------------------------------------------------------------------
+    @_mp_args(2, 3)
     def gattc_discover_services(self, conn_handle: Any, uuid: Any = None, /) -> None:
         """``_IRQ_GATTC_SERVICE_RESULT`` per primary service (only ``uuid``'s if given),
         then ``_IRQ_GATTC_SERVICE_DONE``."""
@@ -360,6 +423,7 @@ class BLE:
             raise TypeError("UUID")
         self._call(self._gattc.discover_services(conn, uuid), "discover services")
 
+    @_mp_args(4, 5)
     def gattc_discover_characteristics(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, uuid: Any = None, /
     ) -> None:
@@ -373,6 +437,7 @@ class BLE:
             "discover characteristics",
         )
 
+    @_mp_args(4, 4)
     def gattc_discover_descriptors(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, /
     ) -> None:
@@ -381,11 +446,13 @@ class BLE:
         conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
         self._call(self._gattc.discover_descriptors(conn, start, end), "discover descriptors")
 
+    @_mp_args(3, 3)
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
         """One read (no long read): ``_IRQ_GATTC_READ_RESULT`` then ``_IRQ_GATTC_READ_DONE``."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         self._gattc.read(conn, handle)
 
+    @_mp_args(4, 5)
     def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
         """Write without response (mode 0) or with it (mode 1, ``_IRQ_GATTC_WRITE_DONE``);
         data beyond MTU - 3 is dropped."""
@@ -393,35 +460,42 @@ class BLE:
         payload = buffer_bytes(data)
         self._gattc.write(conn, handle, payload, to_int(mode))
 
+    @_mp_args(2, 2)
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
         """Exchange ``config('mtu')`` once per link; ``_IRQ_MTU_EXCHANGED`` on both sides."""
         conn = uint16(conn_handle)
         if not self._stack.active:
-            raise mp_oserror(ENOTCONN)
+            # NimBLE's binding does not check: its procedure pool is not set up (ENOMEM).
+            raise mp_oserror(ENOMEM)
         self._call(self._gattc.exchange_mtu(conn), "exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------
+    @_mp_args(3, 3)
     def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:
         """Accept channels on ``psm`` (``_IRQ_L2CAP_ACCEPT`` decides each), MTU clamped to
         32..65535. Listening lasts until the stack stops; a PSM already listened on raises
         ``OSError(EALREADY)``."""
-        psm_value, mtu_value = uint16(psm), uint16(mtu)
+        psm_value, mtu_value = uint16(psm), clamp_mtu(to_int(mtu))
         self._stack.require()
         self._call(self._l2cap.listen(psm_value, mtu_value), "l2cap_listen")
 
+    @_mp_args(4, 4)
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
         """Open a channel; the outcome is ``_IRQ_L2CAP_CONNECT`` or ``_IRQ_L2CAP_DISCONNECT``
         with a non-zero status."""
-        handle, psm_value, mtu_value = uint16(conn_handle), uint16(psm), uint16(mtu)
+        handle, psm_value = uint16(conn_handle), uint16(psm)
+        mtu_value = clamp_mtu(to_int(mtu))  # MicroPython clamps to 32..65535 first
         self._stack.require()
         self._call(self._l2cap.connect(handle, psm_value, mtu_value), "l2cap_connect")
 
+    @_mp_args(3, 3)
     def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
         """Close a channel; both ends get ``_IRQ_L2CAP_DISCONNECT`` with status 0."""
         handle, cid_value = uint16(conn_handle), uint16(cid)
         self._stack.require()
         self._call(self._l2cap.disconnect(handle, cid_value), "l2cap_disconnect")
 
+    @_mp_args(4, 4)
     def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
         """Send ``buf`` as one SDU. ``False``: it waits for credits (it will be sent); wait
         for ``_IRQ_L2CAP_SEND_READY`` before the next send (else ``OSError(EBUSY)``)."""
@@ -430,6 +504,7 @@ class BLE:
         self._stack.require()
         return self._l2cap.send(handle, cid_value, data)
 
+    @_mp_args(4, 4)
     def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
         """Copy received bytes into ``buf`` and return the count (0: nothing pending);
         ``buf=None`` returns the count pending. The peer gets new credits only once
@@ -452,9 +527,41 @@ class BLE:
         return len(got)
 
     # --- HCI ---------------------------------------------------------------------------
+    @_mp_args(5, 5)
     def hci_cmd(self, ogf: Any, ocf: Any, request: Any, response: Any, /) -> int:
         """Raw HCI command (MicroPython's optional, undocumented ``hci_cmd``)."""
         raise _not_yet("hci_cmd", "raw HCI commands are not planned yet")
+
+
+_ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
+_ADVERTISE_DEFAULTS = (500000, None, None, True)
+
+
+def _advertise_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """``gap_advertise``'s arguments as MicroPython's ``mp_arg_parse_all`` takes them:
+    two positionals at most (``resp_data`` and ``connectable`` are keyword-only), each
+    keyword used once, and its words for anything else."""
+    if len(args) > 2:
+        raise TypeError("extra positional arguments given")
+    values = list(args) + [_UNSET] * (4 - len(args))
+    used = 0
+    for index in range(len(args), 4):
+        if _ADVERTISE_ARGS[index] in kwargs:
+            values[index] = kwargs[_ADVERTISE_ARGS[index]]
+            used += 1
+        else:
+            values[index] = _ADVERTISE_DEFAULTS[index]
+    if used < len(kwargs):
+        raise TypeError("extra keyword arguments given")
+    return values
+
+
+def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
+    """NimBLE's ATT layer refuses handle 0 for a notification or indication with data
+    (EINVAL, whatever the link); without data the value read fails first (EAPP, -9)."""
+    stack.require()
+    if handle == 0 and payload is not None:
+        raise mp_oserror(EINVAL, "handle 0 is not an attribute")
 
 
 async def _run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -477,9 +584,17 @@ def irq_stats(ble: BLE | None = None) -> IrqStats:
     return (ble or BLE())._ring.stats()
 
 
+def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
+    """Desktop only: let an instance (default: ``BLE()``) have any number of L2CAP
+    channels and listened PSMs. Off by default: a board has one channel slot, which
+    ``l2cap_listen`` takes for good, and code tested here must not break there. Also
+    ``MPBLUETOOTH_L2CAP_MULTICHANNEL=1`` for instances made afterwards."""
+    (ble or BLE())._l2cap.multichannel = bool(enabled)
+
+
 def set_transport(spec: str | None) -> None:
     """Desktop only: see :func:`mpbluetooth._transport.set_transport`."""
     _transport.set_transport(spec)
 
 
-__all__ = ["BLE", "irq_stats", "set_transport", "ENODEV"]
+__all__ = ["BLE", "irq_stats", "set_l2cap_multichannel", "set_transport", "ENODEV"]

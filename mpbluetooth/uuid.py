@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MACHINE_WORD_MAX = 2**63 - 1  # as mpbluetooth._convert (which imports this module)
+_OP_NAMES = {"lt": "__lt__", "le": "__le__", "gt": "__gt__", "ge": "__ge__"}
 
 
 def buffer_bytes(value: Any) -> bytes:
@@ -42,8 +44,17 @@ class UUID(bytes):
 
     __slots__ = ()
 
-    def __new__(cls, value: Any, /) -> UUID:
+    def __new__(cls, *args: Any, **kwargs: Any) -> UUID:
+        # MicroPython's arity check and words (mp_arg_check_num(n_args, n_kw, 1, 1)).
+        if kwargs:
+            raise TypeError("function doesn't take keyword arguments")
+        if len(args) != 1:
+            raise TypeError(f"function takes 1 positional arguments but {len(args)} were given")
+        (value,) = args
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -_MACHINE_WORD_MAX <= value <= _MACHINE_WORD_MAX:
+                # mp_obj_get_int on a long int beyond a machine word.
+                raise OverflowError("overflow converting long int to machine word")
             if value > 0xFFFF:
                 raise ValueError("invalid UUID")
             # MicroPython does not check negative values: they wrap modulo 2**16.
@@ -81,29 +92,36 @@ class UUID(bytes):
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
-    def _key(self) -> tuple[int, bytes]:
-        # Ordering is by size first, then lexicographic on the little-endian bytes.
-        return (bytes.__len__(self), bytes(self))
+    def __bool__(self) -> bool:
+        """Always true, as any MicroPython object without a ``bool``/``len`` slot is, so
+        ``if uuid:`` and ``uuid or default`` work (``len`` itself stays unsupported)."""
+        return True
+
+    def _key(self, other: object, op: str) -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+        # Ordering is by size first, then lexicographic on the little-endian bytes. Any
+        # other operand is MicroPython's TypeError: returning NotImplemented would let
+        # ``bytes`` compare itself with our bytes and answer.
+        if not isinstance(other, UUID):
+            raise TypeError(
+                f"unsupported types for {_OP_NAMES[op]}: 'UUID', '{type(other).__name__}'"
+            )
+        return (bytes.__len__(self), bytes(self)), (bytes.__len__(other), bytes(other))
 
     def __lt__(self, other: object) -> bool:
-        if not isinstance(other, UUID):
-            return NotImplemented
-        return self._key() < other._key()
+        mine, theirs = self._key(other, "lt")
+        return mine < theirs
 
     def __le__(self, other: object) -> bool:
-        if not isinstance(other, UUID):
-            return NotImplemented
-        return self._key() <= other._key()
+        mine, theirs = self._key(other, "le")
+        return mine <= theirs
 
     def __gt__(self, other: object) -> bool:
-        if not isinstance(other, UUID):
-            return NotImplemented
-        return self._key() > other._key()
+        mine, theirs = self._key(other, "gt")
+        return mine > theirs
 
     def __ge__(self, other: object) -> bool:
-        if not isinstance(other, UUID):
-            return NotImplemented
-        return self._key() >= other._key()
+        mine, theirs = self._key(other, "ge")
+        return mine >= theirs
 
     def _unsupported(self, *args: Any) -> Any:
         raise TypeError("'UUID' object does not support this operation")

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from mpbluetooth.ble import BLE
+from mpbluetooth.ble import BLE, set_l2cap_multichannel
 from mpbluetooth.constants import (
     EALREADY,
     EBUSY,
     EINVAL,
     ENODEV,
+    ENOMEM,
     ENOTCONN,
     IRQ_CENTRAL_DISCONNECT,
     IRQ_L2CAP_ACCEPT,
@@ -196,7 +197,7 @@ def test_two_threads_sending_on_one_channel_corrupt_nothing(
                     try:
                         sent_now = a.l2cap_send(ca, cid_a, sdu(tid, seq))
                     except OSError as exc:
-                        assert exc.errno == EBUSY
+                        assert exc.errno in (ENOMEM, EBUSY)  # ENOMEM first, as NimBLE
                         time.sleep(0.0002)
                         continue
                     if not sent_now:
@@ -254,9 +255,11 @@ def test_credits_come_back_only_when_the_receiver_has_drained(
     # b's MTU 128 fits in one PDU, so b grants one credit at a time.
     assert a.l2cap_send(ca, cid_a, b"first") is True
     assert a.l2cap_send(ca, cid_a, b"second") is False  # stalled, but queued
-    with pytest.raises(OSError) as info:
-        a.l2cap_send(ca, cid_a, b"third")
-    assert info.value.errno == EBUSY
+    # While stalled NimBLE answers ENOMEM once (its SDU pool is empty), then EBUSY.
+    for expected in (ENOMEM, EBUSY, EBUSY):
+        with pytest.raises(OSError) as info:
+            a.l2cap_send(ca, cid_a, b"third")
+        assert type(info.value) is OSError and info.value.errno == expected
     rb.wait(IRQ_L2CAP_RECV)
     assert b.l2cap_recvinto(cb, cid_b, None) == 5
     small = bytearray(3)
@@ -289,6 +292,10 @@ def test_argument_errors(linked: tuple[BLE, Recorder, int, BLE, Recorder, int]) 
     assert errno_of(a.l2cap_recvinto, ca + 1, cid_a, None) == EINVAL
     assert errno_of(a.l2cap_disconnect, ca, cid_a + 1) == EINVAL
     assert errno_of(b.l2cap_listen, PSM, 64) == EALREADY
+    # a's channel holds its one slot (a board's limit); with the desktop-only switch on,
+    # the link is looked up.
+    assert errno_of(a.l2cap_connect, ca + 7, PSM, 64) == EALREADY
+    set_l2cap_multichannel(True, a)
     assert errno_of(a.l2cap_connect, ca + 7, PSM, 64) == ENOTCONN
     with pytest.raises(TypeError):
         b.l2cap_recvinto(cb, cid_b, b"read-only")

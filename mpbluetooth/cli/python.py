@@ -201,9 +201,7 @@ class _TransformingCompiler(codeop.CommandCompiler):
 
 def _interact(namespace: dict[str, Any] | None = None) -> None:
     """The interactive prompt, in a fresh ``__main__`` or (``-i``) in the program's."""
-    console = code.InteractiveConsole(
-        _fresh_main() if namespace is None else namespace, "<stdin>"
-    )
+    console = code.InteractiveConsole(_fresh_main() if namespace is None else namespace, "<stdin>")
     console.compile = _TransformingCompiler()
     banner = (
         ""

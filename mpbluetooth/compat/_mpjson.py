@@ -51,5 +51,3 @@ def dump(
     text = dumps(obj, separators=separators, **kwargs)
     _logger.debug("json.dump: %d characters to %r", len(text), stream)
     stream.write(text)
-
-

@@ -32,7 +32,7 @@ def _fields(fmt: str) -> tuple[tuple[str, int], ...]:
     """Per value argument of ``fmt``: (field code, field size in bytes)."""
     order = fmt[:1] if fmt[:1] in "@=<>!" else ""
     out: list[tuple[str, int]] = []
-    for count, code in _FIELD.findall(fmt[len(order):]):
+    for count, code in _FIELD.findall(fmt[len(order) :]):
         if code == "x":
             continue
         size = _struct.calcsize(order + code)
