@@ -54,19 +54,29 @@ def wait_for(name, event, timeout_ms=5000):
 
 
 def run_program(
-    body: str, tmp_path: Path, *args: str, timing: str = "instant"
+    body: str, tmp_path: Path, timing: str = "instant"
 ) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` after ``PRELUDE`` under ``mpbluetooth-python``."""
     script = tmp_path / "program.py"
     script.write_text(PRELUDE + textwrap.dedent(body))
-    env = {**os.environ, "MPBLUETOOTH_LOG": "warning", "MPBLUETOOTH_SIM_TIMING": timing}
-    env.pop("MPBLUETOOTH_TRANSPORT", None)
+    return run_script(script, MPBLUETOOTH_LOG="warning", MPBLUETOOTH_SIM_TIMING=timing)
+
+
+def run_script(script: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a file under ``mpbluetooth-python`` with ``env`` added (and no transport
+    inherited unless ``env`` names one)."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MPBLUETOOTH_TRANSPORT", "MPBLUETOOTH_SIM_ADDRESS")
+    }
     return subprocess.run(
-        [sys.executable, "-m", "mpbluetooth.cli.python", *args, str(script)],
+        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
-        env=env,
-        cwd=tmp_path,
+        env={**environment, **env},
+        cwd=script.parent,
     )
 
 
@@ -208,16 +218,7 @@ def test_delivery_on_the_dispatcher_thread_when_asked(tmp_path: Path) -> None:
         "    machine.idle()\n"
         "print(where[0] != 'MainThread')\n"
     )
-    env = {**os.environ, "MPBLUETOOTH_DELIVERY": "thread"}
-    env.pop("MPBLUETOOTH_TRANSPORT", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env=env,
-    )
-    assert lines(result) == ["True"]
+    assert lines(run_script(script, MPBLUETOOTH_DELIVERY="thread")) == ["True"]
 
 
 def test_a_procedure_cut_by_the_link_reports_before_the_disconnect(link: Any) -> None:
@@ -266,16 +267,7 @@ def test_identity_address_survives_a_restart_on_a_hub(hub_spec: str, tmp_path: P
         "    ble.active(False)\n"
         "print(len(set(seen)), seen[0][0])\n"
     )
-    env = {**os.environ, "MPBLUETOOTH_TRANSPORT": hub_spec}
-    env.pop("MPBLUETOOTH_SIM_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        env=env,
-    )
-    assert lines(result) == ["1 0"]
+    assert lines(run_script(script, MPBLUETOOTH_TRANSPORT=hub_spec)) == ["1 0"]
 
 
 def test_scheduled_calls_and_disable_irq_on_the_main_thread(tmp_path: Path) -> None:
