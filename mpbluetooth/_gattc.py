@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._convert import ATT_ERROR_BASE, STATUS_BAD_DATA, STATUS_NOT_CONNECTED, link_status
 from ._errors import mp_oserror
-from ._gatts import refuse_if_backlogged
+from ._gatts import acl_packets, refuse_if_backlogged
 from ._runtime import guarded, runtime
 from .constants import (
     EALREADY,
@@ -547,7 +547,10 @@ class GattClient:
         if mode == 0:
             refuse_if_backlogged(device, self.stack.sends_queued)
             pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
-            self.stack.send_soon(_send_if_connected, device, connection, bytes(pdu))
+            raw = bytes(pdu)
+            self.stack.send_soon(
+                _send_if_connected, device, connection, raw, packets=acl_packets(device, len(raw))
+            )
             return
 
         async def body(client: Client) -> None:

@@ -595,7 +595,14 @@ class GattServer:
     def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
         """Any thread: raise what NimBLE would raise now, then send without waiting."""
         device, connection, payload = self._prepare(conn_handle, handle, data)
-        self.stack.send_soon(self._notify_if_connected, device, connection, handle, payload)
+        self.stack.send_soon(
+            self._notify_if_connected,
+            device,
+            connection,
+            handle,
+            payload,
+            packets=acl_packets(device, len(payload) + 3),
+        )
 
     def _notify_if_connected(
         self, device: Device, connection: Connection, handle: int, data: bytes
@@ -670,6 +677,15 @@ def refuse_if_backlogged(device: Device, queued: int) -> None:
         raise mp_oserror(ENOMEM, "ACL buffers full")
 
 
+def acl_packets(device: Device, pdu_size: int) -> int:
+    """How many ACL packets an ATT PDU of ``pdu_size`` bytes takes (with its 4-byte L2CAP
+    header), so the backlog counts what the controller's buffers hold."""
+    host = device.host
+    queue = host.le_acl_packet_queue or host.acl_packet_queue
+    size = getattr(queue, "max_packet_size", 0) or 27
+    return max(1, -(-(pdu_size + 4) // size))
+
+
 def acl_backlog_full(device: Device, queued: int = 0) -> bool:
     """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller, counting
     ``queued`` sends not yet handed to the host."""
@@ -685,6 +701,7 @@ __all__ = [
     "parse_service",
     "sized",
     "acl_backlog_full",
+    "acl_packets",
     "refuse_if_backlogged",
     "MAX_SERVICES",
 ]

@@ -347,18 +347,19 @@ class Stack:
         which is silent as on NimBLE."""
         return self.active or self.lost is not None
 
-    def send_soon(self, send: Callable[..., Any], *args: Any) -> None:
+    def send_soon(self, send: Callable[..., Any], *args: Any, packets: int = 1) -> None:
         """Hand a send to the loop without waiting for it (any thread).
 
         MicroPython's ``gatts_notify``/``gattc_write``/``gattc_read`` return once NimBLE has
         queued the PDU; waiting for a round trip through the loop instead would cost a
         thread hand-over per packet. The caller has already raised whatever it can see
-        (not connected, buffers full); sends still queued here count toward the ACL backlog
-        so a fast caller meets ``ENOMEM`` as on a board. Sends from one thread keep order.
+        (not connected, buffers full); sends still queued here count toward the ACL backlog,
+        as the ``packets`` ACL packets each will take, so a fast caller meets ``ENOMEM`` as
+        on a board. Sends from one thread keep order.
         """
         with self._sends_lock:
-            self.sends_queued += 1
-        runtime().call_soon(self._run_send, send, args, False)
+            self.sends_queued += packets
+        runtime().call_soon(self._run_send, send, args, False, packets)
 
     def start_soon(self, start: Callable[..., Any], *args: Any) -> None:
         """Like :meth:`send_soon`, for the start of a procedure that reports its outcome:
@@ -368,9 +369,11 @@ class Stack:
             self.sends_queued += 1
         runtime().call_soon(self._run_send, start, args, True)
 
-    def _run_send(self, send: Callable[..., Any], args: tuple[Any, ...], always: bool) -> None:
+    def _run_send(
+        self, send: Callable[..., Any], args: tuple[Any, ...], always: bool, packets: int = 1
+    ) -> None:
         with self._sends_lock:
-            self.sends_queued -= 1
+            self.sends_queued -= packets
         if not self.active and not always:
             return  # stopped meanwhile: the PDU is dropped, as the controller would
         try:
