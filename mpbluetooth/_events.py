@@ -121,7 +121,7 @@ class IrqStats:
 class _Pending:
     """An event waiting in the ring: its code, field values, accounted size, answer slot."""
 
-    __slots__ = ("event", "values", "size", "answer", "done", "after", "seq")
+    __slots__ = ("event", "values", "size", "answer", "done", "after", "seq", "result")
 
     def __init__(
         self,
@@ -139,6 +139,7 @@ class _Pending:
         self.done = done
         self.after = after
         self.seq = 0
+        self.result: Any = None
 
 
 class EventRing:
@@ -369,6 +370,27 @@ class EventRing:
             self._queue.clear()
             self._queue.extend(kept)
 
+    def ask_now(self, event: int, *values: Any) -> Any:
+        """Deliver an answered event before returning, and return the handler's answer
+        (``None`` when no handler ran): ``_IRQ_GATTS_READ_REQUEST(65535, h)`` inside
+        ``gatts_notify``/``gatts_indicate`` sending the stored value (SPEC 1.14). Nested
+        when called from the handler's own thread, else queued (after what is queued)
+        and waited for, at most ``ANSWER_DEADLINE`` seconds."""
+        if self.handler is None:
+            return None
+        if self.in_dispatcher() or self._sched.on_main_thread():
+            return self._dispatch(_Pending(event, values, 0))
+        pending = _Pending(event, values, 0, done=threading.Event())
+        with self._cond:
+            self._append(pending)
+            self._cond.notify()
+        if self._sched.enabled:
+            self._publish()
+        assert pending.done is not None
+        if not pending.done.wait(ANSWER_DEADLINE):
+            logger.warning("%s: IRQ handler did not answer event %d in time", self._name, event)
+        return pending.result
+
     def deliver_now(self, event: int, *values: Any, timeout: float = 5.0) -> None:
         """Deliver an event before returning to the caller (SCAN_DONE inside ``gap_scan(None)``).
 
@@ -406,7 +428,7 @@ class EventRing:
                 self._used -= pending.size
             self._dispatch(pending)
 
-    def _dispatch(self, pending: _Pending) -> None:
+    def _dispatch(self, pending: _Pending) -> Any:
         handler = self.handler
         result: Any = None
         if handler is not None:
@@ -428,8 +450,10 @@ class EventRing:
                 for view in views:
                     view.release()
         self._finish(pending, result)
+        return result
 
     def _finish(self, pending: _Pending, result: Any) -> None:
+        pending.result = result
         if pending.answer is not None:
             answer = pending.answer
             try:

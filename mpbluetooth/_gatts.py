@@ -528,6 +528,11 @@ class GattServer:
                 self._write_backlog.pop(conn_handle, None)
 
     # --- local values (any thread) ----------------------------------------------------
+    def is_local_value(self, handle: int) -> bool:
+        """Whether ``handle`` is one of the registered values (any thread)."""
+        with self._lock:
+            return self.stack.active and handle in self._values
+
     def read(self, handle: int) -> bytes:
         """``gatts_read``: the stored value, ``b''`` for anything unknown; drains append mode."""
         with self._lock:

@@ -24,12 +24,14 @@ from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
 from .constants import (
+    CONN_HANDLE_NONE,
     E2BIG,
     EINVAL,
     ENODEV,
     ENOENT,
     ENOMEM,
     ENOTCONN,
+    IRQ_GATTS_READ_REQUEST,
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
@@ -44,6 +46,8 @@ _MTU_RANGE = range(23, 528)
 _MAX_LEGACY_ADV = 31
 #: What a board answers for a payload over 31 bytes: NimBLE's host code 18 negated.
 _ADV_DATA_TOO_LONG = -18
+#: NimBLE's BLE_HS_EAPP (the application refused), passed through as ``OSError(-9)``.
+_BLE_HS_EAPP = 9
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -396,6 +400,8 @@ class BLE:
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = None if data is None else buffer_bytes(data)
         _no_handle_zero(self._stack, handle, payload)
+        if payload is None:
+            self._stored_value_read(handle)
         self._gatts.notify(conn, handle, payload)
 
     @_mp_args(3, 4)
@@ -405,7 +411,20 @@ class BLE:
         conn, handle = uint16(conn_handle), uint16(value_handle)
         payload = None if data is None else buffer_bytes(data)
         _no_handle_zero(self._stack, handle, payload)
+        if payload is None:
+            self._stored_value_read(handle)
         self._call(self._gatts.indicate(conn, handle, payload), "indicate")
+
+    def _stored_value_read(self, handle: int) -> None:
+        """NimBLE reads the stored value through the attribute access callback, with conn
+        handle 65535, so the handler gets ``_IRQ_GATTS_READ_REQUEST(65535, h)`` (nested,
+        before the call returns) and may refresh the value; a non-zero answer aborts the
+        send with NimBLE's ``BLE_HS_EAPP``, ``OSError(-9)`` (SPEC 1.14)."""
+        if not self._gatts.is_local_value(handle):
+            return
+        answer = self._ring.ask_now(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle)
+        if isinstance(answer, int) and answer & 0xFF:
+            raise mp_oserror(-_BLE_HS_EAPP, "the IRQ handler refused the read of the value")
 
     @_mp_args(3, 4)
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:

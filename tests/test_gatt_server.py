@@ -394,3 +394,23 @@ def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> 
                 time.sleep(0.001)  # ENOMEM: buffers full, as on a board
     gatt.rs.wait(3, count=len(sent))
     assert got == sent
+
+
+def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
+    """NimBLE reads the stored value through the access callback with conn 65535: the
+    handler gets READ_REQUEST(65535, h) before the call returns and may refresh the value;
+    a non-zero answer aborts the send with OSError(-9) (SPEC 1.14)."""
+    gatt.server.gatts_write(gatt.tx, b"stale")
+    gatt.rs.on_read = lambda conn, handle: gatt.server.gatts_write(handle, b"fresh")
+    gatt.server.gatts_notify(gatt.s_conn, gatt.tx)
+    assert gatt.rs.of(4)[-1] == (0xFFFF, gatt.tx)
+    assert gatt.rc.wait(18) == (gatt.c_conn, gatt.tx, b"fresh")
+    gatt.rs.on_read = None
+    gatt.rs.answers[gatt.tx] = 1
+    with pytest.raises(OSError) as refused:
+        gatt.server.gatts_notify(gatt.s_conn, gatt.tx)
+    assert refused.value.errno == -9 and str(refused.value) == "-9"
+    gatt.rs.answers.clear()
+    gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"explicit")  # no read request for data
+    assert gatt.rc.wait(18, count=2)[2] == b"explicit"
+    assert len(gatt.rs.of(4)) == 2
