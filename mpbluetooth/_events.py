@@ -370,12 +370,17 @@ class EventRing:
             self._queue.clear()
             self._queue.extend(kept)
 
-    def ask_now(self, event: int, *values: Any) -> Any:
-        """Deliver an answered event before returning, and return the handler's answer
-        (``None`` when no handler ran): ``_IRQ_GATTS_READ_REQUEST(65535, h)`` inside
-        ``gatts_notify``/``gatts_indicate`` sending the stored value (SPEC 1.14). Nested
-        when called from the handler's own thread, else queued (after what is queued)
-        and waited for, at most ``ANSWER_DEADLINE`` seconds."""
+    def deliver_now(self, event: int, *values: Any) -> Any:
+        """Deliver an event before returning to the caller and return the handler's answer
+        (``None`` when no handler ran): the nested cases of SPEC section 5, ``SCAN_DONE``
+        inside ``gap_scan(None)`` and ``_IRQ_GATTS_READ_REQUEST(65535, h)`` inside
+        ``gatts_notify``/``gatts_indicate`` sending the stored value (SPEC 1.14).
+
+        From the handler's own thread the event is dispatched nested, as MicroPython does;
+        from any other thread it is queued (after what is queued) and this waits, at most
+        ``ANSWER_DEADLINE`` seconds, until it has been handled, so handlers still never
+        overlap.
+        """
         if self.handler is None:
             return None
         if self.in_dispatcher() or self._sched.on_main_thread():
@@ -388,28 +393,8 @@ class EventRing:
             self._publish()
         assert pending.done is not None
         if not pending.done.wait(ANSWER_DEADLINE):
-            logger.warning("%s: IRQ handler did not answer event %d in time", self._name, event)
+            logger.warning("%s: IRQ handler did not handle event %d in time", self._name, event)
         return pending.result
-
-    def deliver_now(self, event: int, *values: Any, timeout: float = 5.0) -> None:
-        """Deliver an event before returning to the caller (SCAN_DONE inside ``gap_scan(None)``).
-
-        From inside a handler the event is dispatched nested, as MicroPython does; from any
-        other thread it is queued and this waits until the dispatcher has handled it, so
-        handlers still never overlap.
-        """
-        if self.handler is None:
-            return
-        if self.in_dispatcher() or self._sched.on_main_thread():
-            self._dispatch(_Pending(event, values, 0))
-            return
-        done = threading.Event()
-        with self._cond:
-            self._append(_Pending(event, values, 0, done=done))
-            self._cond.notify()
-        if self._sched.enabled:
-            self._publish()
-        done.wait(timeout)
 
     # --- dispatching (dispatcher thread) -------------------------------------------
     def _run(self) -> None:

@@ -95,7 +95,6 @@ class Scheduler:
         self._queue: deque[tuple[Callable[[Any], object], Any]] = deque()
         self._main = threading.main_thread()
         self._enabled = False
-        self._interruptible = False
         #: True while the main thread runs scheduled work: nothing nests.
         self._running = False
         #: Depth of ``machine.disable_irq()``: scheduled work waits while it is > 0.
@@ -125,13 +124,14 @@ class Scheduler:
             logger.info("main-thread delivery must be enabled from the main thread")
             return False
         _lock_holding_roots()
+        interruptible = False
         if _SIGNUM is not None and sys.version_info >= (3, 10):
             try:
                 signal.signal(_SIGNUM, self._on_interrupt)
-                self._interruptible = True
+                interruptible = True
             except (ValueError, OSError) as exc:
                 logger.info("cannot interrupt the main thread (%r): idle points only", exc)
-        if not self._interruptible:
+        if not interruptible:
             logger.info(
                 "this platform cannot interrupt a computing main thread: IRQ handlers "
                 "stay on the dispatcher thread"
@@ -158,10 +158,6 @@ class Scheduler:
 
     def on_main_thread(self) -> bool:
         return self._enabled and threading.current_thread() is self._main
-
-    def in_handler(self) -> bool:
-        """True on the main thread while scheduled work (an IRQ handler) runs."""
-        return self._running and threading.current_thread() is self._main
 
     # --- submitting (any thread) -------------------------------------------------------
     def submit(self, function: Callable[[Any], object], arg: Any, limit: int = 0) -> bool:
@@ -326,13 +322,8 @@ class Scheduler:
         run = self.run_answered if answered_only else self.run_pending
         run()
         with self._cond:
-            if (
-                (self._queue and not answered_only and not self._locked)
-                or timeout <= 0
-                or (until is not None and until())
-            ):
-                pass
-            else:
+            runnable = bool(self._queue) and not answered_only and not self._locked
+            if not (runnable or timeout <= 0 or (until is not None and until())):
                 self._waiting = True
                 try:
                     self._cond.wait(timeout)

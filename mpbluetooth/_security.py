@@ -72,7 +72,7 @@ MAX_BONDS = 256
 _FORMAT = 1
 #: SMP's IO capabilities (``config(io=)``): display only .. keyboard and display.
 _IO_CAPABILITIES = range(5)
-#: Most seconds an ATT request waits for a pairing in progress to report its outcome.
+#: Most seconds ATT requests wait for a pairing that encrypted the link to report.
 _SETTLE_TIMEOUT = 5.0
 
 
@@ -285,7 +285,6 @@ class Security:
         self._securing: set[int] = set()
         #: Links whose ATT requests wait for the pairing's ENCRYPTION_UPDATE (``settled``).
         self._settling: dict[int, asyncio.Future[None]] = {}
-        self._unreported: set[int] = set()
         stack.on_device_created.append(self._prepare)
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
@@ -306,7 +305,6 @@ class Security:
     def _attach(self, device: Device) -> None:
         self._passkeys.clear()
         self._securing.clear()
-        self._unreported.clear()
         device.on("connection", guarded(self._on_connection))
         device.host.long_term_key_provider = functools.partial(self._long_term_key, device)
 
@@ -453,18 +451,10 @@ class Security:
         """For an ATT request arriving while pairing has encrypted the link but not yet
         reported: a future resolved right after ``_IRQ_ENCRYPTION_UPDATE`` is posted (or
         when the link goes, or after a deadline), else None."""
-        if connection.handle not in self._unreported:
-            return None
         waiter = self._settling.get(connection.handle)
-        if waiter is None or waiter.done():
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-            self._settling[connection.handle] = waiter
-            loop.call_later(_SETTLE_TIMEOUT, _settle, waiter)
-        return waiter
+        return None if waiter is None or waiter.done() else waiter
 
     def _settle(self, connection: Connection) -> None:
-        self._unreported.discard(connection.handle)
         waiter = self._settling.pop(connection.handle, None)
         if waiter is not None:
             _settle(waiter)
@@ -519,7 +509,11 @@ class Security:
     def _on_encryption_change(self, connection: Connection) -> None:
         if self._pairing_active(connection):
             # Reported when the pairing has finished; ATT requests wait for it.
-            self._unreported.add(connection.handle)
+            if self.settled(connection) is None:
+                loop = asyncio.get_running_loop()
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._settling[connection.handle] = waiter
+                loop.call_later(_SETTLE_TIMEOUT, _settle, waiter)
             return
         self._report_reencryption(connection)
 

@@ -422,7 +422,7 @@ class BLE:
         send with NimBLE's ``BLE_HS_EAPP``, ``OSError(-9)`` (SPEC 1.14)."""
         if not self._gatts.is_local_value(handle):
             return
-        answer = self._ring.ask_now(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle)
+        answer = self._ring.deliver_now(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle)
         if isinstance(answer, int) and answer & 0xFF:
             raise mp_oserror(-_BLE_HS_EAPP, "the IRQ handler refused the read of the value")
 
