@@ -15,12 +15,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mpbluetooth.constants import (
+    IRQ_GATTC_READ_DONE,
+    IRQ_PERIPHERAL_DISCONNECT,
+)
+
 from .conftest import Recorder
 from .gatt_setup import make_gatt
-
-IRQ_PERIPHERAL_DISCONNECT = 8
-IRQ_CENTRAL_DISCONNECT = 2
-IRQ_GATTC_READ_DONE = 16
 
 #: Bounds every program below: it prints what it saw and exits well before this.
 RUN_TIMEOUT = 60

@@ -3,6 +3,7 @@ in one process through ``sim.Link`` and across processes through a hub and ``sim
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -15,22 +16,22 @@ import pytest
 from mpbluetooth import sim
 from mpbluetooth.ble import BLE
 from mpbluetooth.cli import sim_ctl
+from mpbluetooth.constants import (
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_WRITE,
+    IRQ_L2CAP_CONNECT,
+    IRQ_L2CAP_RECV,
+    IRQ_L2CAP_SEND_READY,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_RESULT,
+)
 
 from .conftest import ENV, HubProcess, Recorder
 from .test_hub import Peer
 from .test_sim_timing import connect_at
 
-_IRQ_CENTRAL_CONNECT = 1
-_IRQ_CENTRAL_DISCONNECT = 2
-_IRQ_GATTS_WRITE = 3
-_IRQ_SCAN_RESULT = 5
-_IRQ_PERIPHERAL_CONNECT = 7
-_IRQ_PERIPHERAL_DISCONNECT = 8
-_IRQ_GATTC_WRITE_DONE = 17
-_IRQ_L2CAP_ACCEPT = 22
-_IRQ_L2CAP_CONNECT = 23
-_IRQ_L2CAP_RECV = 25
-_IRQ_L2CAP_SEND_READY = 26
 PSM = 0x80
 
 
@@ -53,9 +54,9 @@ def test_loss_delays_acknowledged_writes_but_loses_none(air: sim.Link) -> None:
     air.set_loss(0.10)
     for i in range(60):
         c.gattc_write(c_handle, value_handle, b"w%02d" % i, 1)
-        done = rc.wait(_IRQ_GATTC_WRITE_DONE, count=i + 1, timeout=5)
+        done = rc.wait(IRQ_GATTC_WRITE_DONE, count=i + 1, timeout=5)
         assert done[2] == 0  # status: acknowledged
-    writes = rp.of(_IRQ_GATTS_WRITE)
+    writes = rp.of(IRQ_GATTS_WRITE)
     assert len(writes) == 60
     assert [p.gatts_read(value_handle)] == [b"w59"]
     # Some transmissions were lost and sent again.
@@ -72,7 +73,7 @@ class _Sink:
         self.cond = threading.Condition()
 
     def __call__(self, event: int, data: tuple[Any, ...]) -> None:
-        if event == _IRQ_L2CAP_RECV:
+        if event == IRQ_L2CAP_RECV:
             conn, cid = data
             while n := self.ble.l2cap_recvinto(conn, cid, self.buf):
                 with self.cond:
@@ -101,12 +102,12 @@ def test_loss_never_loses_an_l2cap_byte(air: sim.Link) -> None:
     p.l2cap_listen(PSM, 256)
     air.set_loss(0.10, c, p)
     c.l2cap_connect(c_handle, PSM, 256)
-    cid = rc.wait(_IRQ_L2CAP_CONNECT)[1]
+    cid = rc.wait(IRQ_L2CAP_CONNECT)[1]
     payload = bytes(range(256)) * 12  # 3072 bytes, 12 SDUs of 256
     for i in range(0, len(payload), 256):
-        before = len(rc.of(_IRQ_L2CAP_SEND_READY))
+        before = len(rc.of(IRQ_L2CAP_SEND_READY))
         if not c.l2cap_send(c_handle, cid, payload[i : i + 256]):
-            rc.wait(_IRQ_L2CAP_SEND_READY, count=before + 1, timeout=10)
+            rc.wait(IRQ_L2CAP_SEND_READY, count=before + 1, timeout=10)
     sink.wait_for(len(payload), timeout=20)
     assert bytes(sink.received) == payload
     assert _lost(air, c, p) > 0
@@ -121,11 +122,11 @@ def test_rssi_jitters_and_falls_with_distance(air: sim.Link) -> None:
     p.gap_advertise(20_000, b"\x02\x01\x06")
 
     def rssis(n: int) -> list[int]:
-        before = len(rc.of(_IRQ_SCAN_RESULT))
+        before = len(rc.of(IRQ_SCAN_RESULT))
         c.gap_scan(0, 30_000, 30_000, False)
-        rc.wait(_IRQ_SCAN_RESULT, count=before + n, timeout=5)
+        rc.wait(IRQ_SCAN_RESULT, count=before + n, timeout=5)
         c.gap_scan(None)
-        return [d[3] for d in rc.of(_IRQ_SCAN_RESULT)[before : before + n]]
+        return [d[3] for d in rc.of(IRQ_SCAN_RESULT)[before : before + n]]
 
     air.move(p, 0.0)
     air.move(c, 2.0)
@@ -149,14 +150,14 @@ def test_out_of_range_ends_the_link_at_the_supervision_timeout_unless_back(air: 
     time.sleep(timeout / 3)  # the fault's duration, not a synchronisation
     air.move(p, 0.0, 0.5)
     c.gattc_write(c_handle, value_handle, b"back", 1)
-    assert rc.wait(_IRQ_GATTC_WRITE_DONE, timeout=2)[2] == 0
-    assert rc.of(_IRQ_PERIPHERAL_DISCONNECT) == []
+    assert rc.wait(IRQ_GATTC_WRITE_DONE, timeout=2)[2] == 0
+    assert rc.of(IRQ_PERIPHERAL_DISCONNECT) == []
     # Away for good: both ends time out, reason 0x08.
     gone = time.monotonic()
     air.out_of_range(p)
-    rc.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=timeout + 2)
+    rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=timeout + 2)
     took = time.monotonic() - gone
-    rp.wait(_IRQ_CENTRAL_DISCONNECT, timeout=1)
+    rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=1)
     assert timeout - interval <= took <= timeout + 0.1, (took, timeout)
     assert air.disconnect_reasons(c) == [(c_handle, 0x08)]
     assert air.disconnect_reasons(p) == [(p_handle, 0x08)]
@@ -165,8 +166,8 @@ def test_out_of_range_ends_the_link_at_the_supervision_timeout_unless_back(air: 
 def test_forced_disconnect_carries_its_reason(air: sim.Link) -> None:
     p, rp, c, rc, c_handle, p_handle, _ = connect_at(air, 50_000)
     assert air.disconnect(c, p, 0x3D) is True
-    rc.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=1)
-    rp.wait(_IRQ_CENTRAL_DISCONNECT, timeout=1)
+    rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=1)
+    rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=1)
     assert air.disconnect_reasons(c) == [(c_handle, 0x3D)]
     assert air.disconnect_reasons(p) == [(p_handle, 0x3D)]
     assert air.disconnect(c, p, 0x3D) is False
@@ -203,17 +204,28 @@ def _ctl(hub: HubProcess, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_killed_process_times_out_at_its_peer_through_an_air_hub(air_hub: HubProcess) -> None:
-    """kill -9 of a peer: the survivor's DISCONNECT comes at the supervision timeout,
-    reason 0x08, not at once."""
-    ble = BLE._new_instance("local", transport=air_hub.spec)
+@contextlib.contextmanager
+def _connected_to_a_peer(hub: HubProcess) -> Iterator[tuple[BLE, Recorder, Peer]]:
+    """An instance of this process on ``hub`` connecting (30 ms) to a peer process there;
+    both closed afterwards."""
+    ble = BLE._new_instance("local", transport=hub.spec)
     recorder = Recorder()
     ble.irq(recorder)
     ble.active(True)
-    peer = Peer(air_hub.spec)
+    peer = Peer(hub.spec)
     try:
         ble.gap_connect(peer.addr_type, peer.addr, 2000, 30_000, 30_000)
-        conn = recorder.wait(_IRQ_PERIPHERAL_CONNECT)[0]
+        yield ble, recorder, peer
+    finally:
+        peer.close()
+        ble._close()
+
+
+def test_killed_process_times_out_at_its_peer_through_an_air_hub(air_hub: HubProcess) -> None:
+    """kill -9 of a peer: the survivor's DISCONNECT comes at the supervision timeout,
+    reason 0x08, not at once."""
+    with _connected_to_a_peer(air_hub) as (ble, recorder, peer):
+        conn = recorder.wait(IRQ_PERIPHERAL_CONNECT)[0]
         listing = sim_ctl.send(air_hub.spec, {"op": "list"})
         assert listing["ok"] and listing["result"]["timing"] == "air"
         links = [c for m in listing["result"]["members"] for c in m["connections"]]
@@ -221,23 +233,14 @@ def test_killed_process_times_out_at_its_peer_through_an_air_hub(air_hub: HubPro
         assert links[0]["interval_ms"] == pytest.approx(30.0)
         killed = time.monotonic()
         peer.proc.kill()
-        assert recorder.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=timeout + 2)[0] == conn
+        assert recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=timeout + 2)[0] == conn
         took = time.monotonic() - killed
         assert timeout - 0.030 <= took <= timeout + 0.2, (took, timeout)
-    finally:
-        peer.close()
-        ble._close()
 
 
 def test_sim_ctl_sets_faults_and_kills_on_a_running_hub(air_hub: HubProcess) -> None:
-    ble = BLE._new_instance("local", transport=air_hub.spec)
-    recorder = Recorder()
-    ble.irq(recorder)
-    ble.active(True)
-    peer = Peer(air_hub.spec)
-    try:
-        ble.gap_connect(peer.addr_type, peer.addr, 2000, 30_000, 30_000)
-        recorder.wait(_IRQ_PERIPHERAL_CONNECT)
+    with _connected_to_a_peer(air_hub) as (ble, recorder, _):
+        recorder.wait(IRQ_PERIPHERAL_CONNECT)
         listing = _ctl(air_hub, "list")
         assert listing.returncode == 0, listing.stderr
         names = [line.split()[0] for line in listing.stdout.splitlines()[1:] if line[:1] != " "]
@@ -253,9 +256,6 @@ def test_sim_ctl_sets_faults_and_kills_on_a_running_hub(air_hub: HubProcess) -> 
         ours = next(line.split()[0] for line in lines if address in line.lower())
         peer_name = next(n for n in names if n != ours)
         assert _ctl(air_hub, "kill", peer_name).returncode == 0
-        recorder.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=5)
+        recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=5)
         after = sim_ctl.send(air_hub.spec, {"op": "list"})["result"]["members"]
         assert [m["name"] for m in after] == [ours]
-    finally:
-        peer.close()
-        ble._close()

@@ -16,18 +16,19 @@ import pytest
 
 from mpbluetooth import sim
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import (
+    IRQ_CENTRAL_CONNECT,
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_GATTC_NOTIFY,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_WRITE,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_RESULT,
+)
 from mpbluetooth.uuid import UUID
 
 from .conftest import Recorder
-
-_IRQ_CENTRAL_CONNECT = 1
-_IRQ_CENTRAL_DISCONNECT = 2
-_IRQ_GATTS_WRITE = 3
-_IRQ_SCAN_RESULT = 5
-_IRQ_PERIPHERAL_CONNECT = 7
-_IRQ_PERIPHERAL_DISCONNECT = 8
-_IRQ_GATTC_WRITE_DONE = 17
-_IRQ_GATTC_NOTIFY = 18
 
 FLAG_READ = 0x0002
 FLAG_WRITE = 0x0008
@@ -66,8 +67,8 @@ def connect_at(
     )
     p.gap_advertise(20000, b"\x02\x01\x06")
     c.gap_connect(*p.config("mac"), 2000, interval_us, interval_us)
-    c_handle = rc.wait(_IRQ_PERIPHERAL_CONNECT)[0]
-    p_handle = rp.wait(_IRQ_CENTRAL_CONNECT)[0]
+    c_handle = rc.wait(IRQ_PERIPHERAL_CONNECT)[0]
+    p_handle = rp.wait(IRQ_CENTRAL_CONNECT)[0]
     return p, rp, c, rc, c_handle, p_handle, value_handle
 
 
@@ -76,7 +77,7 @@ def _round_trips(c: BLE, rc: Recorder, c_handle: int, value_handle: int, n: int)
     for i in range(n):
         start = time.monotonic()
         c.gattc_write(c_handle, value_handle, bytes([i]), 1)
-        rc.wait(_IRQ_GATTC_WRITE_DONE, count=i + 1)
+        rc.wait(IRQ_GATTC_WRITE_DONE, count=i + 1)
         times.append(time.monotonic() - start)
     return times
 
@@ -87,7 +88,7 @@ def test_write_with_response_takes_one_to_two_intervals(air: sim.Link, interval_
     p, rp, c, rc, c_handle, p_handle, value_handle = connect_at(air, int(interval_ms * 1000))
     interval = interval_ms / 1000
     times = _round_trips(c, rc, c_handle, value_handle, 12)
-    assert len(rp.of(_IRQ_GATTS_WRITE)) == 12
+    assert len(rp.of(IRQ_GATTS_WRITE)) == 12
     for took in times:
         assert interval * 0.9 <= took <= 2 * interval + SLACK, (took, times)
     # The phase of a request within the interval is spread out: on average ~1.5 intervals.
@@ -109,12 +110,12 @@ def test_notifications_go_at_the_per_event_bound(air: sim.Link) -> None:
             time.sleep(0.001)  # ENOMEM: the controller's buffers are full, as on a board
             continue
         sent += 1
-    rc.wait(_IRQ_GATTC_NOTIFY, count=100, timeout=10)
+    rc.wait(IRQ_GATTC_NOTIFY, count=100, timeout=10)
     took = time.monotonic() - start
     events = -(-100 // DEFAULT_PDUS_PER_EVENT)
     expected = events * 0.0075
     assert expected * 0.85 <= took <= expected * 1.25 + SLACK, (took, expected)
-    values = [bytes(d[2]) for d in rc.of(_IRQ_GATTC_NOTIFY)]
+    values = [bytes(d[2]) for d in rc.of(IRQ_GATTC_NOTIFY)]
     assert values == [b"n%03d" % i for i in range(100)]
 
 
@@ -141,7 +142,7 @@ def test_passive_scan_hears_only_in_its_window(air: sim.Link) -> None:
         inner = rec.__call__
 
         def call(event: int, data: tuple[object, ...]) -> None:
-            if event == _IRQ_SCAN_RESULT:
+            if event == IRQ_SCAN_RESULT:
                 times[n].append(time.monotonic() - starts[n])
             inner(event, data)
 
@@ -176,10 +177,10 @@ def test_scan_with_window_equal_to_interval_finds_within_an_advertising_interval
     p.gap_advertise(100_000, b"\x02\x01\x06")
     took = []
     for _ in range(5):
-        before = len(rc.of(_IRQ_SCAN_RESULT))
+        before = len(rc.of(IRQ_SCAN_RESULT))
         start = time.monotonic()
         c.gap_scan(2000, 100_000, 100_000, False)
-        rc.wait(_IRQ_SCAN_RESULT, count=before + 1, timeout=3)
+        rc.wait(IRQ_SCAN_RESULT, count=before + 1, timeout=3)
         took.append(time.monotonic() - start)
         c.gap_scan(None)
     assert max(took) <= 0.110 + SLACK, took
@@ -195,18 +196,18 @@ def test_killed_peer_ends_the_link_at_the_supervision_timeout(air: sim.Link) -> 
     assert interval == pytest.approx(0.050)
     killed = time.monotonic()
     air.kill(p)
-    data = rc.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=5)
+    data = rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=5)
     took = time.monotonic() - killed
     assert data[0] == c_handle
     assert timeout - interval <= took <= timeout + SLACK, (took, timeout)
-    assert rp.wait(_IRQ_CENTRAL_DISCONNECT, timeout=1)[0] == p_handle
+    assert rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=1)[0] == p_handle
 
 
 def test_active_false_disconnects_the_peer_as_on_air(air: sim.Link) -> None:
     p, rp, c, rc, c_handle, p_handle, value_handle = connect_at(air, 50_000)
     start = time.monotonic()
     p.active(False)
-    data = rc.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=2)
+    data = rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2)
     took = time.monotonic() - start
     assert data[0] == c_handle
     assert data[0] == c_handle and took <= 0.100 + SLACK + 0.05, took
@@ -216,7 +217,7 @@ def test_gap_disconnect_takes_an_event(air: sim.Link) -> None:
     p, rp, c, rc, c_handle, p_handle, value_handle = connect_at(air, 50_000)
     start = time.monotonic()
     assert c.gap_disconnect(c_handle)
-    rp.wait(_IRQ_CENTRAL_DISCONNECT, timeout=2)
+    rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=2)
     took_peer = time.monotonic() - start
-    rc.wait(_IRQ_PERIPHERAL_DISCONNECT, timeout=2)
+    rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2)
     assert 0 <= took_peer <= 0.050 + SLACK, took_peer
