@@ -3,6 +3,8 @@
 The MicroPython surface is ``BLE``, ``UUID`` and the five ``FLAG_*`` constants. The rest
 of this namespace is desktop only:
 
+* ``open(transport=None, name=None)``: a new ``BLE`` instance of its own (a context
+  manager; ``close()`` when done), beside the process singleton ``BLE()``;
 * ``set_transport(spec)``: choose the HCI controller (else ``MPBLUETOOTH_TRANSPORT``,
   else the in-process simulated controller);
 * ``irq_stats(ble)``: delivered / dropped counters of an instance's event ring;
@@ -22,7 +24,7 @@ from ._errors import TransportError
 from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
 from ._scheduler import scheduler as _scheduler
-from .ble import BLE, irq_stats, set_transport
+from .ble import BLE, irq_stats, open, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
 from .uuid import UUID
 
@@ -58,5 +60,6 @@ __all__ = [
     "TransportError",
     "deliver_on_main_thread",
     "irq_stats",
+    "open",
     "set_transport",
 ]

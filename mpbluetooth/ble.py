@@ -7,6 +7,7 @@ marshalled onto the runtime's loop thread, where the concern modules talk to Bum
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -131,12 +132,23 @@ class BLE:
     def _call(self, coro: Any, what: str, drain: bool = False) -> Any:
         return runtime().call(coro, f"{self._stack.name}: {what}", drain=drain)
 
-    def _close(self) -> None:
-        """Deactivate and stop the dispatcher (for instances that are being discarded)."""
+    def close(self) -> None:
+        """Desktop only: deactivate and stop the event dispatcher, for an instance made by
+        :func:`mpbluetooth.open` (or ``sim.Link.instance``) that is being discarded. MicroPython
+        has no such method: a board's radio lives as long as the program."""
         try:
             self.active(False)
         finally:
             self._ring.close()
+
+    # Kept for one release: the old private name used by tools outside the package.
+    _close = close
+
+    def __enter__(self) -> BLE:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- general -----------------------------------------------------------------------
     @_mp_args(1, 2)
@@ -609,6 +621,24 @@ def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
     ``l2cap_listen`` takes for good, and code tested here must not break there. Also
     ``MPBLUETOOTH_L2CAP_MULTICHANNEL=1`` for instances made afterwards."""
     (ble or BLE())._l2cap.multichannel = bool(enabled)
+
+
+_opened = itertools.count(1)
+
+
+def open(transport: str | None = None, name: str | None = None) -> BLE:  # noqa: A001
+    """Desktop only: a new, inactive ``BLE`` instance of its own, not the process singleton
+    that ``BLE()`` returns (as on MicroPython).
+
+    ``transport`` is a transport spec (``usb:0``, ``tcp-client:127.0.0.1:6402``, ...); None
+    takes the configured one (``set_transport``, else ``MPBLUETOOTH_TRANSPORT``, else the
+    in-process simulated link). ``name`` names the instance in logs and traces. Use it as a
+    context manager, or call ``close()`` when done::
+
+        with mpbluetooth.open("usb:0") as ble:
+            ble.active(True)
+    """
+    return BLE._new_instance(name=name or f"ble{next(_opened)}", transport=transport)
 
 
 def set_transport(spec: str | None) -> None:

@@ -234,7 +234,7 @@ class Link:
         """Deactivate every instance made by this link and stop their dispatchers."""
         try:
             for ble in self._instances:
-                ble._close()
+                ble.close()
             self._instances.clear()
         finally:
             if self.rootcanal is not None:
