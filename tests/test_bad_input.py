@@ -747,6 +747,8 @@ def rows() -> list[Row]:
             Raises(NotImplementedError),
         ),
         ("hci_cmd: three arguments", lambda r: r.server.hci_cmd(0x04, 0x01, b""), takes(5, 4)),
+        # --- close (desktop only, not on a board) -----------------------------------------
+        ("close: an argument", lambda r: r.server.close(True), Raises(TypeError)),
         # --- an inactive radio --------------------------------------------------------------
         ("off: config mac", lambda r: r.off.config("mac"), Errno(errno.ENODEV)),
         ("off: config mtu", lambda r: r.off.config("mtu"), Errno(errno.ENODEV)),
