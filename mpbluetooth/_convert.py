@@ -7,14 +7,21 @@ Bumble: ``hci.Address`` with little-endian bytes, intervals in ms (floats).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .uuid import buffer_bytes
 
-__all__ = ["buffer_bytes", "to_int", "int32", "uint16", "uint8", "address_to_mp", "mp_to_address"]
+__all__ = [
+    "adv_type",
+    "address_to_mp",
+    "buffer_bytes",
+    "check_args",
+    "int32",
+    "mp_to_address",
+    "to_int",
+    "uint16",
+    "uint8",
+]
 
 
 #: MicroPython's machine word (``mp_int_t`` on a 64-bit port): ``mp_obj_get_int`` takes a
@@ -83,11 +90,6 @@ def mp_to_address(addr_type: int, addr: bytes) -> Any:
     )
 
 
-def interval_us_to_ms(interval_us: int) -> float:
-    """An advertising/scan interval in µs as Bumble's ms, rounded down to 625 µs slots."""
-    return (interval_us // 625) * 0.625
-
-
 # Extended report event-type bits (Core Vol 4, Part E, 7.7.65.13).
 _EXT_CONNECTABLE = 0x01
 _EXT_SCANNABLE = 0x02
@@ -110,61 +112,3 @@ def adv_type(event_type: int, extended: bool) -> int:
     if event_type & _EXT_CONNECTABLE:
         return 0
     return 2 if event_type & _EXT_SCANNABLE else 3
-
-
-def conn_interval_us_to_ms(interval_us: int) -> float:
-    """A connection interval in µs as Bumble's ms, rounded down to 1.25 ms units."""
-    return (interval_us // 1250) * 1.25
-
-
-# NimBLE host statuses, as GATT events (READ_DONE, INDICATE_DONE...) report them.
-ATT_ERROR_BASE = 0x100  # BLE_HS_ERR_ATT_BASE: an ATT error response, as 0x100 + code
-STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
-STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN: the link went
-STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
-STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
-
-
-async def link_status(
-    connection: Any,
-    work: Coroutine[Any, Any, Any],
-    what: str,
-    classify: Callable[[Exception], int | None] = lambda exc: None,
-) -> int:
-    """Await ``work``, cut short if the link drops, and say how it ended as NimBLE's status:
-    0, 7 link lost, 13 timeout, ``classify(exc)`` for errors the caller knows, else 5
-    (logged). Our own task being cancelled means the stack is stopping: that re-raises,
-    so no event follows, as on NimBLE."""
-    from bumble.core import TimeoutError as BumbleTimeoutError
-
-    # Bumble's cancel_on_disconnection runs the work in a task of its own: one more task
-    # per GATT procedure, and a loop iteration at each end of it. The work runs in our
-    # own task instead, which the disconnection cancels.
-    task = asyncio.current_task()
-    assert task is not None
-    lost = False
-
-    def on_disconnection(*_: Any) -> None:
-        nonlocal lost
-        if not task.done():
-            lost = True
-            task.cancel()
-
-    connection.on("disconnection", on_disconnection)
-    try:
-        await work
-    except asyncio.CancelledError:
-        if not lost or task.uncancel() > 0:
-            raise  # our task is being cancelled: the stack is stopping
-        return STATUS_NOT_CONNECTED
-    except (TimeoutError, BumbleTimeoutError):
-        return STATUS_TIMEOUT
-    except Exception as exc:  # noqa: BLE001 - reported through the status
-        status = classify(exc)
-        if status is None:
-            logging.getLogger(__name__).exception("%s failed", what)
-            return STATUS_FAILED
-        return status
-    finally:
-        connection.remove_listener("disconnection", on_disconnection)
-    return 0

@@ -13,17 +13,19 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _gatts, _transport
+from . import _transport
 from ._convert import buffer_bytes, check_args, int32, to_int, uint8, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
-from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
+from ._gap import DEFAULT_MAX_CONN_US, DEFAULT_MIN_CONN_US, Gap
 from ._gattc import GattClient
 from ._gatts import GattServer
+from ._gatts_defs import MAX_SERVICES, parse_service, sized
 from ._l2cap import L2cap, clamp_mtu
 from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
+from ._status import HS_ADV_DATA_TOO_LONG, HS_EAPP
 from .constants import (
     CONN_HANDLE_NONE,
     E2BIG,
@@ -33,22 +35,14 @@ from .constants import (
     ENOMEM,
     ENOTCONN,
     IRQ_GATTS_READ_REQUEST,
-    IRQ_SCAN_DONE,
-    IRQ_SCAN_RESULT,
 )
 from .uuid import UUID
 
 logger = logging.getLogger(__name__)
 
 _UNSET: Any = object()
-_GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
 _MAX_GAP_NAME = 31
-_MTU_RANGE = range(23, 528)
 _MAX_LEGACY_ADV = 31
-#: What a board answers for a payload over 31 bytes: NimBLE's host code 18 negated.
-_ADV_DATA_TOO_LONG = -18
-#: NimBLE's BLE_HS_EAPP (the application refused), passed through as ``OSError(-9)``.
-_BLE_HS_EAPP = 9
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -76,7 +70,6 @@ def _not_yet(feature: str, issue: str) -> NotImplementedError:
     return NotImplementedError(f"{feature} is not implemented yet in mpbluetooth ({issue})")
 
 
-_GATT = "GATT server and client, issue #4"
 _PASSKEY_ACTIONS = (2, 3, 4)
 
 
@@ -96,8 +89,6 @@ class BLE:
     _security: Security
     _gatts: GattServer
     _gattc: GattClient
-    #: The GAP name in force at the next activation: set while active, else the default.
-    _gap_name_kept: bytes
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
         # MicroPython accepts and ignores any arguments.
@@ -111,26 +102,24 @@ class BLE:
         """Nothing to do: the singleton was set up by ``__new__``."""
 
     @classmethod
-    def _new_instance(cls, name: str, link: Any = None, transport: str | None = None) -> BLE:
+    def _new_instance(cls, name: str, transport: str | None = None) -> BLE:
         self = object.__new__(cls)
         rt = runtime()
         self._ring = EventRing(name, lambda: rt.loop)
-        self._stack = Stack(name, self._ring, link, transport)
+        self._stack = Stack(name, self._ring, transport)
         self._gap = Gap(self._stack)
         self._l2cap = L2cap(self._stack)
         self._security = Security(self._stack)
-        self._gatts, self._gattc = GattServer(self._stack), GattClient(self._stack)
-        self._gatts.peer_bonded = self._security.peer_bonded
-        self._gatts.link_authenticated = self._security.link_authenticated
-        self._gatts.security_settled = self._security.settled
-        self._gap_name_kept = self._stack.gap_name
+        self._gatts = GattServer(self._stack, self._security)
+        self._gattc = GattClient(self._stack)
         return self
 
     def __repr__(self) -> str:
         return f"<BLE {self._stack.name} {'active' if self._stack.active else 'inactive'}>"
 
-    def _call(self, coro: Any, what: str, drain: bool = False) -> Any:
-        return runtime().call(coro, f"{self._stack.name}: {what}", drain=drain)
+    def _call(self, fn: Callable[..., Any], *args: Any, what: str, drain: bool = False) -> Any:
+        """Run ``fn(*args)`` on the loop thread (see ``Runtime.call``)."""
+        return runtime().call(fn, *args, what=f"{self._stack.name}: {what}", drain=drain)
 
     def close(self) -> None:
         """Desktop only: deactivate and stop the event dispatcher, for an instance made by
@@ -160,11 +149,11 @@ class BLE:
         """
         if active is not _UNSET:
             if active:
-                # A gap_name set while off does not survive activation (see config).
-                self._stack.gap_name = self._gap_name_kept
-                self._call(self._stack.power_on(), "power on", drain=True)
+                # A gap_name set while off does not survive activation (see Gap.set_name).
+                self._stack.gap_name = self._gap.kept_name
+                self._call(self._stack.power_on, what="power on", drain=True)
             elif self._stack.active or self._stack.device is not None:
-                self._call(self._stack.power_off(), "power off", drain=True)
+                self._call(self._stack.power_off, what="power off", drain=True)
         return self._stack.active
 
     @_mp_args(2, 2)
@@ -196,51 +185,21 @@ class BLE:
             return stack.gap_name
         if name == "mtu":
             stack.require()
-            return stack.mtu
+            return self._gatts.mtu
         if name == "rxbuf":
             return self._ring.capacity
         raise ValueError("unknown config param")
 
     def _config_set(self, key: str, value: Any) -> None:
-        stack = self._stack
-        if key == "gap_name":
-            name = buffer_bytes(value)
-            if len(name) > _MAX_GAP_NAME:
-                raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
-            # NimBLE keeps the name as a C string: it ends at the first NUL.
-            name = name.split(b"\0", 1)[0]
-            if stack.active:
-                self._call(_run(stack.set_gap_name, name), "set gap_name")
-                self._gap_name_kept = name
-            else:
-                # Readable until the radio starts, then lost, as on a board (NimBLE sets
-                # up its GAP service at activation).
-                stack.gap_name = name
-        elif key == "rxbuf":
-            size = to_int(value)
-            if not MIN_RXBUF <= size <= MAX_RXBUF:
-                raise ValueError()
-            self._ring.set_capacity(size)
-        elif key == "mtu":
-            mtu = uint16(value)
-            stack.require()
-            if mtu not in _MTU_RANGE:
-                raise mp_oserror(EINVAL, "mtu must be 23..527")
-            self._call(_run(_set_mtu, stack, mtu), "set mtu")
-        elif key == "addr_mode":
-            mode = to_int(value) & 0xFF  # NimBLE takes a uint8_t: 256 is 0 (public)
-            stack.require()
-            self._call(stack.set_address_mode(mode), "set addr_mode")
-        elif key == "bond":
-            stack.bond = bool(value)
-        elif key == "mitm":
-            stack.mitm = bool(value)
-        elif key == "le_secure":
-            stack.le_secure = bool(value)
-        elif key == "io":
-            stack.io = to_int(value) & 0xFF  # a uint8_t in NimBLE's config
-        else:
+        entry = _CONFIG_SET.get(key)
+        if entry is None:
             raise ValueError("unknown config param")
+        convert, owner, setter = entry
+        concern = getattr(self, owner)
+        if setter is None:
+            setattr(concern, key, convert(value))
+        else:
+            getattr(concern, setter)(convert(value))
 
     # --- GAP ---------------------------------------------------------------------------
     def gap_advertise(self, *args: Any, **kwargs: Any) -> None:
@@ -256,7 +215,7 @@ class BLE:
         interval_us, adv_data, resp_data, connectable = _advertise_args(args, kwargs)
         if interval_us is None:
             if self._stack.active:
-                self._call(self._gap.stop_advertising(), "stop advertising")
+                self._call(self._gap.stop_advertising, what="stop advertising")
             return None
         interval = int32(interval_us)
         adv = None if adv_data is None else buffer_bytes(adv_data)
@@ -266,9 +225,10 @@ class BLE:
             if payload is not None and len(payload) > _MAX_LEGACY_ADV:
                 # NimBLE's own answer (ble_gap_adv_set_data), before the controller sees it.
                 raise mp_oserror(
-                    _ADV_DATA_TOO_LONG, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes"
+                    -HS_ADV_DATA_TOO_LONG,
+                    f"advertising payload longer than {_MAX_LEGACY_ADV} bytes",
                 )
-        self._call(self._gap.advertise(interval, adv, resp, bool(connectable)), "advertise")
+        self._call(self._gap.advertise, interval, adv, resp, bool(connectable), what="advertise")
         return None
 
     @_mp_args(1, 5)
@@ -284,21 +244,15 @@ class BLE:
         ``_IRQ_SCAN_DONE`` before it returns (nested when called from a handler)."""
         if duration_ms is None:
             self._stack.require()
-            self._stop_scan()
+            self._gap.stop_scan()
             return None
         # NimBLE takes int32_t: 2**31 is negative, and a negative duration ends at once.
         duration = int32(duration_ms)
         interval = int32(interval_us)
         window = int32(window_us)
         self._stack.require()
-        self._call(self._gap.scan(duration, interval, window, bool(active)), "scan")
+        self._call(self._gap.scan, duration, interval, window, bool(active), what="scan")
         return None
-
-    def _stop_scan(self) -> None:
-        """Stop a running scan and deliver SCAN_DONE before returning (SPEC 1.7)."""
-        if self._call(self._gap.stop_scan(), "stop scan"):
-            self._ring.discard(IRQ_SCAN_RESULT)
-            self._ring.deliver_now(IRQ_SCAN_DONE)
 
     @_mp_args(2, 6)
     def gap_connect(
@@ -318,7 +272,7 @@ class BLE:
         if addr is _UNSET:
             if addr_type is not None:
                 raise TypeError("invalid addr")
-            self._call(self._gap.cancel_connect(), "cancel connect")
+            self._call(self._gap.cancel_connect, what="cancel connect")
             return None
         kind = to_int(addr_type) & 0xFF
         address = buffer_bytes(addr)
@@ -326,15 +280,13 @@ class BLE:
             raise ValueError("invalid addr")
         scan_ms = 2000 if scan_duration_ms is None else int32(scan_duration_ms)
         min_us = (
-            _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else int32(min_conn_interval_us)
+            DEFAULT_MIN_CONN_US if min_conn_interval_us is None else int32(min_conn_interval_us)
         )
         max_us = (
-            _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else int32(max_conn_interval_us)
+            DEFAULT_MAX_CONN_US if max_conn_interval_us is None else int32(max_conn_interval_us)
         )
         self._stack.require()
-        if self._gap.scanning:
-            self._stop_scan()
-        self._call(self._gap.connect(kind, address, scan_ms, min_us, max_us), "connect")
+        self._gap.connect(kind, address, scan_ms, min_us, max_us)
         return None
 
     @_mp_args(2, 2)
@@ -342,7 +294,7 @@ class BLE:
         """Start disconnecting; ``False`` when the handle is not connected."""
         handle = uint16(conn_handle)
         self._stack.require()
-        return bool(self._call(self._gap.disconnect(handle), "disconnect"))
+        return bool(self._call(self._gap.disconnect, handle, what="disconnect"))
 
     @_mp_args(2, 2)
     def gap_pair(self, conn_handle: Any, /) -> None:
@@ -351,7 +303,7 @@ class BLE:
         handle = uint16(conn_handle)
         if not self._stack.active:
             raise mp_oserror(ENOTCONN)  # NimBLE finds no link: its binding has no check
-        self._call(self._security.pair(handle), "gap_pair")
+        self._call(self._security.pair, handle, what="gap_pair")
 
     @_mp_args(4, 4)
     def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
@@ -362,7 +314,7 @@ class BLE:
             raise mp_oserror(EINVAL, "action must be 2, 3 or 4")
         if not self._stack.active:
             raise mp_oserror(ENOENT)  # NimBLE finds no pairing waiting: no active check
-        self._call(self._security.passkey(handle, action_value, passkey_value), "gap_passkey")
+        self._call(self._security.passkey, handle, action_value, passkey_value, what="gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
     @_mp_args(2, 2)
@@ -374,15 +326,15 @@ class BLE:
         while advertising, scanning, connecting or connected, as NimBLE refuses.
         MicroPython: handles differ from NimBLE's (Bumble's GATT service is larger).
         """
-        services = _gatts.sized(services_definition)
-        if len(services) > _gatts.MAX_SERVICES:
-            raise mp_oserror(E2BIG, f"at most {_gatts.MAX_SERVICES} services")
+        services = sized(services_definition)
+        if len(services) > MAX_SERVICES:
+            raise mp_oserror(E2BIG, f"at most {MAX_SERVICES} services")
         self._stack.require()
         # As on MicroPython, the old database is gone before the definition is parsed.
-        self._call(self._gatts.reset(), "reset the GATT database")
-        parsed = [_gatts.parse_service(service) for service in services]
+        self._call(self._gatts.reset, what="reset the GATT database")
+        parsed = [parse_service(service) for service in services]
         handles: tuple[tuple[int, ...], ...] = self._call(
-            self._gatts.register(parsed), "register services"
+            self._gatts.register, parsed, what="register services"
         )
         return handles
 
@@ -402,7 +354,7 @@ class BLE:
         value = buffer_bytes(data)
         self._gatts.write(handle, value)
         if send_update:
-            self._call(self._gatts.send_update(handle), "send update")
+            self._call(self._gatts.send_update, handle, what="send update")
         return len(value)
 
     @_mp_args(3, 4)
@@ -425,7 +377,7 @@ class BLE:
         _no_handle_zero(self._stack, handle, payload)
         if payload is None:
             self._stored_value_read(handle)
-        self._call(self._gatts.indicate(conn, handle, payload), "indicate")
+        self._call(self._gatts.indicate, conn, handle, payload, what="indicate")
 
     def _stored_value_read(self, handle: int) -> None:
         """NimBLE reads the stored value through the attribute access callback, with conn
@@ -436,7 +388,7 @@ class BLE:
             return
         answer = self._ring.deliver_now(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle)
         if isinstance(answer, int) and answer & 0xFF:
-            raise mp_oserror(-_BLE_HS_EAPP, "the IRQ handler refused the read of the value")
+            raise mp_oserror(-HS_EAPP, "the IRQ handler refused the read of the value")
 
     @_mp_args(3, 4)
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
@@ -452,7 +404,7 @@ class BLE:
         conn = uint16(conn_handle)
         if uuid is not None and not isinstance(uuid, UUID):
             raise TypeError("UUID")
-        self._call(self._gattc.discover_services(conn, uuid), "discover services")
+        self._call(self._gattc.discover_services, conn, uuid, what="discover services")
 
     @_mp_args(4, 5)
     def gattc_discover_characteristics(
@@ -464,8 +416,12 @@ class BLE:
         if uuid is not None and not isinstance(uuid, UUID):
             raise TypeError("UUID")
         self._call(
-            self._gattc.discover_characteristics(conn, start, end, uuid),
-            "discover characteristics",
+            self._gattc.discover_characteristics,
+            conn,
+            start,
+            end,
+            uuid,
+            what="discover characteristics",
         )
 
     @_mp_args(4, 4)
@@ -475,7 +431,7 @@ class BLE:
         """``_IRQ_GATTC_DESCRIPTOR_RESULT`` per attribute in ``start + 1 .. end``, then
         ``_IRQ_GATTC_DESCRIPTOR_DONE``."""
         conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
-        self._call(self._gattc.discover_descriptors(conn, start, end), "discover descriptors")
+        self._call(self._gattc.discover_descriptors, conn, start, end, what="discover descriptors")
 
     @_mp_args(3, 3)
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
@@ -498,7 +454,7 @@ class BLE:
         if not self._stack.active:
             # NimBLE's binding does not check: its procedure pool is not set up (ENOMEM).
             raise mp_oserror(ENOMEM)
-        self._call(self._gattc.exchange_mtu(conn), "exchange MTU")
+        self._call(self._gattc.exchange_mtu, conn, what="exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------
     @_mp_args(3, 3)
@@ -508,7 +464,7 @@ class BLE:
         ``OSError(EALREADY)``."""
         psm_value, mtu_value = uint16(psm), clamp_mtu(to_int(mtu))
         self._stack.require()
-        self._call(self._l2cap.listen(psm_value, mtu_value), "l2cap_listen")
+        self._call(self._l2cap.listen, psm_value, mtu_value, what="l2cap_listen")
 
     @_mp_args(4, 4)
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
@@ -517,14 +473,14 @@ class BLE:
         handle, psm_value = uint16(conn_handle), uint16(psm)
         mtu_value = clamp_mtu(to_int(mtu))  # MicroPython clamps to 32..65535 first
         self._stack.require()
-        self._call(self._l2cap.connect(handle, psm_value, mtu_value), "l2cap_connect")
+        self._call(self._l2cap.connect, handle, psm_value, mtu_value, what="l2cap_connect")
 
     @_mp_args(3, 3)
     def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
         """Close a channel; both ends get ``_IRQ_L2CAP_DISCONNECT`` with status 0."""
         handle, cid_value = uint16(conn_handle), uint16(cid)
         self._stack.require()
-        self._call(self._l2cap.disconnect(handle, cid_value), "l2cap_disconnect")
+        self._call(self._l2cap.disconnect, handle, cid_value, what="l2cap_disconnect")
 
     @_mp_args(4, 4)
     def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
@@ -564,6 +520,35 @@ class BLE:
         raise _not_yet("hci_cmd", "raw HCI commands are not planned yet")
 
 
+def _gap_name_arg(value: Any) -> bytes:
+    name = buffer_bytes(value)
+    if len(name) > _MAX_GAP_NAME:
+        raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
+    # NimBLE keeps the name as a C string: it ends at the first NUL.
+    return name.split(b"\0", 1)[0]
+
+
+def _rxbuf_arg(value: Any) -> int:
+    size = to_int(value)
+    if not MIN_RXBUF <= size <= MAX_RXBUF:
+        raise ValueError()
+    return size
+
+
+#: ``config(key=value)``: the argument's conversion (MicroPython's checks, in its order),
+#: the concern that owns the setting (a ``BLE`` attribute) and its setter (None: the
+#: concern's attribute of that name). ``addr_mode`` and ``io`` are ``uint8_t`` in NimBLE.
+_CONFIG_SET: dict[str, tuple[Callable[[Any], Any], str, str | None]] = {
+    "gap_name": (_gap_name_arg, "_gap", "set_name"),
+    "rxbuf": (_rxbuf_arg, "_ring", "set_capacity"),
+    "mtu": (uint16, "_gatts", "set_mtu"),
+    "addr_mode": (uint8, "_gap", "set_address_mode"),
+    "bond": (bool, "_security", None),
+    "mitm": (bool, "_security", None),
+    "le_secure": (bool, "_security", None),
+    "io": (uint8, "_security", None),
+}
+
 _ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
 _ADVERTISE_DEFAULTS = (500000, None, None, True)
 
@@ -595,17 +580,6 @@ def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
         raise mp_oserror(EINVAL, "handle 0 is not an attribute")
 
 
-async def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a plain function on the loop thread (Bumble state may only change there)."""
-    return fn(*args)
-
-
-def _set_mtu(stack: Stack, mtu: int) -> None:
-    stack.mtu = mtu
-    device = stack.require()
-    device.gatt_server.max_mtu = mtu
-
-
 def irq_stats(ble: BLE | None = None) -> IrqStats:
     """Desktop only: counters of an instance's IRQ ring (delivered, dropped, queued).
 
@@ -626,7 +600,7 @@ def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
 _opened = itertools.count(1)
 
 
-def open(transport: str | None = None, name: str | None = None) -> BLE:  # noqa: A001
+def open(transport: str | None = None, name: str | None = None) -> BLE:
     """Desktop only: a new, inactive ``BLE`` instance of its own, not the process singleton
     that ``BLE()`` returns (as on MicroPython).
 
