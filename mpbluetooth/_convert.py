@@ -7,22 +7,30 @@ Bumble: ``hci.Address`` with little-endian bytes, intervals in ms (floats).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .uuid import buffer_bytes
 
 __all__ = [
+    "UNSET",
     "adv_type",
+    "advertise_args",
     "address_to_mp",
     "buffer_bytes",
     "check_args",
     "int32",
+    "mp_args",
     "mp_to_address",
     "to_int",
     "uint16",
     "uint8",
 ]
 
+
+#: An argument that was not given (MicroPython's ``MP_OBJ_NULL``).
+UNSET: Any = object()
 
 #: MicroPython's machine word (``mp_int_t`` on a 64-bit port): ``mp_obj_get_int`` takes a
 #: long int only while its magnitude fits in 63 bits, so -2**63 overflows too.
@@ -112,3 +120,47 @@ def adv_type(event_type: int, extended: bool) -> int:
     if event_type & _EXT_CONNECTABLE:
         return 0
     return 2 if event_type & _EXT_SCANNABLE else 3
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def mp_args(least: int, most: int) -> Callable[[_F], _F]:
+    """Give a method MicroPython's arity check: positional only, ``least..most``
+    arguments counting ``self`` (``MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN``'s bounds), and
+    MicroPython's ``TypeError`` words, so a program catching or printing them sees what a
+    board says."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs or not least <= len(args) + 1 <= most:
+                check_args(len(args) + 1, len(kwargs), least, most)
+            return fn(self, *args)
+
+        return method  # type: ignore[return-value]
+
+    return wrap
+
+
+_ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
+_ADVERTISE_DEFAULTS = (500000, None, None, True)
+
+
+def advertise_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """``gap_advertise``'s arguments as MicroPython's ``mp_arg_parse_all`` takes them:
+    two positionals at most (``resp_data`` and ``connectable`` are keyword-only), each
+    keyword used once, and its words for anything else."""
+    if len(args) > 2:
+        raise TypeError("extra positional arguments given")
+    values = list(args) + [UNSET] * (4 - len(args))
+    used = 0
+    for index in range(len(args), 4):
+        if _ADVERTISE_ARGS[index] in kwargs:
+            values[index] = kwargs[_ADVERTISE_ARGS[index]]
+            used += 1
+        else:
+            values[index] = _ADVERTISE_DEFAULTS[index]
+    if used < len(kwargs):
+        raise TypeError("extra keyword arguments given")
+    return values

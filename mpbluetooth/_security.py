@@ -213,7 +213,7 @@ class Security:
         )
 
     # --- calls from ble.py (loop thread) ----------------------------------------------
-    async def pair(self, conn_handle: int) -> None:
+    def pair(self, conn_handle: int) -> None:
         """Central: encrypt with the bond's keys, else pair. Peripheral: Security Request."""
         from bumble.hci import Role
 
@@ -227,7 +227,7 @@ class Security:
         else:
             self.stack.require().request_pairing(connection)
 
-    async def passkey(self, conn_handle: int, action: int, passkey: int) -> None:
+    def passkey(self, conn_handle: int, action: int, passkey: int) -> None:
         self.stack.require()
         pending = self._passkeys.get(conn_handle)
         if pending is None or pending[1].done():

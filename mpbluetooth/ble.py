@@ -6,15 +6,14 @@ marshalled onto the runtime's loop thread, where the concern modules talk to Bum
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from . import _transport
-from ._convert import buffer_bytes, check_args, int32, to_int, uint8, uint16
+from ._convert import UNSET, advertise_args, buffer_bytes, int32, mp_args, to_int, uint8, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
 from ._gap import DEFAULT_MAX_CONN_US, DEFAULT_MIN_CONN_US, Gap
@@ -40,30 +39,9 @@ from .uuid import UUID
 
 logger = logging.getLogger(__name__)
 
-_UNSET: Any = object()
+_UNSET = UNSET
 _MAX_GAP_NAME = 31
 _MAX_LEGACY_ADV = 31
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _mp_args(least: int, most: int) -> Callable[[_F], _F]:
-    """Give a method MicroPython's arity check: positional only, ``least..most``
-    arguments counting ``self`` (``MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN``'s bounds), and
-    MicroPython's ``TypeError`` words, so a program catching or printing them sees what a
-    board says."""
-
-    def wrap(fn: _F) -> _F:
-        @functools.wraps(fn)
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if kwargs or not least <= len(args) + 1 <= most:
-                check_args(len(args) + 1, len(kwargs), least, most)
-            return fn(self, *args)
-
-        return method  # type: ignore[return-value]
-
-    return wrap
 
 
 def _not_yet(feature: str, issue: str) -> NotImplementedError:
@@ -140,7 +118,7 @@ class BLE:
         self.close()
 
     # --- general -----------------------------------------------------------------------
-    @_mp_args(1, 2)
+    @mp_args(1, 2)
     def active(self, active: Any = _UNSET, /) -> bool:
         """Start (``True``; restarts a running stack, as NimBLE) or stop the radio.
 
@@ -156,7 +134,7 @@ class BLE:
                 self._call(self._stack.power_off, what="power off", drain=True)
         return self._stack.active
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def irq(self, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:
         """Install the event handler, called as ``handler(event, data)`` on the IRQ thread."""
         if handler is not None and not callable(handler):
@@ -212,7 +190,7 @@ class BLE:
         An interval outside 20 ms .. 10.24 s is refused by the controller (Invalid HCI
         Command Parameters), which NimBLE reports as ``OSError(-530)``.
         """
-        interval_us, adv_data, resp_data, connectable = _advertise_args(args, kwargs)
+        interval_us, adv_data, resp_data, connectable = advertise_args(args, kwargs)
         if interval_us is None:
             if self._stack.active:
                 self._call(self._gap.stop_advertising, what="stop advertising")
@@ -231,7 +209,7 @@ class BLE:
         self._call(self._gap.advertise, interval, adv, resp, bool(connectable), what="advertise")
         return None
 
-    @_mp_args(1, 5)
+    @mp_args(1, 5)
     def gap_scan(
         self,
         duration_ms: Any = 0,
@@ -254,7 +232,7 @@ class BLE:
         self._call(self._gap.scan, duration, interval, window, bool(active), what="scan")
         return None
 
-    @_mp_args(2, 6)
+    @mp_args(2, 6)
     def gap_connect(
         self,
         addr_type: Any,
@@ -289,14 +267,14 @@ class BLE:
         self._gap.connect(kind, address, scan_ms, min_us, max_us)
         return None
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gap_disconnect(self, conn_handle: Any, /) -> bool:
         """Start disconnecting; ``False`` when the handle is not connected."""
         handle = uint16(conn_handle)
         self._stack.require()
         return bool(self._call(self._gap.disconnect, handle, what="disconnect"))
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gap_pair(self, conn_handle: Any, /) -> None:
         """Secure the link: as central, encrypt with the bond's keys or pair; as
         peripheral, send a Security Request. The outcome is ``_IRQ_ENCRYPTION_UPDATE``."""
@@ -305,7 +283,7 @@ class BLE:
             raise mp_oserror(ENOTCONN)  # NimBLE finds no link: its binding has no check
         self._call(self._security.pair, handle, what="gap_pair")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
         """Answer ``_IRQ_PASSKEY_ACTION``: the number typed (2), the number to display (3),
         or for a numeric comparison (4) non-zero to accept."""
@@ -317,7 +295,7 @@ class BLE:
         self._call(self._security.passkey, handle, action_value, passkey_value, what="gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
         """Replace the local services; return, per service, its characteristics' value
         handles each followed by its user descriptors' handles (CCCDs excluded).
@@ -338,13 +316,13 @@ class BLE:
         )
         return handles
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gatts_read(self, value_handle: Any, /) -> bytes:
         """The stored value (``b''`` for an unknown handle or an inactive radio; never
         raises). In append mode, reading empties it."""
         return self._gatts.read(uint16(value_handle))
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_write(self, value_handle: Any, data: Any, send_update: Any = False, /) -> int:
         """Store a value (growing its capacity to fit); return ``len(data)``.
 
@@ -357,7 +335,7 @@ class BLE:
             self._call(self._gatts.send_update, handle, what="send update")
         return len(value)
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_notify(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Notify regardless of subscription: ``data``, or the stored value when ``None``,
         cut to MTU - 3. ``OSError(ENOMEM)`` while the ACL buffers are full."""
@@ -368,7 +346,7 @@ class BLE:
             self._stored_value_read(handle)
         self._gatts.notify(conn, handle, payload)
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Indicate regardless of subscription; ``_IRQ_GATTS_INDICATE_DONE`` follows with
         status 0 on confirmation (on links where we are the peripheral, as NimBLE)."""
@@ -390,14 +368,14 @@ class BLE:
         if isinstance(answer, int) and answer & 0xFF:
             raise mp_oserror(-HS_EAPP, "the IRQ handler refused the read of the value")
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
         """Set a value's capacity to ``len`` bytes and clear it; with ``append``, remote
         writes accumulate until it is full (extra bytes are dropped)."""
         self._gatts.set_buffer(uint16(value_handle), to_int(len), bool(append))
 
     # --- GATT client -------------------------------------------------------------------
-    @_mp_args(2, 3)
+    @mp_args(2, 3)
     def gattc_discover_services(self, conn_handle: Any, uuid: Any = None, /) -> None:
         """``_IRQ_GATTC_SERVICE_RESULT`` per primary service (only ``uuid``'s if given),
         then ``_IRQ_GATTC_SERVICE_DONE``."""
@@ -406,7 +384,7 @@ class BLE:
             raise TypeError("UUID")
         self._call(self._gattc.discover_services, conn, uuid, what="discover services")
 
-    @_mp_args(4, 5)
+    @mp_args(4, 5)
     def gattc_discover_characteristics(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, uuid: Any = None, /
     ) -> None:
@@ -424,7 +402,7 @@ class BLE:
             what="discover characteristics",
         )
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def gattc_discover_descriptors(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, /
     ) -> None:
@@ -433,13 +411,13 @@ class BLE:
         conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
         self._call(self._gattc.discover_descriptors, conn, start, end, what="discover descriptors")
 
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
         """One read (no long read): ``_IRQ_GATTC_READ_RESULT`` then ``_IRQ_GATTC_READ_DONE``."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         self._gattc.read(conn, handle)
 
-    @_mp_args(4, 5)
+    @mp_args(4, 5)
     def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
         """Write without response (mode 0) or with it (mode 1, ``_IRQ_GATTC_WRITE_DONE``);
         data beyond MTU - 3 is dropped."""
@@ -447,7 +425,7 @@ class BLE:
         payload = buffer_bytes(data)
         self._gattc.write(conn, handle, payload, to_int(mode))
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
         """Exchange ``config('mtu')`` once per link; ``_IRQ_MTU_EXCHANGED`` on both sides."""
         conn = uint16(conn_handle)
@@ -457,7 +435,7 @@ class BLE:
         self._call(self._gattc.exchange_mtu, conn, what="exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:
         """Accept channels on ``psm`` (``_IRQ_L2CAP_ACCEPT`` decides each), MTU clamped to
         32..65535. Listening lasts until the stack stops; a PSM already listened on raises
@@ -466,7 +444,7 @@ class BLE:
         self._stack.require()
         self._call(self._l2cap.listen, psm_value, mtu_value, what="l2cap_listen")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
         """Open a channel; the outcome is ``_IRQ_L2CAP_CONNECT`` or ``_IRQ_L2CAP_DISCONNECT``
         with a non-zero status."""
@@ -475,14 +453,14 @@ class BLE:
         self._stack.require()
         self._call(self._l2cap.connect, handle, psm_value, mtu_value, what="l2cap_connect")
 
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
         """Close a channel; both ends get ``_IRQ_L2CAP_DISCONNECT`` with status 0."""
         handle, cid_value = uint16(conn_handle), uint16(cid)
         self._stack.require()
         self._call(self._l2cap.disconnect, handle, cid_value, what="l2cap_disconnect")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
         """Send ``buf`` as one SDU. ``False``: it waits for credits (it will be sent); wait
         for ``_IRQ_L2CAP_SEND_READY`` before the next send (else ``OSError(EBUSY)``)."""
@@ -491,7 +469,7 @@ class BLE:
         self._stack.require()
         return self._l2cap.send(handle, cid_value, data)
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
         """Copy received bytes into ``buf`` and return the count (0: nothing pending);
         ``buf=None`` returns the count pending. The peer gets new credits only once
@@ -514,7 +492,7 @@ class BLE:
         return len(got)
 
     # --- HCI ---------------------------------------------------------------------------
-    @_mp_args(5, 5)
+    @mp_args(5, 5)
     def hci_cmd(self, ogf: Any, ocf: Any, request: Any, response: Any, /) -> int:
         """Raw HCI command (MicroPython's optional, undocumented ``hci_cmd``)."""
         raise _not_yet("hci_cmd", "raw HCI commands are not planned yet")
@@ -548,28 +526,6 @@ _CONFIG_SET: dict[str, tuple[Callable[[Any], Any], str, str | None]] = {
     "le_secure": (bool, "_security", None),
     "io": (uint8, "_security", None),
 }
-
-_ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
-_ADVERTISE_DEFAULTS = (500000, None, None, True)
-
-
-def _advertise_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """``gap_advertise``'s arguments as MicroPython's ``mp_arg_parse_all`` takes them:
-    two positionals at most (``resp_data`` and ``connectable`` are keyword-only), each
-    keyword used once, and its words for anything else."""
-    if len(args) > 2:
-        raise TypeError("extra positional arguments given")
-    values = list(args) + [_UNSET] * (4 - len(args))
-    used = 0
-    for index in range(len(args), 4):
-        if _ADVERTISE_ARGS[index] in kwargs:
-            values[index] = kwargs[_ADVERTISE_ARGS[index]]
-            used += 1
-        else:
-            values[index] = _ADVERTISE_DEFAULTS[index]
-    if used < len(kwargs):
-        raise TypeError("extra keyword arguments given")
-    return values
 
 
 def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:

@@ -140,7 +140,7 @@ class Link:
 
     def out_of_range(self, ble: BLE) -> None:
         """Move the instance far out of everyone's range."""
-        from .link import FAR_AWAY
+        from .air import FAR_AWAY
 
         self.move(ble, *FAR_AWAY)
 

@@ -76,7 +76,7 @@ class Medium:
         radio: RadioModel | None = None,
         seed: int | None = None,
     ) -> None:
-        from .link import DEFAULT_PDUS_PER_EVENT, check_timing, default_timing
+        from .air import DEFAULT_PDUS_PER_EVENT, check_timing, default_timing
 
         self.timing = check_timing(timing) if timing else default_timing()
         self._pdus_per_event = pdus_per_event or DEFAULT_PDUS_PER_EVENT
