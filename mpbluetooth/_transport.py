@@ -18,10 +18,9 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from ._engine import SIM_SPEC, OpenedTransport, engine_for
 from ._errors import TransportError
 
 if TYPE_CHECKING:
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
-#: The spec of the process's default simulated link.
-SIM_SPEC = "sim"
 
 #: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
 OPEN_TIMEOUT = 5.0
@@ -63,45 +60,12 @@ def configured_spec() -> str | None:
     return spec or None
 
 
-@dataclass
-class OpenedTransport:
-    """The HCI packet source and sink of an opened controller, and how to close it."""
-
-    source: Any
-    sink: Any
-    close: Callable[[], Awaitable[None]]
-    spec: str
-    #: Resolves when the transport is lost (None for the in-process controller).
-    terminated: asyncio.Future[Any] | None = None
-    #: Run once the host has powered on (before the address is chosen): a hub's simulated
-    #: controller is asked for the instance's stable address there.
-    after_power_on: Callable[[Device], Awaitable[None]] | None = None
-
-
-class Engine(Protocol):
-    """An in-process controller engine (the simulated link): makes a controller per open."""
-
-    def open_controller(self, name: str, address: OwnAddress) -> OpenedTransport: ...
-
-
-_engines: dict[str, Engine] = {}
-
-
-def register_engine(spec: str, engine: Engine) -> None:
-    """Make ``spec`` open a controller of ``engine`` (until :func:`unregister_engine`)."""
-    _engines[spec] = engine
-
-
-def unregister_engine(spec: str) -> None:
-    _engines.pop(spec, None)
-
-
 async def open_controller(spec: str | None, name: str, address: OwnAddress) -> OpenedTransport:
     """Open the controller for an instance: ``spec``, else the configured one, else the
     default simulated link. ``address`` keeps what the instance's addresses need across
     openings (a simulated controller's public address, a hub's stable one)."""
     spec = spec if spec is not None else configured_spec() or SIM_SPEC
-    engine = _engines.get(spec)
+    engine = engine_for(spec)
     if engine is None and spec == SIM_SPEC:
         from .sim.transport import default_engine
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from .._transport import register_engine, unregister_engine
+from .._engine import register_engine, unregister_engine
 from .transport import Medium, default_engine, new_public_address
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import random
 import threading
 from typing import TYPE_CHECKING
 
+from .._engine import SIM_SPEC, OpenedTransport, register_engine
 from .._errors import mp_oserror
-from .._transport import SIM_SPEC, OpenedTransport, register_engine
 from ..constants import ETIMEDOUT
 
 if TYPE_CHECKING:
