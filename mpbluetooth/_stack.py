@@ -1,11 +1,13 @@
-"""One instance's Bumble side: the transport, Host and Device, and its lifecycle.
+"""One instance's lifecycle: open the controller, build Host and Device, power on and off.
 
 Everything here runs on the runtime's loop thread. A fresh Device (and Host, and
 controller for the simulation) is made at every ``active(True)`` and dropped at
 ``active(False)``: Bumble objects are cheap to make and this is the only way to be sure no
 state leaks from one activation into the next. What MicroPython keeps across a restart
-(the handler, the GAP name, the pairing settings, and here the address, SPEC D6) lives on
-this object instead.
+lives beside them: the GAP name here, the addresses in ``own_address`` (SPEC D6), the
+pairing settings in ``_security``. The concerns attach through the hooks below and share
+the few helpers every one of them needs (``require``, ``connection``, ``post``, ``spawn``,
+``flow``).
 """
 
 from __future__ import annotations

@@ -122,3 +122,38 @@ def test_bumbles_gatt_server_cannot_remove_services() -> None:
 
 def test_the_installed_bumble_is_a_tested_one() -> None:
     assert _overrides.check_bumble_version() is not None
+
+
+def test_bumble_hands_a_new_pairing_request_to_a_finished_session() -> None:
+    from bumble.smp import Manager, SMP_Pairing_Request_Command
+
+    manager = Manager(SimpleNamespace(), lambda connection: None)  # type: ignore[arg-type,return-value]
+    seen: list[Any] = []
+    manager.sessions[1] = SimpleNamespace(completed=True, on_smp_command=seen.append)  # type: ignore[assignment]
+    request = SMP_Pairing_Request_Command(
+        io_capability=3,
+        oob_data_flag=0,
+        auth_req=0,
+        maximum_encryption_key_size=16,
+        initiator_key_distribution=0,
+        responder_key_distribution=0,
+    )
+    connection = SimpleNamespace(handle=1, peer_address="peer", role=0)
+    manager.on_smp_pdu(connection, bytes(request))  # type: ignore[arg-type]
+    assert len(seen) == 1  # the second pairing went to the finished session: it never ends
+
+    _overrides.forget_finished_smp_session(SimpleNamespace(smp_manager=manager), 1)  # type: ignore[arg-type]
+    assert manager.sessions == {}
+
+
+def test_bumble_takes_write_commands_in_tasks_of_their_own() -> None:
+    from bumble.gatt_server import Server
+
+    # A coroutine: each Write Command runs in its own task, after what arrived with it.
+    assert asyncio.iscoroutinefunction(Server.on_att_write_command)
+
+    server = Device().gatt_server
+    taken: list[Any] = []
+    _overrides.take_write_commands(server, lambda bearer, request, default: taken.append(request))
+    server.on_att_write_command(None, "request")  # type: ignore[arg-type]
+    assert taken == ["request"]  # synchronously, in arrival order
