@@ -8,6 +8,7 @@ the bug or closed the gap: drop the override (and its test).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -149,8 +150,11 @@ def test_bumble_hands_a_new_pairing_request_to_a_finished_session() -> None:
 def test_bumble_takes_write_commands_in_tasks_of_their_own() -> None:
     from bumble.gatt_server import Server
 
-    # A coroutine: each Write Command runs in its own task, after what arrived with it.
-    assert asyncio.iscoroutinefunction(Server.on_att_write_command)
+    # A coroutine behind a wrapper that spawns it: each Write Command runs in a task of its
+    # own, after what arrived with it, and with no permission check.
+    handler = Server.on_att_write_command
+    assert not asyncio.iscoroutinefunction(handler)
+    assert asyncio.iscoroutinefunction(inspect.unwrap(handler))
 
     server = Device().gatt_server
     taken: list[Any] = []
