@@ -23,6 +23,7 @@ import logging
 from ._errors import TransportError
 from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
+from ._overrides import check_bumble_version
 from ._scheduler import scheduler as _scheduler
 from .ble import BLE, irq_stats, open, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
@@ -30,6 +31,7 @@ from .uuid import UUID
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 configure_logging_from_env()
+check_bumble_version()
 
 __version__ = "0.1.0"
 

@@ -7,15 +7,30 @@ Bumble: ``hci.Address`` with little-endian bytes, intervals in ms (floats).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .uuid import buffer_bytes
 
-__all__ = ["buffer_bytes", "to_int", "int32", "uint16", "uint8", "address_to_mp", "mp_to_address"]
+__all__ = [
+    "UNSET",
+    "adv_type",
+    "advertise_args",
+    "address_to_mp",
+    "buffer_bytes",
+    "check_args",
+    "int32",
+    "mp_args",
+    "mp_to_address",
+    "to_int",
+    "uint16",
+    "uint8",
+]
 
+
+#: An argument that was not given (MicroPython's ``MP_OBJ_NULL``).
+UNSET: Any = object()
 
 #: MicroPython's machine word (``mp_int_t`` on a 64-bit port): ``mp_obj_get_int`` takes a
 #: long int only while its magnitude fits in 63 bits, so -2**63 overflows too.
@@ -83,11 +98,6 @@ def mp_to_address(addr_type: int, addr: bytes) -> Any:
     )
 
 
-def interval_us_to_ms(interval_us: int) -> float:
-    """An advertising/scan interval in µs as Bumble's ms, rounded down to 625 µs slots."""
-    return (interval_us // 625) * 0.625
-
-
 # Extended report event-type bits (Core Vol 4, Part E, 7.7.65.13).
 _EXT_CONNECTABLE = 0x01
 _EXT_SCANNABLE = 0x02
@@ -112,59 +122,45 @@ def adv_type(event_type: int, extended: bool) -> int:
     return 2 if event_type & _EXT_SCANNABLE else 3
 
 
-def conn_interval_us_to_ms(interval_us: int) -> float:
-    """A connection interval in µs as Bumble's ms, rounded down to 1.25 ms units."""
-    return (interval_us // 1250) * 1.25
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-# NimBLE host statuses, as GATT events (READ_DONE, INDICATE_DONE...) report them.
-ATT_ERROR_BASE = 0x100  # BLE_HS_ERR_ATT_BASE: an ATT error response, as 0x100 + code
-STATUS_FAILED = 5  # BLE_HS_EDONE/EIO: anything else
-STATUS_NOT_CONNECTED = 7  # BLE_HS_ENOTCONN: the link went
-STATUS_BAD_DATA = 10  # BLE_HS_EBADDATA: a malformed response
-STATUS_TIMEOUT = 13  # BLE_HS_ETIMEOUT
+def mp_args(least: int, most: int) -> Callable[[_F], _F]:
+    """Give a method MicroPython's arity check: positional only, ``least..most``
+    arguments counting ``self`` (``MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN``'s bounds), and
+    MicroPython's ``TypeError`` words, so a program catching or printing them sees what a
+    board says."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs or not least <= len(args) + 1 <= most:
+                check_args(len(args) + 1, len(kwargs), least, most)
+            return fn(self, *args)
+
+        return method  # type: ignore[return-value]
+
+    return wrap
 
 
-async def link_status(
-    connection: Any,
-    work: Coroutine[Any, Any, Any],
-    what: str,
-    classify: Callable[[Exception], int | None] = lambda exc: None,
-) -> int:
-    """Await ``work``, cut short if the link drops, and say how it ended as NimBLE's status:
-    0, 7 link lost, 13 timeout, ``classify(exc)`` for errors the caller knows, else 5
-    (logged). Our own task being cancelled means the stack is stopping: that re-raises,
-    so no event follows, as on NimBLE."""
-    from bumble.core import TimeoutError as BumbleTimeoutError
+_ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
+_ADVERTISE_DEFAULTS = (500000, None, None, True)
 
-    # Bumble's cancel_on_disconnection runs the work in a task of its own: one more task
-    # per GATT procedure, and a loop iteration at each end of it. The work runs in our
-    # own task instead, which the disconnection cancels.
-    task = asyncio.current_task()
-    assert task is not None
-    lost = False
 
-    def on_disconnection(*_: Any) -> None:
-        nonlocal lost
-        if not task.done():
-            lost = True
-            task.cancel()
-
-    connection.on("disconnection", on_disconnection)
-    try:
-        await work
-    except asyncio.CancelledError:
-        if not lost or task.uncancel() > 0:
-            raise  # our task is being cancelled: the stack is stopping
-        return STATUS_NOT_CONNECTED
-    except (TimeoutError, BumbleTimeoutError):
-        return STATUS_TIMEOUT
-    except Exception as exc:  # noqa: BLE001 - reported through the status
-        status = classify(exc)
-        if status is None:
-            logging.getLogger(__name__).exception("%s failed", what)
-            return STATUS_FAILED
-        return status
-    finally:
-        connection.remove_listener("disconnection", on_disconnection)
-    return 0
+def advertise_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """``gap_advertise``'s arguments as MicroPython's ``mp_arg_parse_all`` takes them:
+    two positionals at most (``resp_data`` and ``connectable`` are keyword-only), each
+    keyword used once, and its words for anything else."""
+    if len(args) > 2:
+        raise TypeError("extra positional arguments given")
+    values = list(args) + [UNSET] * (4 - len(args))
+    used = 0
+    for index in range(len(args), 4):
+        if _ADVERTISE_ARGS[index] in kwargs:
+            values[index] = kwargs[_ADVERTISE_ARGS[index]]
+            used += 1
+        else:
+            values[index] = _ADVERTISE_DEFAULTS[index]
+    if used < len(kwargs):
+        raise TypeError("extra keyword arguments given")
+    return values

@@ -5,11 +5,9 @@ from __future__ import annotations
 import errno as _errno
 import logging
 
-logger = logging.getLogger(__name__)
+from ._status import HCI_ERROR_BASE
 
-#: NimBLE's ``BLE_HS_ERR_HCI_BASE``: a controller status ``x`` reaches the binding as
-#: ``0x200 + x``, which ``ble_hs_err_to_errno`` passes through negated.
-HCI_ERROR_BASE = 0x200
+logger = logging.getLogger(__name__)
 
 
 def mp_oserror(code: int, detail: str | None = None) -> OSError:

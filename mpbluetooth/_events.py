@@ -33,7 +33,39 @@ from typing import Any
 
 from ._runtime import YIELD_SECONDS, runtime
 from ._scheduler import scheduler
-from .constants import IRQ_SCAN_RESULT
+from .constants import (
+    IRQ_CENTRAL_CONNECT,
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_CONNECTION_UPDATE,
+    IRQ_ENCRYPTION_UPDATE,
+    IRQ_GATTC_CHARACTERISTIC_DONE,
+    IRQ_GATTC_CHARACTERISTIC_RESULT,
+    IRQ_GATTC_DESCRIPTOR_DONE,
+    IRQ_GATTC_DESCRIPTOR_RESULT,
+    IRQ_GATTC_INDICATE,
+    IRQ_GATTC_NOTIFY,
+    IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_READ_RESULT,
+    IRQ_GATTC_SERVICE_DONE,
+    IRQ_GATTC_SERVICE_RESULT,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_INDICATE_DONE,
+    IRQ_GATTS_READ_REQUEST,
+    IRQ_GATTS_WRITE,
+    IRQ_GET_SECRET,
+    IRQ_L2CAP_ACCEPT,
+    IRQ_L2CAP_CONNECT,
+    IRQ_L2CAP_DISCONNECT,
+    IRQ_L2CAP_RECV,
+    IRQ_L2CAP_SEND_READY,
+    IRQ_MTU_EXCHANGED,
+    IRQ_PASSKEY_ACTION,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_DONE,
+    IRQ_SCAN_RESULT,
+    IRQ_SET_SECRET,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,37 +86,37 @@ _YIELD_SPACING = 0.001
 # Field layout of every event, in MicroPython's ring encoding:
 # H u16, B u8, b i8, I u32, a address (6), u UUID (1 + size), d data (2 + length).
 _LAYOUTS: dict[int, str] = {
-    1: "HBa",
-    2: "HBa",
-    3: "HH",
-    4: "HH",
-    5: "BaBbd",
-    6: "",
-    7: "HBa",
-    8: "HBa",
-    9: "HHHu",
-    10: "HH",
-    11: "HHHBu",
-    12: "HH",
-    13: "HHu",
-    14: "HH",
-    15: "HHd",
-    16: "HHH",
-    17: "HHH",
-    18: "HHd",
-    19: "HHd",
-    20: "HHB",
-    21: "HH",
-    22: "HHHHH",
-    23: "HHHHH",
-    24: "HHHH",
-    25: "HH",
-    26: "HHB",
-    27: "HHHHB",
-    28: "HBBBB",
-    29: "BHd",
-    30: "Bdd",
-    31: "HBI",
+    IRQ_CENTRAL_CONNECT: "HBa",
+    IRQ_CENTRAL_DISCONNECT: "HBa",
+    IRQ_GATTS_WRITE: "HH",
+    IRQ_GATTS_READ_REQUEST: "HH",
+    IRQ_SCAN_RESULT: "BaBbd",
+    IRQ_SCAN_DONE: "",
+    IRQ_PERIPHERAL_CONNECT: "HBa",
+    IRQ_PERIPHERAL_DISCONNECT: "HBa",
+    IRQ_GATTC_SERVICE_RESULT: "HHHu",
+    IRQ_GATTC_SERVICE_DONE: "HH",
+    IRQ_GATTC_CHARACTERISTIC_RESULT: "HHHBu",
+    IRQ_GATTC_CHARACTERISTIC_DONE: "HH",
+    IRQ_GATTC_DESCRIPTOR_RESULT: "HHu",
+    IRQ_GATTC_DESCRIPTOR_DONE: "HH",
+    IRQ_GATTC_READ_RESULT: "HHd",
+    IRQ_GATTC_READ_DONE: "HHH",
+    IRQ_GATTC_WRITE_DONE: "HHH",
+    IRQ_GATTC_NOTIFY: "HHd",
+    IRQ_GATTC_INDICATE: "HHd",
+    IRQ_GATTS_INDICATE_DONE: "HHB",
+    IRQ_MTU_EXCHANGED: "HH",
+    IRQ_L2CAP_ACCEPT: "HHHHH",
+    IRQ_L2CAP_CONNECT: "HHHHH",
+    IRQ_L2CAP_DISCONNECT: "HHHH",
+    IRQ_L2CAP_RECV: "HH",
+    IRQ_L2CAP_SEND_READY: "HHB",
+    IRQ_CONNECTION_UPDATE: "HHHHB",
+    IRQ_ENCRYPTION_UPDATE: "HBBBB",
+    IRQ_GET_SECRET: "BHd",
+    IRQ_SET_SECRET: "Bdd",
+    IRQ_PASSKEY_ACTION: "HBI",
 }
 _FIXED_SIZE = {"H": 2, "B": 1, "b": 1, "I": 4, "a": 6}
 
@@ -97,9 +129,6 @@ def _compile(layout: str) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
 
 
 _COMPILED = {event: _compile(layout) for event, layout in _LAYOUTS.items()}
-
-#: Events whose handler return value goes back to the stack (SPEC D3).
-ANSWERED_EVENTS = frozenset({4, 22, 29, 30})
 
 
 def data_cap(rxbuf: int) -> int:
@@ -424,7 +453,7 @@ class EventRing:
             try:
                 result = handler(pending.event, values)
                 self._delivered += 1
-            except BaseException as exc:  # noqa: BLE001 - reported exactly like MicroPython
+            except BaseException as exc:  # reported exactly like MicroPython
                 # SPEC D4: report, uninstall the handler, let the stack take the default.
                 self.handler = None
                 result = None
@@ -450,7 +479,7 @@ class EventRing:
         if pending.after is not None:
             try:
                 pending.after()
-            except Exception:  # noqa: BLE001 - the dispatcher must go on
+            except Exception:  # the dispatcher must go on
                 logger.exception("%s: error after an event was handled", self._name)
 
     def close(self) -> None:
@@ -477,7 +506,7 @@ def _report_handler_exception(exc: BaseException) -> None:
         sys.stderr.write("Unhandled exception in IRQ callback handler\n")
         traceback.print_exception(exc, file=sys.stderr)
         sys.stderr.flush()
-    except Exception:  # noqa: BLE001 - stderr may be gone at exit
+    except Exception:  # stderr may be gone at exit
         logger.error("unhandled exception in IRQ callback handler", exc_info=exc)
 
 

@@ -12,9 +12,9 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._convert import address_to_mp, adv_type, interval_us_to_ms
+from ._convert import address_to_mp, adv_type, mp_to_address
 from ._errors import hci_oserror, mp_oserror
-from ._runtime import guarded
+from ._runtime import guarded, runtime
 from .constants import (
     CONN_HANDLE_NONE,
     EALREADY,
@@ -39,8 +39,8 @@ logger = logging.getLogger(__name__)
 
 _NO_ADDR = bytes(6)
 #: NimBLE's defaults for gap_connect: 30..50 ms interval, 2.56 s supervision timeout.
-_DEFAULT_MIN_CONN_US = 30000
-_DEFAULT_MAX_CONN_US = 50000
+DEFAULT_MIN_CONN_US = 30000
+DEFAULT_MAX_CONN_US = 50000
 #: NimBLE's advertising interval when 0 is asked for (BLE_GAP_ADV_FAST_INTERVAL1_MIN).
 _DEFAULT_ADV_UNITS = 48
 _ADV_UNITS = range(0x20, 0x4001)
@@ -77,6 +77,8 @@ class Gap:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.ring = stack.ring
+        #: The GAP name in force at the next activation: set while active, else the default.
+        self.kept_name = stack.gap_name
         self.advertising = False
         self.adv_data = b""
         self.resp_data = b""
@@ -114,6 +116,25 @@ class Gap:
             self._detach()
             self.ring.post(IRQ_SCAN_DONE)
 
+    # --- settings (caller's thread) ---------------------------------------------------
+    def set_name(self, name: bytes) -> None:
+        """``config(gap_name=)``: served at once while active and kept for the next
+        activation; set while off, it is readable until the radio starts, then lost, as on
+        a board (NimBLE sets up its GAP service at activation)."""
+        if self.stack.active:
+            runtime().call(self.stack.set_gap_name, name, what=f"{self.stack.name}: set gap_name")
+            self.kept_name = name
+        else:
+            self.stack.gap_name = name
+
+    def set_address_mode(self, mode: int) -> None:
+        """``config(addr_mode=)``; values other than 0..3 are ignored, as on MicroPython."""
+        self.stack.require()
+        runtime().call(self._set_address_mode, mode, what=f"{self.stack.name}: set addr_mode")
+
+    async def _set_address_mode(self, mode: int) -> None:
+        await self.stack.own_address.set_mode(self.stack.require(), mode)
+
     # --- broadcaster -----------------------------------------------------------------
     async def advertise(
         self, interval_us: int, adv: bytes | None, resp: bytes | None, connectable: bool
@@ -143,7 +164,7 @@ class Gap:
                 if connectable
                 else AdvertisingType.UNDIRECTED_SCANNABLE
             ),
-            own_address_type=self.stack.hci_own_address_type(),
+            own_address_type=self.stack.own_address.hci_type(),
             auto_restart=False,
             advertising_data=self.adv_data,
             scan_response_data=self.resp_data,
@@ -177,7 +198,7 @@ class Gap:
             active=active,
             scan_interval=interval * 0.625,
             scan_window=window * 0.625,
-            own_address_type=self.stack.hci_own_address_type(),
+            own_address_type=self.stack.own_address.hci_type(),
             filter_duplicates=False,
         )
         self.scanning = True
@@ -192,8 +213,15 @@ class Gap:
         if self.scanning:
             self.stack.spawn(self._finish_scan(post_done=True), "scan-done")
 
-    async def stop_scan(self) -> bool:
-        """Stop a running scan; True if one was running (the caller delivers SCAN_DONE)."""
+    def stop_scan(self) -> None:
+        """``gap_scan(None)`` (caller's thread): stop a running scan, withdraw its results
+        still queued and deliver SCAN_DONE before returning, nested when called from a
+        handler (SPEC 1.7), so SCAN_DONE stays last as on NimBLE."""
+        if runtime().call(self._stop_scan, what=f"{self.stack.name}: stop scan"):
+            self.ring.discard(IRQ_SCAN_RESULT)
+            self.ring.deliver_now(IRQ_SCAN_DONE)
+
+    async def _stop_scan(self) -> bool:
         self.stack.require()
         if not self.scanning:
             return False
@@ -217,30 +245,43 @@ class Gap:
         from bumble.hci import HCI_LE_Extended_Advertising_Report_Event
 
         extended = isinstance(report, HCI_LE_Extended_Advertising_Report_Event.Report)
-        address = report.address
         self.ring.post(
             IRQ_SCAN_RESULT,
-            int(address.address_type) & 1,
-            bytes(address)[::-1],
+            *address_to_mp(report.address),
             adv_type(report.event_type, extended),
             report.rssi,
             report.data,
         )
 
     # --- central ---------------------------------------------------------------------
-    async def connect(
+    def connect(self, addr_type: int, addr: bytes, scan_ms: int, min_us: int, max_us: int) -> None:
+        """``gap_connect`` (caller's thread): a running scan stops first, with its SCAN_DONE,
+        as MicroPython's binding stops it before it connects."""
+        if self.scanning:
+            self.stop_scan()
+        runtime().call(
+            self._initiate,
+            addr_type,
+            addr,
+            scan_ms,
+            min_us,
+            max_us,
+            what=f"{self.stack.name}: connect",
+        )
+
+    async def _initiate(
         self, addr_type: int, addr: bytes, scan_ms: int, min_us: int, max_us: int
     ) -> None:
         from bumble.device import ConnectionParametersPreferences
-        from bumble.hci import Address, Phy
+        from bumble.hci import Phy
 
         device = self.stack.require()
         if addr_type > _MAX_ADDR_TYPE:
             raise mp_oserror(EINVAL, "address type must be 0..3")
         if self.connecting is not None:
             raise mp_oserror(EALREADY)
-        min_units = _c_units(min_us, 1250) if min_us else _DEFAULT_MIN_CONN_US // 1250
-        max_units = _c_units(max_us, 1250) if max_us else _DEFAULT_MAX_CONN_US // 1250
+        min_units = _c_units(min_us, 1250) if min_us else DEFAULT_MIN_CONN_US // 1250
+        max_units = _c_units(max_us, 1250) if max_us else DEFAULT_MAX_CONN_US // 1250
         if not (
             _CONN_UNITS_MIN <= min_units <= _CONN_UNITS_MAX
             and _CONN_UNITS_MIN <= max_units <= _CONN_UNITS_MAX
@@ -251,10 +292,7 @@ class Gap:
             raise hci_oserror(
                 _INVALID_HCI_PARAMETERS, "connection interval must be 7.5 ms .. 4 s, min <= max"
             )
-        peer = Address(
-            addr[::-1],
-            Address.RANDOM_DEVICE_ADDRESS if addr_type & 1 else Address.PUBLIC_DEVICE_ADDRESS,
-        )
+        peer = mp_to_address(addr_type, addr)
         for connection in device.connections.values():
             if connection.peer_address == peer:
                 raise mp_oserror(EIO, "already connected to that peer")
@@ -285,16 +323,14 @@ class Gap:
             await device.connect(
                 peer,
                 connection_parameters_preferences=preferences,
-                own_address_type=self.stack.hci_own_address_type(),
+                own_address_type=self.stack.own_address.hci_type(),
                 timeout=timeout if timeout > 0 else None,
             )
         except asyncio.CancelledError:
-            if self.stack.reporting:
-                self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
-        except Exception as exc:  # noqa: BLE001 - timeout, cancel or refusal: all the same IRQ
+            self.stack.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+        except Exception as exc:  # timeout, cancel or refusal: all the same IRQ
             logger.debug("%s: connect to %s ended: %r", self.stack.name, peer, exc)
-            if self.stack.reporting:
-                self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+            self.stack.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         finally:
             self.connecting = None
 
@@ -389,8 +425,7 @@ class Gap:
         self, unfinished: list[asyncio.Task[Any]], values: tuple[Any, ...]
     ) -> None:
         await asyncio.wait(unfinished, timeout=_LINK_WORK_TIMEOUT)
-        if self.stack.reporting:
-            self.ring.post(*values)
+        self.stack.post(*values)
 
 
-__all__ = ["Gap", "interval_us_to_ms"]
+__all__ = ["Gap"]

@@ -22,10 +22,18 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from ._convert import ATT_ERROR_BASE, STATUS_BAD_DATA, STATUS_NOT_CONNECTED, link_status
 from ._errors import mp_oserror
-from ._gatts import acl_packets, refuse_if_backlogged
+from ._flow import acl_packets
+from ._overrides import fail_pending_response, intercept_att_pdus, take_every_value
 from ._runtime import guarded, runtime
+from ._status import (
+    ATT_ATTRIBUTE_NOT_FOUND,
+    ATT_ERROR_BASE,
+    ATT_INVALID_PDU,
+    HS_EBADDATA,
+    HS_ENOTCONN,
+    link_status,
+)
 from .constants import (
     EALREADY,
     EBUSY,
@@ -58,8 +66,6 @@ logger = logging.getLogger(__name__)
 #: NimBLE's BLE_GATT_MAX_PROCS in MicroPython's builds: more at once → OSError(ENOMEM).
 MAX_PROCEDURES = 4
 
-_ATT_ATTRIBUTE_NOT_FOUND = 0x0A
-_ATT_INVALID_PDU = 0x04
 _LAST_HANDLE = 0xFFFF
 
 
@@ -81,7 +87,7 @@ def _procedure_status(exc: Exception) -> int | None:
     if isinstance(exc, ATT_Error):
         return ATT_ERROR_BASE + exc.error_code
     if isinstance(exc, _BadResponse):
-        return STATUS_BAD_DATA
+        return HS_EBADDATA
     return None
 
 
@@ -139,14 +145,7 @@ class GattClient:
         self._services_running = {}
         self._mtu_exchanged = set()
         device.on("connection", guarded(self._on_connection))
-        from bumble.att import ATT_CID
-
-        manager = device.l2cap_channel_manager
-        on_att_pdu = manager.fixed_channels[ATT_CID]
-        assert on_att_pdu is not None
-        manager.register_fixed_channel(
-            ATT_CID, functools.partial(self._on_att_pdu, device, on_att_pdu)
-        )
+        intercept_att_pdus(device, functools.partial(self._on_att_pdu, device))
 
     def _detach(self) -> None:
         for task in list(self._tasks):
@@ -155,8 +154,6 @@ class GattClient:
     def _on_connection(self, connection: Connection) -> None:
         client = connection.gatt_client
 
-        # Bumble delivers notifications only to handles subscribed through its own API;
-        # MicroPython programs subscribe by writing the CCCD, so take every one.
         def on_notification(pdu: Any) -> None:
             self._on_value(connection, IRQ_GATTC_NOTIFY, pdu)
 
@@ -171,8 +168,7 @@ class GattClient:
             self._mtu_exchanged.discard(connection.handle)
             self._answered.pop(connection.handle, None)
 
-        client.on_att_handle_value_notification = guarded(on_notification)  # type: ignore[method-assign]
-        client.on_att_handle_value_indication = guarded(on_indication)  # type: ignore[method-assign]
+        take_every_value(client, guarded(on_notification), guarded(on_indication))
         connection.on("connection_att_mtu_update", guarded(on_mtu))
         connection.on("disconnection", guarded(on_disconnection))
 
@@ -195,7 +191,7 @@ class GattClient:
 
             try:
                 ATT_PDU.from_bytes(pdu)
-            except Exception:  # noqa: BLE001 - malformed: handled below
+            except Exception:  # malformed: handled below
                 self._on_malformed(device, conn_handle, bytes(pdu))
                 return
             raise  # well-formed: not the peer's fault, let it be reported
@@ -219,13 +215,11 @@ class GattClient:
                 ATT_Error_Response(
                     request_opcode_in_error=opcode,
                     attribute_handle_in_error=0,
-                    error_code=_ATT_INVALID_PDU,
+                    error_code=ATT_INVALID_PDU,
                 ),
             )
         elif opcode in ATT_RESPONSES:
-            pending = connection.gatt_client.pending_response
-            if pending is not None and not pending.done():
-                pending.set_exception(_BadResponse())
+            fail_pending_response(connection, _BadResponse())
 
     def _on_value(self, connection: Connection, event: int, pdu: Any) -> None:
         """A notification or indication. One that arrives right behind the response to a
@@ -244,13 +238,6 @@ class GattClient:
             connection.gatt_client.send_confirmation(ATT_Handle_Value_Confirmation())
 
     # --- starting procedures (loop thread) --------------------------------------------
-    def _connection(self, conn_handle: int) -> Connection:
-        device = self.stack.require()
-        connection = device.lookup_connection(conn_handle)
-        if connection is None:
-            raise mp_oserror(ENOTCONN)
-        return connection
-
     def _start(
         self,
         connection: Connection,
@@ -265,7 +252,7 @@ class GattClient:
         if runtime().in_loop_thread():
             self._spawn(connection, body, finish, epoch)
         else:
-            self.stack.start_soon(self._spawn, connection, body, finish, epoch)
+            self.stack.flow.start_soon(self._spawn, connection, body, finish, epoch)
 
     def _spawn(
         self,
@@ -292,7 +279,7 @@ class GattClient:
             if device is None or device.lookup_connection(connection.handle) is not connection:
                 # The link went between the call's check and now (the call was made on
                 # another thread): Bumble would send into the void and wait 30 s.
-                status = STATUS_NOT_CONNECTED
+                status = HS_ENOTCONN
             else:
                 status = await link_status(
                     connection,
@@ -304,17 +291,15 @@ class GattClient:
             with self._count_lock:
                 if epoch == self._epoch:  # not a procedure of an earlier activation
                     self._procedures -= 1
-        if self.stack.reporting:
+        if self.stack.reporting:  # finish posts its events (several) itself
             finish(status)
         self._release(connection.handle)
 
     def _release(self, handle: int) -> None:
         """Post the notifications held behind a response, once what the response caused
         has been posted (see ``_on_value``)."""
-        held = self._held.pop(handle, None)
-        if held and self.stack.reporting:
-            for values in held:
-                self.ring.post(*values)
+        for values in self._held.pop(handle, None) or ():
+            self.stack.post(*values)
 
     def _consumed(self, handle: int) -> None:
         """A response has been taken by the procedure waiting for it."""
@@ -336,17 +321,17 @@ class GattClient:
         finally:
             self._consumed(handle)
         if response.op_code == Opcode.ATT_ERROR_RESPONSE:
-            if not_found_ends and response.error_code == _ATT_ATTRIBUTE_NOT_FOUND:
+            if not_found_ends and response.error_code == ATT_ATTRIBUTE_NOT_FOUND:
                 return None
             raise ATT_Error(response.error_code, response.attribute_handle_in_error)
         return response
 
     # --- discovery ------------------------------------------------------------------------
-    async def discover_services(self, conn_handle: int, uuid: UUID | None) -> None:
+    def discover_services(self, conn_handle: int, uuid: UUID | None) -> None:
         from bumble.att import ATT_Find_By_Type_Value_Request, ATT_Read_By_Group_Type_Request
         from bumble.gatt import GATT_PRIMARY_SERVICE_ATTRIBUTE_TYPE
 
-        connection = self._connection(conn_handle)
+        connection = self.stack.connection(conn_handle)
         handle = connection.handle
         if handle in self._services_running:
             # NimBLE runs the second one into the first one's responses: one result set,
@@ -397,7 +382,7 @@ class GattClient:
             extra = self._services_running.pop(handle, 0)
             self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, status)
             for _ in range(extra):
-                self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, STATUS_BAD_DATA)
+                self.ring.post(IRQ_GATTC_SERVICE_DONE, handle, HS_EBADDATA)
 
         try:
             self._start(connection, body, finish)
@@ -405,7 +390,7 @@ class GattClient:
             self._services_running.pop(handle, None)
             raise
 
-    async def discover_characteristics(
+    def discover_characteristics(
         self, conn_handle: int, start: int, end: int, uuid: UUID | None
     ) -> None:
         from bumble.att import ATT_Read_By_Type_Request
@@ -415,7 +400,7 @@ class GattClient:
         self.stack.require()
         if start == 0 or start > end:
             raise mp_oserror(EINVAL, "invalid handle range")
-        connection = self._connection(conn_handle)
+        connection = self.stack.connection(conn_handle)
         handle = connection.handle
         if self._discovering_characteristics:
             raise mp_oserror(EBUSY, "a characteristic discovery is already running")
@@ -468,7 +453,7 @@ class GattClient:
         self._start(connection, body, finish)
         self._discovering_characteristics = True
 
-    async def discover_descriptors(self, conn_handle: int, start: int, end: int) -> None:
+    def discover_descriptors(self, conn_handle: int, start: int, end: int) -> None:
         from bumble.att import ATT_Find_Information_Request
 
         # NimBLE starts after the given handle (callers pass the characteristic value),
@@ -476,7 +461,7 @@ class GattClient:
         self.stack.require()
         if start + 1 > end:
             raise mp_oserror(EINVAL, "invalid handle range")
-        connection = self._connection(conn_handle)
+        connection = self.stack.connection(conn_handle)
         handle = connection.handle
 
         async def body(client: Client) -> None:
@@ -515,7 +500,7 @@ class GattClient:
         if value_handle == 0:
             # NimBLE's ATT client refuses handle 0 before it looks the link up.
             raise mp_oserror(EINVAL, "handle 0 is not an attribute")
-        connection = self._connection(conn_handle)
+        connection = self.stack.connection(conn_handle)
         handle = connection.handle
 
         async def body(client: Client) -> None:
@@ -541,14 +526,14 @@ class GattClient:
         device = self.stack.require()
         if mode not in (0, 1):
             raise mp_oserror(EINVAL, "write mode must be 0 or 1")
-        connection = self._connection(conn_handle)
+        connection = self.stack.connection(conn_handle)
         handle = connection.handle
         data = data[: connection.att_mtu - 3]
         if mode == 0:
-            refuse_if_backlogged(device, self.stack.sends_queued)
+            self.stack.flow.refuse_if_backlogged(device)
             pdu = ATT_Write_Command(attribute_handle=value_handle, attribute_value=data)
             raw = bytes(pdu)
-            self.stack.send_soon(
+            self.stack.flow.send_soon(
                 _send_if_connected, device, connection, raw, packets=acl_packets(device, len(raw))
             )
             return
@@ -567,7 +552,7 @@ class GattClient:
         )
 
     # --- MTU ------------------------------------------------------------------------------
-    async def exchange_mtu(self, conn_handle: int) -> None:
+    def exchange_mtu(self, conn_handle: int) -> None:
         """Request ``config('mtu')``; once per link, whichever side started (EALREADY).
         MTU_EXCHANGED comes from the connection's MTU update, on both sides."""
         device = self.stack.device
@@ -577,7 +562,7 @@ class GattClient:
         if connection.handle in self._mtu_exchanged:
             raise mp_oserror(EALREADY)
         self._mtu_exchanged.add(connection.handle)
-        mtu = self.stack.mtu
+        mtu = self.stack.require().gatt_server.max_mtu  # config('mtu'), set by the server
 
         async def body(client: Client) -> None:
             try:

@@ -18,20 +18,27 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._convert import link_status
 from ._errors import mp_oserror
 from ._events import wait_answer
-from ._runtime import guarded, runtime
+from ._flow import acl_packets, backlog_full
+from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
+from ._overrides import ignore_late_confirmations, reset_gatt_database, take_write_commands
+from ._runtime import runtime
+from ._status import (
+    ATT_INSUFFICIENT_AUTHENTICATION,
+    ATT_INSUFFICIENT_ENCRYPTION,
+    ATT_READ_NOT_PERMITTED,
+    ATT_WRITE_NOT_PERMITTED,
+    HS_EAPP,
+    link_status,
+)
 from .constants import (
     EBUSY,
     EINVAL,
     ENOMEM,
-    ENOTCONN,
-    FLAG_AUX_WRITE,
     FLAG_INDICATE,
     FLAG_NOTIFY,
     FLAG_READ,
@@ -45,11 +52,11 @@ from .constants import (
     IRQ_GATTS_READ_REQUEST,
     IRQ_GATTS_WRITE,
 )
-from .uuid import UUID
 
 if TYPE_CHECKING:
     from bumble.device import Connection, Device
 
+    from ._security import Security
     from ._stack import Stack
 
 logger = logging.getLogger(__name__)
@@ -58,116 +65,16 @@ logger = logging.getLogger(__name__)
 MAX_BUFFER = 1 << 24
 #: The longest attribute value ATT allows (Core Vol 3, Part F, 3.2.9).
 _MAX_ATTRIBUTE = 512
-#: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
-MAX_SERVICES = 8
 #: Initial capacity of every value, in bytes (MicroPython's default buffer).
 DEFAULT_CAPACITY = 20
-#: ACL packets waiting for the controller above which notify, indicate and
-#: write-without-response are refused with OSError(ENOMEM), as NimBLE refuses when its
-#: buffers are exhausted. Bumble's own queue is unbounded: without this a notify loop
-#: would grow memory without limit.
-ACL_BACKLOG_LIMIT = 128
 #: Indications waiting for their confirmation, per instance, above which OSError(ENOMEM)
 #: (NimBLE counts them among its 4 GATT procedures).
 MAX_PENDING_INDICATIONS = 4
 
-# ATT error codes (Core Vol 3, Part F, 3.4.1.1) and NimBLE host statuses used here.
-_ATT_READ_NOT_PERMITTED = 0x02
-_ATT_WRITE_NOT_PERMITTED = 0x03
-_ATT_INSUFFICIENT_AUTHENTICATION = 0x05
-_ATT_INSUFFICIENT_ENCRYPTION = 0x0F
-_EAPP = -9  # BLE_HS_EAPP passed through negated: the stored value could not be read
+#: ``config(mtu=)``: its default, restored at every activation, and its range.
+DEFAULT_MTU = 256
+_MTU_RANGE = range(23, 528)
 _LAST_HANDLE = 0xFFFF
-
-
-# --- definitions ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class DescriptorDef:
-    uuid: UUID
-    flags: int
-
-
-@dataclass(frozen=True)
-class CharacteristicDef:
-    uuid: UUID
-    flags: int
-    descriptors: tuple[DescriptorDef, ...]
-
-
-@dataclass(frozen=True)
-class ServiceDef:
-    uuid: UUID
-    characteristics: tuple[CharacteristicDef, ...]
-
-
-def sized(obj: Any) -> list[Any]:
-    """MicroPython's ``mp_obj_len`` then ``mp_getiter``: a generator is a TypeError."""
-    len(obj)
-    return list(obj)
-
-
-def _fixed(obj: Any, n: int) -> Sequence[Any]:
-    """MicroPython's ``mp_obj_get_array_fixed_n``: a tuple or list of exactly ``n`` items."""
-    if not isinstance(obj, (tuple, list)):
-        raise TypeError(f"object '{type(obj).__name__}' isn't a tuple or list")
-    if len(obj) != n:
-        raise ValueError(f"requested length {n} but object has length {len(obj)}")
-    return obj
-
-
-def _flags(value: Any) -> int:
-    if not isinstance(value, int):
-        raise TypeError(f"can't convert {type(value).__name__} to int")
-    return int(value) & 0xFFFF
-
-
-def parse_service(obj: Any) -> ServiceDef:
-    """One ``(UUID, characteristics)`` entry, with MicroPython's errors and messages."""
-    uuid, characteristics = _fixed(obj, 2)
-    if not isinstance(uuid, UUID):
-        raise ValueError("invalid service UUID")
-    chars = []
-    for item in sized(characteristics):
-        if not isinstance(item, (tuple, list)):
-            raise TypeError(f"object '{type(item).__name__}' isn't a tuple or list")
-        if len(item) not in (2, 3):
-            raise ValueError("invalid characteristic tuple")
-        if not isinstance(item[0], UUID):
-            raise ValueError("invalid characteristic UUID")
-        descriptors = []
-        if len(item) == 3:
-            for entry in sized(item[2]):
-                d_uuid, d_flags = _fixed(entry, 2)
-                if not isinstance(d_uuid, UUID):
-                    raise ValueError("invalid descriptor UUID")
-                descriptors.append(DescriptorDef(d_uuid, _flags(d_flags)))
-        chars.append(CharacteristicDef(item[0], _flags(item[1]), tuple(descriptors)))
-    return ServiceDef(uuid, tuple(chars))
-
-
-def attribute_count(services: Sequence[ServiceDef]) -> int:
-    """How many attribute handles the services take: a declaration per service, and per
-    characteristic a declaration, its value, its CCCD (NOTIFY/INDICATE) and descriptors."""
-    return sum(
-        1
-        + sum(
-            2 + bool(char.flags & (FLAG_NOTIFY | FLAG_INDICATE)) + len(char.descriptors)
-            for char in service.characteristics
-        )
-        for service in services
-    )
-
-
-def properties_byte(flags: int) -> int:
-    """The declaration's property byte: flag bits 0x01-0x40, plus 0x80 (extended
-    properties) for AUX_WRITE or reliable write, as NimBLE builds it."""
-    return (flags & 0x7F) | (0x80 if flags & (FLAG_AUX_WRITE | 0x80) else 0)
-
-
-def bumble_uuid(uuid: UUID) -> Any:
-    from bumble.core import UUID as BumbleUUID
-
-    return BumbleUUID.from_bytes(bytes(uuid))
 
 
 # --- stored values --------------------------------------------------------------------
@@ -212,9 +119,18 @@ class _Value:
 class GattServer:
     """The local GATT database of one instance and the server-side IRQs."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, security: Security) -> None:
         self.stack = stack
         self.ring = stack.ring
+        #: Pairing's answers for the permission checks: whether a link's peer is bonded
+        #: (0x0F vs 0x05 for an unencrypted access, as NimBLE decides), whether the link
+        #: is MITM-protected (Bumble's ``connection.authenticated`` is also true after
+        #: Just Works), and while pairing has encrypted a link but not finished, a future
+        #: resolved once ``_IRQ_ENCRYPTION_UPDATE`` is posted (NimBLE reports the update
+        #: before it handles the next ATT request, so a request waits for it).
+        self.security = security
+        #: ``config('mtu')``: what we offer in an MTU exchange (Bumble's server max MTU).
+        self.mtu = DEFAULT_MTU
         self._lock = threading.Lock()
         self._values: dict[int, _Value] = {}
         self._indications: set[asyncio.Task[Any]] = set()
@@ -224,19 +140,6 @@ class GattServer:
         self._write_backlog: dict[
             int, deque[tuple[_Value, Connection, bytes, asyncio.Future[None] | None]]
         ] = {}
-        #: Whether a link's peer has a long-term key stored (decides 0x0F vs 0x05 for an
-        #: unencrypted access, as NimBLE does). Pairing (issue 5) supplies the answer.
-        self.peer_bonded: Callable[[Connection], bool] = lambda connection: False
-        #: Whether a link was encrypted with MITM protection (NimBLE's "authenticated").
-        #: Bumble's ``connection.authenticated`` is also true after Just Works pairing, so
-        #: pairing (issue 5) supplies the answer.
-        self.link_authenticated: Callable[[Connection], bool] = lambda connection: False
-        #: While a link's pairing has encrypted it but not yet finished, a future that
-        #: resolves once ``_IRQ_ENCRYPTION_UPDATE`` is posted: NimBLE reports the update
-        #: before it handles the next ATT request, so a request waits for it.
-        self.security_settled: Callable[[Connection], asyncio.Future[None] | None] = (
-            lambda connection: None
-        )
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -246,26 +149,23 @@ class GattServer:
             self._values = {}
             self._unhandled = {}
         self._write_backlog = {}
+        self.mtu = DEFAULT_MTU
         server = device.gatt_server
-        bumble_write_command = server.on_att_write_command
-
-        def on_att_write_command(bearer: Any, request: Any) -> None:
-            self._on_write_command(bearer, request, bumble_write_command)
-
+        server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
-        server.on_att_write_command = guarded(on_att_write_command)
-        bumble_confirmation = server.on_att_handle_value_confirmation
+        take_write_commands(server, self._on_write_command)
+        ignore_late_confirmations(server)
 
-        def on_att_handle_value_confirmation(bearer: Any, confirmation: Any) -> None:
-            # An indication whose wait was cancelled (link lost, power-off) or timed out
-            # leaves its future done until Bumble's cleanup runs; a confirmation arriving
-            # in between made Bumble log an InvalidStateError. NimBLE ignores it.
-            pending = server.pending_confirmations.get(bearer)
-            if pending is not None and pending.done():
-                return
-            bumble_confirmation(bearer, confirmation)
+    def set_mtu(self, mtu: int) -> None:
+        """``config(mtu=)`` (caller's thread): 23..527, offered in later MTU exchanges."""
+        self.stack.require()
+        if mtu not in _MTU_RANGE:
+            raise mp_oserror(EINVAL, "mtu must be 23..527")
+        runtime().call(self._apply_mtu, mtu, what=f"{self.stack.name}: set mtu")
 
-        server.on_att_handle_value_confirmation = guarded(on_att_handle_value_confirmation)  # type: ignore[method-assign]
+    def _apply_mtu(self, mtu: int) -> None:
+        self.mtu = mtu
+        self.stack.require().gatt_server.max_mtu = mtu
 
     def _detach(self) -> None:
         with self._lock:
@@ -280,7 +180,7 @@ class GattServer:
             task.cancel()
 
     # --- registration (loop thread) ---------------------------------------------------
-    async def reset(self) -> None:
+    def reset(self) -> None:
         """Wipe the database back to the GAP and GATT services (NimBLE's ``ble_gatts_reset``),
         refused with EBUSY while advertising, scanning, connecting or connected."""
         device = self.stack.require()
@@ -293,15 +193,10 @@ class GattServer:
             raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
         with self._lock:
             self._values = {}
-        server = device.gatt_server
-        server.attributes.clear()
-        server.attributes_by_handle.clear()
-        server.services.clear()
-        server.subscribers.clear()
-        device.add_default_services()
+        reset_gatt_database(device)
         self.stack.set_gap_name(self.stack.gap_name)
 
-    async def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
+    def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
         """Add the services after the default ones; return MicroPython's handle tuples."""
         from bumble.att import Attribute, AttributeValue
         from bumble.gatt import (
@@ -371,7 +266,7 @@ class GattServer:
             return await self._remote_read(value, connection)
 
         def write(connection: Connection, data: bytes) -> Any:
-            settled = self.security_settled(connection)
+            settled = self.security.settled(connection)
             if settled is None:
                 return self._remote_write(value, connection, data)
             return self._remote_write_after(settled, value, connection, data)
@@ -386,16 +281,16 @@ class GattServer:
         if not (encrypted or authenticated):
             return 0
         if not connection.is_encrypted:
-            if self.peer_bonded(connection):
-                return _ATT_INSUFFICIENT_ENCRYPTION
-            return _ATT_INSUFFICIENT_AUTHENTICATION
-        if authenticated and not self.link_authenticated(connection):
-            return _ATT_INSUFFICIENT_AUTHENTICATION
+            if self.security.peer_bonded(connection):
+                return ATT_INSUFFICIENT_ENCRYPTION
+            return ATT_INSUFFICIENT_AUTHENTICATION
+        if authenticated and not self.security.link_authenticated(connection):
+            return ATT_INSUFFICIENT_AUTHENTICATION
         return 0
 
     def _write_error(self, value: _Value, connection: Connection) -> int:
         if not value.writable:
-            return _ATT_WRITE_NOT_PERMITTED
+            return ATT_WRITE_NOT_PERMITTED
         return self._security_error(connection, value.write_security)
 
     async def _remote_write_after(
@@ -409,12 +304,12 @@ class GattServer:
     async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
 
-        settled = self.security_settled(connection)
+        settled = self.security.settled(connection)
         if settled is not None:
             await settled
 
         if not value.readable:
-            raise ATT_Error(_ATT_READ_NOT_PERMITTED, value.handle)
+            raise ATT_Error(ATT_READ_NOT_PERMITTED, value.handle)
         code = self._security_error(connection, value.read_security)
         if code:
             raise ATT_Error(code, value.handle)
@@ -576,7 +471,7 @@ class GattServer:
             return None if value is None else value.data
 
     # --- notify / indicate (loop thread) ----------------------------------------------
-    async def send_update(self, handle: int) -> None:
+    def send_update(self, handle: int) -> None:
         """``gatts_write(..., True)``: to each link whose CCCD subscribes, a notification
         if its notify bit is set (notify wins), else an indication."""
         from bumble.att import is_enhanced_bearer
@@ -592,7 +487,7 @@ class GattServer:
             if not cccd or is_enhanced_bearer(bearer):
                 continue
             if cccd[0] & 0x01:
-                if not acl_backlog_full(device):
+                if not backlog_full(device):
                     self._notify(device, bearer, handle, data)
             elif cccd[0] & 0x02 and len(self._indications) < MAX_PENDING_INDICATIONS:
                 self._indicate(device, bearer, handle, data)
@@ -600,7 +495,7 @@ class GattServer:
     def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
         """Any thread: raise what NimBLE would raise now, then send without waiting."""
         device, connection, payload = self._prepare(conn_handle, handle, data)
-        self.stack.send_soon(
+        self.stack.flow.send_soon(
             self._notify_if_connected,
             device,
             connection,
@@ -615,7 +510,7 @@ class GattServer:
         if device.lookup_connection(connection.handle) is connection:
             self._notify(device, connection, handle, data)
 
-    async def indicate(self, conn_handle: int, handle: int, data: bytes | None) -> None:
+    def indicate(self, conn_handle: int, handle: int, data: bytes | None) -> None:
         device, connection, payload = self._prepare(conn_handle, handle, data)
         if len(self._indications) >= MAX_PENDING_INDICATIONS:
             raise mp_oserror(ENOMEM, "too many indications awaiting confirmation")
@@ -628,11 +523,9 @@ class GattServer:
         if data is None:
             data = self.stored(handle)
             if data is None:
-                raise mp_oserror(_EAPP)  # NimBLE cannot read the value to send
-        connection = device.lookup_connection(conn_handle)
-        if connection is None:
-            raise mp_oserror(ENOTCONN)
-        refuse_if_backlogged(device, self.stack.sends_queued)
+                raise mp_oserror(-HS_EAPP)  # NimBLE cannot read the value to send
+        connection = self.stack.connection(conn_handle)
+        self.stack.flow.refuse_if_backlogged(device)
         return device, connection, data
 
     def _notify(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
@@ -669,44 +562,8 @@ class GattServer:
             f"{self.stack.name}: indication on handle {handle}",
         )
         # NimBLE reports INDICATE_DONE only on links where we are the peripheral.
-        if self.stack.reporting and connection.role == Role.PERIPHERAL:
-            self.ring.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
+        if connection.role == Role.PERIPHERAL:
+            self.stack.post(IRQ_GATTS_INDICATE_DONE, connection.handle, handle, status)
 
 
-def refuse_if_backlogged(device: Device, queued: int) -> None:
-    """Raise ENOMEM, as NimBLE does when out of buffers, for a send from a caller's thread
-    while the ACL backlog is full; the caller first yields the GIL to the loop (see
-    ``Runtime.yield_to_loop``), since a program retries at once."""
-    if acl_backlog_full(device, queued):
-        runtime().yield_to_loop()
-        raise mp_oserror(ENOMEM, "ACL buffers full")
-
-
-def acl_packets(device: Device, pdu_size: int) -> int:
-    """How many ACL packets an ATT PDU of ``pdu_size`` bytes takes (with its 4-byte L2CAP
-    header), so the backlog counts what the controller's buffers hold."""
-    host = device.host
-    queue = host.le_acl_packet_queue or host.acl_packet_queue
-    size = getattr(queue, "max_packet_size", 0) or 27
-    return max(1, -(-(pdu_size + 4) // size))
-
-
-def acl_backlog_full(device: Device, queued: int = 0) -> bool:
-    """Whether ``ACL_BACKLOG_LIMIT`` packets already wait for the controller, counting
-    ``queued`` sends not yet handed to the host."""
-    host = device.host
-    queue = host.le_acl_packet_queue or host.acl_packet_queue
-    pending = queue.pending if queue is not None else 0
-    return pending + queued >= ACL_BACKLOG_LIMIT
-
-
-__all__ = [
-    "GattServer",
-    "ServiceDef",
-    "parse_service",
-    "sized",
-    "acl_backlog_full",
-    "acl_packets",
-    "refuse_if_backlogged",
-    "MAX_SERVICES",
-]
+__all__ = ["GattServer", "DEFAULT_MTU"]

@@ -85,21 +85,34 @@ class Runtime:
 
     def call(
         self,
-        coro: Coroutine[Any, Any, T],
-        what: str,
+        fn: Callable[..., Any] | Coroutine[Any, Any, T],
+        *args: Any,
+        what: str | None = None,
         timeout: float | None = DEFAULT_CALL_TIMEOUT,
         drain: bool = False,
-    ) -> T:
-        """Run ``coro`` on the loop and return its result in the calling thread.
+    ) -> Any:
+        """Run ``fn(*args)`` on the loop and return its result in the calling thread.
 
-        The coroutine's exception is re-raised here with its own type. On timeout the
-        coroutine is cancelled on the loop and ``OSError(ETIMEDOUT)`` names ``what``.
+        ``fn`` is a coroutine function (real async work) or a plain function, which runs on
+        the loop thread because Bumble state may only change there. The exception it
+        raises is re-raised here with its own type. On timeout the work is cancelled on
+        the loop and ``OSError(ETIMEDOUT)`` names ``what``. (A coroutine object is
+        accepted too, as ``call(coro, what)``: the form callers outside the package used.)
 
         On the main thread under main-thread delivery the wait is an idle point of the
         scheduler: events that hold the stack waiting for a handler's answer are handled
         meanwhile, and with ``drain`` every event is (as NimBLE's calls that wait, such
         as ``active(True)``, run the scheduler while they wait).
         """
+        if asyncio.iscoroutine(fn):
+            coro: Coroutine[Any, Any, Any] = fn
+            if what is None and args:
+                what, args = str(args[0]), args[1:]
+        elif asyncio.iscoroutinefunction(fn):
+            coro = fn(*args)
+        else:
+            coro = _plain(fn, args)
+        what = what or getattr(fn, "__qualname__", "a call")
         if self.in_loop_thread():
             coro.close()
             raise RuntimeError(f"{what}: blocking call made from the stack's own loop thread")
@@ -160,7 +173,7 @@ class Runtime:
         for fn, args in batch:
             try:
                 fn(*args)
-            except Exception:  # noqa: BLE001 - one failed hand-over must not lose the rest
+            except Exception:  # one failed hand-over must not lose the rest
                 logger.exception("error in %r handed to the loop", fn)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
@@ -190,7 +203,7 @@ class Runtime:
         try:
             future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
             future.result(EXIT_BUDGET)
-        except Exception as exc:  # noqa: BLE001 - exit must never raise
+        except Exception as exc:  # exit must never raise
             logger.debug("shutdown did not complete cleanly: %r", exc)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
@@ -200,7 +213,7 @@ class Runtime:
         for hook in list(self._shutdown_hooks):
             try:
                 await asyncio.wait_for(hook(), EXIT_BUDGET / 2)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 logger.debug("shutdown hook failed: %r", exc)
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
@@ -208,6 +221,12 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=0.2)
+
+
+async def _plain(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """A plain function as the loop runs it for :meth:`Runtime.call` (in a task of its own,
+    so it runs exactly where an ``async def`` would)."""
+    return fn(*args)
 
 
 def _wait_on_main(

@@ -3,11 +3,8 @@
 * ``config(io, mitm, le_secure, bond)`` become a Bumble ``PairingConfig`` per connection,
   with a ``PairingDelegate`` that turns Bumble's questions into ``_IRQ_PASSKEY_ACTION``
   and waits for ``gap_passkey``.
-* Keys live with the application: :class:`SecretStore` is a Bumble ``KeyStore`` whose
-  reads and writes are ``_IRQ_GET_SECRET`` / ``_IRQ_SET_SECRET``. One secret per bonded
-  peer, ``sec_type`` 2, keyed by NimBLE's 7-byte address form (type byte, then the
-  little-endian identity address); the value is opaque bytes (it carries the identity
-  address, so enumeration by index works). Nothing is written while ``bond`` is off.
+* Keys live with the application (``_secrets.SecretStore``, a Bumble ``KeyStore`` whose
+  reads and writes are ``_IRQ_GET_SECRET`` / ``_IRQ_SET_SECRET``).
 * The local IRK comes from ``_IRQ_GET_SECRET(10, 0, b'irk')`` at every start, and is
   created with ``_IRQ_SET_SECRET`` when the application has none (SPEC 1.3), so resolvable
   private addresses stay resolvable across restarts.
@@ -15,35 +12,31 @@
   stored) or failed, and on re-encryption from stored keys, with MITM as
   "authenticated" and the negotiated key size (Bumble reports 0 with v1 events).
 
-Bumble fixes made per instance: a central answers the peer's Security Request (Bumble
-ignores it), and the peripheral finds the right LTK of a legacy bond by its EDIV/Rand
-(Bumble hands the central's key back, and the link drops with a MIC failure).
+Where Bumble differs (see also ``_overrides``): a central answers the peer's Security
+Request (Bumble leaves it to the application), and the peripheral finds the right LTK of
+a legacy bond by its EDIV/Rand through the host's LTK provider hook (Bumble hands the
+central's key back, and the link drops with a MIC failure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import os
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _events
-from ._convert import buffer_bytes
 from ._errors import mp_oserror
+from ._overrides import forget_finished_smp_session, smp_session
 from ._runtime import guarded
+from ._secrets import SecretStore, make_store
 from .constants import (
     EALREADY,
     EINVAL,
     ENOENT,
-    ENOTCONN,
     IRQ_ENCRYPTION_UPDATE,
-    IRQ_GET_SECRET,
     IRQ_PASSKEY_ACTION,
-    IRQ_SET_SECRET,
     PASSKEY_ACTION_DISPLAY,
     PASSKEY_ACTION_INPUT,
     PASSKEY_ACTION_NUMERIC_COMPARISON,
@@ -58,18 +51,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: ``sec_type`` of a bonded peer's keys (NimBLE's BLE_STORE_OBJ_TYPE_PEER_SEC).
-SEC_TYPE_PEER = 2
-#: ``sec_type`` and key of our identity resolving key (SPEC 1.3).
-SEC_TYPE_IRK = 10
-IRK_KEY = b"irk"
 #: Seconds a pairing waits for ``gap_passkey`` (SMP's own timeout is 30 s).
 PASSKEY_TIMEOUT = 30.0
 #: Key size reported when the controller does not say (v1 Encryption Change events).
 DEFAULT_KEY_SIZE = 16
-#: Most bonds enumerated through ``_IRQ_GET_SECRET(type, index, None)``.
-MAX_BONDS = 256
-_FORMAT = 1
 #: SMP's IO capabilities (``config(io=)``): display only .. keyboard and display.
 _IO_CAPABILITIES = range(5)
 #: Most seconds ATT requests wait for a pairing that encrypted the link to report.
@@ -108,124 +93,6 @@ def link_security(connection: Connection) -> tuple[bool, bool, int]:
 def _key_size(connection: Any) -> int:
     size = int(getattr(connection, "encryption_key_size", 0) or 0)
     return size or DEFAULT_KEY_SIZE
-
-
-def address_key(name: str) -> bytes:
-    """NimBLE's 7-byte ``ble_addr_t`` for a Bumble key-store name (an address string)."""
-    from bumble.hci import Address
-
-    address = Address(name)
-    return bytes([int(address.address_type) & 1]) + bytes(address)
-
-
-def encode_keys(name: str, keys: PairingKeys) -> bytes:
-    """The opaque value stored for a peer (versioned JSON; applications never parse it)."""
-    record = {"v": _FORMAT, "address": name, "keys": keys.to_dict()}
-    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
-
-
-def decode_keys(value: Any) -> tuple[str, PairingKeys] | None:
-    """``(name, keys)`` from a stored value, or None for anything we did not write."""
-    from bumble.keys import PairingKeys
-
-    if value is None:
-        return None
-    try:
-        record = json.loads(buffer_bytes(value))
-        if record.get("v") != _FORMAT:
-            return None
-        return str(record["address"]), PairingKeys.from_dict(record["keys"])
-    except Exception as exc:  # noqa: BLE001 - a foreign or damaged value is "not found"
-        logger.debug("ignoring a stored secret we cannot read: %r", exc)
-        return None
-
-
-class SecretStore:
-    """A Bumble ``KeyStore`` kept by the application through IRQs 29 and 30.
-
-    (Subclassed from Bumble's ``KeyStore`` at first use, see :func:`_store_class`.)
-    """
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        #: The keys seen for each peer in this activation (read or written), so that the
-        #: encryption events can say whether the bond is MITM-protected without a new IRQ.
-        self.known: dict[str, PairingKeys] = {}
-
-    async def _get_secret(self, sec_type: int, index: int, key: bytes | None) -> Any:
-        answer = await _events.wait_answer(
-            self.stack.ring.ask(IRQ_GET_SECRET, sec_type, index, key), "_IRQ_GET_SECRET"
-        )
-        return answer
-
-    async def _set_secret(self, sec_type: int, key: bytes, value: bytes | None) -> bool:
-        answer = await _events.wait_answer(
-            self.stack.ring.ask(IRQ_SET_SECRET, sec_type, key, value), "_IRQ_SET_SECRET"
-        )
-        return bool(answer)
-
-    async def get(self, name: str) -> PairingKeys | None:
-        found = decode_keys(await self._get_secret(SEC_TYPE_PEER, 0, address_key(name)))
-        if found is None:
-            return None
-        self.known[name] = found[1]
-        return found[1]
-
-    async def update(self, name: str, keys: PairingKeys) -> None:
-        if not self.stack.bond:
-            return  # Bumble stores keys even without bonding; MicroPython does not
-        self.known[name] = keys
-        if not await self._set_secret(SEC_TYPE_PEER, address_key(name), encode_keys(name, keys)):
-            logger.warning(
-                "%s: the IRQ handler did not store the keys of %s", self.stack.name, name
-            )
-
-    async def delete(self, name: str) -> None:
-        self.known.pop(name, None)
-        await self._set_secret(SEC_TYPE_PEER, address_key(name), None)
-
-    async def get_all(self) -> list[tuple[str, PairingKeys]]:
-        found: list[tuple[str, PairingKeys]] = []
-        for index in range(MAX_BONDS):
-            value = await self._get_secret(SEC_TYPE_PEER, index, None)
-            if value is None:
-                break
-            entry = decode_keys(value)
-            if entry is not None:
-                found.append(entry)
-                self.known[entry[0]] = entry[1]
-        return found
-
-    async def delete_all(self) -> None:
-        for name, _ in await self.get_all():
-            await self.delete(name)
-
-    async def load_irk(self) -> bytes | None:
-        """Our IRK from the application, created there if it has none (SPEC 1.3)."""
-        if self.stack.ring.handler is None:
-            return None
-        value = await self._get_secret(SEC_TYPE_IRK, 0, IRK_KEY)
-        try:
-            irk = None if value is None else buffer_bytes(value)
-        except TypeError:
-            irk = None
-        if irk is not None and len(irk) == 16:
-            return irk
-        irk = os.urandom(16)
-        await self._set_secret(SEC_TYPE_IRK, IRK_KEY, irk)
-        return irk
-
-
-@functools.cache
-def _store_class() -> type[Any]:
-    from bumble.keys import KeyStore
-
-    return type("SecretKeyStore", (SecretStore, KeyStore), {"__module__": __name__})
-
-
-def _make_store(stack: Stack) -> SecretStore:
-    store: SecretStore = _store_class()(stack)
-    return store
 
 
 @functools.cache
@@ -278,6 +145,11 @@ class Security:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.ring = stack.ring
+        # config(bond=, mitm=, le_secure=, io=): kept across active(False)/active(True).
+        self.bond = False
+        self.mitm = False
+        self.le_secure = True
+        self.io = 3
         self.store: SecretStore | None = None
         #: conn_handle -> (action, future) of the passkey question being asked.
         self._passkeys: dict[int, tuple[int, asyncio.Future[int | None]]] = {}
@@ -293,13 +165,13 @@ class Security:
     async def _prepare(self, device: Device) -> None:
         """Before power-on: our key store (Bumble makes a MemoryKeyStore otherwise), the
         pairing configuration, and the IRK from the application."""
-        store = _make_store(self.stack)
+        store = make_store(self.stack, lambda: self.bond)
         self.store = store
         device.keystore = store  # type: ignore[assignment]
         device.pairing_config_factory = self._pairing_config
         irk = await store.load_irk()
         if irk is not None:
-            self.stack.irk = irk
+            self.stack.own_address.irk = irk
             device.irk = irk
 
     def _attach(self, device: Device) -> None:
@@ -317,10 +189,6 @@ class Security:
                 future.cancel()
         self._passkeys.clear()
 
-    def _post(self, event: int, *values: Any) -> None:
-        if self.stack.reporting:
-            self.ring.post(event, *values)
-
     # --- answers for the GATT server's permission checks (loop thread, synchronous) ---
     def peer_bonded(self, connection: Connection) -> bool:
         """Whether we hold keys for the link's peer (known from the enumeration at start,
@@ -333,32 +201,23 @@ class Security:
         return link_security(connection)[1]
 
     def _pairing_config(self, connection: Connection) -> PairingConfig:
-        from bumble.hci import Address
         from bumble.pairing import PairingConfig
 
-        stack = self.stack
-        identity = (
-            Address.PUBLIC_DEVICE_ADDRESS
-            if stack.device is not None and bytes(stack.device.public_address) != bytes(6)
-            else Address.RANDOM_DEVICE_ADDRESS
-        )
+        identity = self.stack.own_address.identity_type(self.stack.device)
         return PairingConfig(
-            sc=stack.le_secure,
-            mitm=stack.mitm,
-            bonding=stack.bond,
-            delegate=_delegate_class()(self, connection, stack.io),
+            sc=self.le_secure,
+            mitm=self.mitm,
+            bonding=self.bond,
+            delegate=_delegate_class()(self, connection, self.io),
             identity_address_type=PairingConfig.AddressType(identity),
         )
 
     # --- calls from ble.py (loop thread) ----------------------------------------------
-    async def pair(self, conn_handle: int) -> None:
+    def pair(self, conn_handle: int) -> None:
         """Central: encrypt with the bond's keys, else pair. Peripheral: Security Request."""
         from bumble.hci import Role
 
-        device = self.stack.require()
-        connection = device.lookup_connection(conn_handle)
-        if connection is None:
-            raise mp_oserror(ENOTCONN)
+        connection = self.stack.connection(conn_handle)
         if connection.handle in self._securing or self._pairing_active(connection):
             # NimBLE: security already being established on that link. (Two pairings at
             # once would confuse Bumble's SMP session and can drop the link.)
@@ -366,9 +225,9 @@ class Security:
         if connection.role == Role.CENTRAL:
             self._start_securing(connection, "pair")
         else:
-            device.request_pairing(connection)
+            self.stack.require().request_pairing(connection)
 
-    async def passkey(self, conn_handle: int, action: int, passkey: int) -> None:
+    def passkey(self, conn_handle: int, action: int, passkey: int) -> None:
         self.stack.require()
         pending = self._passkeys.get(conn_handle)
         if pending is None or pending[1].done():
@@ -382,7 +241,7 @@ class Security:
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         handle = connection.handle
         self._passkeys[handle] = (action, future)
-        self._post(IRQ_PASSKEY_ACTION, handle, action, number)
+        self.stack.post(IRQ_PASSKEY_ACTION, handle, action, number)
         try:
             return await asyncio.wait_for(future, PASSKEY_TIMEOUT)
         except TimeoutError:
@@ -399,11 +258,11 @@ class Security:
     async def _secure(self, connection: Connection) -> None:
         """What NimBLE's security initiation does as central: encrypt if bonded, else pair."""
         try:
-            if self.stack.io not in _IO_CAPABILITIES:
+            if self.io not in _IO_CAPABILITIES:
                 logger.warning(
                     "%s: cannot pair with config(io=%r): not an SMP IO capability (0..4)",
                     self.stack.name,
-                    self.stack.io,
+                    self.io,
                 )
                 self._report_current(connection)
                 return
@@ -413,7 +272,7 @@ class Security:
                 await connection.pair()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the outcome is reported by the events
+        except Exception as exc:  # the outcome is reported by the events
             logger.debug("%s: securing the link ended: %r", self.stack.name, exc)
         finally:
             self._securing.discard(connection.handle)
@@ -444,7 +303,7 @@ class Security:
         device = self.stack.device
         if device is None:
             return False
-        session = device.smp_manager.sessions.get(connection.handle)
+        session = smp_session(device, connection.handle)
         return session is not None and not session.completed
 
     def settled(self, connection: Connection) -> asyncio.Future[None] | None:
@@ -462,7 +321,7 @@ class Security:
     def _report(self, connection: Connection, state: LinkSecurity) -> None:
         _LINKS[connection] = state
         try:
-            self._post(
+            self.stack.post(
                 IRQ_ENCRYPTION_UPDATE,
                 connection.handle,
                 int(state.encrypted),
@@ -475,8 +334,8 @@ class Security:
 
     def _on_pairing(self, connection: Connection, keys: PairingKeys) -> None:
         device = self.stack.device
-        session = None if device is None else device.smp_manager.sessions.get(connection.handle)
-        bonded = self.stack.bond and bool(getattr(session, "bonding", False))
+        session = None if device is None else smp_session(device, connection.handle)
+        bonded = self.bond and bool(getattr(session, "bonding", False))
         encrypted = bool(connection.is_encrypted)
         self._report(
             connection,
@@ -495,16 +354,9 @@ class Security:
         self._forget_session(connection)
 
     def _forget_session(self, connection: Connection) -> None:
-        """Drop a finished SMP session. Bumble keeps it until the link closes and hands
-        the peer's next Pairing Request to it, so a second pairing on the link (after a
-        wrong passkey, or to pair again) never completes."""
         device = self.stack.device
-        if device is None:
-            return
-        sessions = device.smp_manager.sessions
-        session = sessions.get(connection.handle)
-        if session is not None and session.completed:
-            del sessions[connection.handle]
+        if device is not None:
+            forget_finished_smp_session(device, connection.handle)
 
     def _on_encryption_change(self, connection: Connection) -> None:
         if self._pairing_active(connection):
@@ -608,4 +460,4 @@ def _mitm(keys: PairingKeys | None) -> bool:
     return False
 
 
-__all__ = ["Security", "SecretStore", "link_security", "LinkSecurity"]
+__all__ = ["Security", "link_security", "LinkSecurity"]

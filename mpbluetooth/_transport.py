@@ -3,30 +3,34 @@
 The controller is chosen, in order, by an explicit spec given to the instance, by
 ``mpbluetooth.set_transport()``, by the ``MPBLUETOOTH_TRANSPORT`` environment variable,
 and otherwise is an in-process virtual controller on the process's simulated link (so
-``BLE().active(True)`` works with no hardware). Any Bumble transport spec is accepted.
-Every failure to open becomes a :class:`TransportError` naming the spec, the cause and,
-where we can tell, the fix; opening never takes longer than ``OPEN_TIMEOUT``.
+``BLE().active(True)`` works with no hardware). Any Bumble transport spec is accepted,
+and the specs of in-process engines: ``sim`` (the default link) and the ``sim:N`` of each
+``sim.Link``, which registers itself here (:func:`register_engine`). This module is the
+one way a stack gets a controller. Every failure to open becomes a
+:class:`TransportError` naming the spec, the cause and, where we can tell, the fix;
+opening never takes longer than ``OPEN_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._engine import SIM_SPEC, OpenedTransport, engine_for
 from ._errors import TransportError
+
+if TYPE_CHECKING:
+    from bumble.device import Device
+
+    from ._address import OwnAddress
 
 logger = logging.getLogger(__name__)
 
 ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
-ENV_SNOOP = "MPBLUETOOTH_SNOOP"
-ENV_SIM_ADDRESS = "MPBLUETOOTH_SIM_ADDRESS"
 
 #: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
 OPEN_TIMEOUT = 5.0
@@ -56,50 +60,28 @@ def configured_spec() -> str | None:
     return spec or None
 
 
-def snoop_spec() -> str | None:
-    """The HCI trace to write, from ``MPBLUETOOTH_SNOOP``, as a Bumble snooper spec.
+async def open_controller(spec: str | None, name: str, address: OwnAddress) -> OpenedTransport:
+    """Open the controller for an instance: ``spec``, else the configured one, else the
+    default simulated link. ``address`` keeps what the instance's addresses need across
+    openings (a simulated controller's public address, a hub's stable one)."""
+    spec = spec if spec is not None else configured_spec() or SIM_SPEC
+    engine = engine_for(spec)
+    if engine is None and spec == SIM_SPEC:
+        from .sim.transport import default_engine
 
-    A plain path means a btsnoop file (what Wireshark opens); ``btsnoop:...`` and
-    ``pcapsnoop:...`` specs pass through. ``{pid}`` and ``{instance}`` in the path keep the
-    traces of several processes or instances apart.
-    """
-    value = os.environ.get(ENV_SNOOP, "").strip()
-    if not value:
-        return None
-    if value.startswith(("btsnoop:", "pcapsnoop:")):
-        return value
-    return f"btsnoop:file:{value}"
+        engine = default_engine()
+    if engine is not None:
+        return engine.open_controller(name, address)
+    opened = await open_spec(spec)
+    if opened.terminated is None:
+        return opened
+    from .sim.transport import claim_stable_address
 
+    async def after_power_on(device: Device) -> None:
+        await claim_stable_address(device, address, name)
 
-def sim_address() -> bytes | None:
-    """The public address (big-endian) to ask a hub's simulated controller for, if any.
-
-    ``MPBLUETOOTH_SIM_ADDRESS`` is either an address (``f2:00:00:00:00:01``) or any name,
-    hashed into an address, so a script keeps its identity when it rejoins a hub (its
-    bonded peers recognise it, as they would a board after a reset).
-    """
-    value = os.environ.get(ENV_SIM_ADDRESS, "").strip()
-    if not value:
-        return None
-    try:
-        address = bytes.fromhex(value.replace(":", ""))
-    except ValueError:
-        address = b""
-    if len(address) != 6:
-        address = b"\xf2" + hashlib.sha256(value.encode()).digest()[:5]
-    return address
-
-
-@dataclass
-class OpenedTransport:
-    """The HCI packet source and sink of an opened controller, and how to close it."""
-
-    source: Any
-    sink: Any
-    close: Callable[[], Awaitable[None]]
-    spec: str
-    #: Resolves when the transport is lost (None for the in-process controller).
-    terminated: asyncio.Future[Any] | None = None
+    opened.after_power_on = after_power_on
+    return opened
 
 
 async def open_spec(spec: str) -> OpenedTransport:

@@ -6,24 +6,25 @@ marshalled onto the runtime's loop thread, where the concern modules talk to Bum
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from . import _gatts, _transport
-from ._convert import buffer_bytes, check_args, int32, to_int, uint8, uint16
+from . import _transport
+from ._convert import UNSET, advertise_args, buffer_bytes, int32, mp_args, to_int, uint8, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
-from ._gap import _DEFAULT_MAX_CONN_US, _DEFAULT_MIN_CONN_US, Gap
+from ._gap import DEFAULT_MAX_CONN_US, DEFAULT_MIN_CONN_US, Gap
 from ._gattc import GattClient
 from ._gatts import GattServer
+from ._gatts_defs import MAX_SERVICES, parse_service, sized
 from ._l2cap import L2cap, clamp_mtu
 from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
+from ._status import HS_ADV_DATA_TOO_LONG, HS_EAPP
 from .constants import (
     CONN_HANDLE_NONE,
     E2BIG,
@@ -33,50 +34,20 @@ from .constants import (
     ENOMEM,
     ENOTCONN,
     IRQ_GATTS_READ_REQUEST,
-    IRQ_SCAN_DONE,
-    IRQ_SCAN_RESULT,
 )
 from .uuid import UUID
 
 logger = logging.getLogger(__name__)
 
-_UNSET: Any = object()
-_GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
+_UNSET = UNSET
 _MAX_GAP_NAME = 31
-_MTU_RANGE = range(23, 528)
 _MAX_LEGACY_ADV = 31
-#: What a board answers for a payload over 31 bytes: NimBLE's host code 18 negated.
-_ADV_DATA_TOO_LONG = -18
-#: NimBLE's BLE_HS_EAPP (the application refused), passed through as ``OSError(-9)``.
-_BLE_HS_EAPP = 9
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _mp_args(least: int, most: int) -> Callable[[_F], _F]:
-    """Give a method MicroPython's arity check: positional only, ``least..most``
-    arguments counting ``self`` (``MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN``'s bounds), and
-    MicroPython's ``TypeError`` words, so a program catching or printing them sees what a
-    board says."""
-
-    def wrap(fn: _F) -> _F:
-        @functools.wraps(fn)
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            if kwargs or not least <= len(args) + 1 <= most:
-                check_args(len(args) + 1, len(kwargs), least, most)
-            return fn(self, *args)
-
-        return method  # type: ignore[return-value]
-
-    return wrap
 
 
 def _not_yet(feature: str, issue: str) -> NotImplementedError:
     return NotImplementedError(f"{feature} is not implemented yet in mpbluetooth ({issue})")
 
 
-_GATT = "GATT server and client, issue #4"
 _PASSKEY_ACTIONS = (2, 3, 4)
 
 
@@ -96,8 +67,6 @@ class BLE:
     _security: Security
     _gatts: GattServer
     _gattc: GattClient
-    #: The GAP name in force at the next activation: set while active, else the default.
-    _gap_name_kept: bytes
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BLE:
         # MicroPython accepts and ignores any arguments.
@@ -111,26 +80,24 @@ class BLE:
         """Nothing to do: the singleton was set up by ``__new__``."""
 
     @classmethod
-    def _new_instance(cls, name: str, link: Any = None, transport: str | None = None) -> BLE:
+    def _new_instance(cls, name: str, transport: str | None = None) -> BLE:
         self = object.__new__(cls)
         rt = runtime()
         self._ring = EventRing(name, lambda: rt.loop)
-        self._stack = Stack(name, self._ring, link, transport)
+        self._stack = Stack(name, self._ring, transport)
         self._gap = Gap(self._stack)
         self._l2cap = L2cap(self._stack)
         self._security = Security(self._stack)
-        self._gatts, self._gattc = GattServer(self._stack), GattClient(self._stack)
-        self._gatts.peer_bonded = self._security.peer_bonded
-        self._gatts.link_authenticated = self._security.link_authenticated
-        self._gatts.security_settled = self._security.settled
-        self._gap_name_kept = self._stack.gap_name
+        self._gatts = GattServer(self._stack, self._security)
+        self._gattc = GattClient(self._stack)
         return self
 
     def __repr__(self) -> str:
         return f"<BLE {self._stack.name} {'active' if self._stack.active else 'inactive'}>"
 
-    def _call(self, coro: Any, what: str, drain: bool = False) -> Any:
-        return runtime().call(coro, f"{self._stack.name}: {what}", drain=drain)
+    def _call(self, fn: Callable[..., Any], *args: Any, what: str, drain: bool = False) -> Any:
+        """Run ``fn(*args)`` on the loop thread (see ``Runtime.call``)."""
+        return runtime().call(fn, *args, what=f"{self._stack.name}: {what}", drain=drain)
 
     def close(self) -> None:
         """Desktop only: deactivate and stop the event dispatcher, for an instance made by
@@ -151,7 +118,7 @@ class BLE:
         self.close()
 
     # --- general -----------------------------------------------------------------------
-    @_mp_args(1, 2)
+    @mp_args(1, 2)
     def active(self, active: Any = _UNSET, /) -> bool:
         """Start (``True``; restarts a running stack, as NimBLE) or stop the radio.
 
@@ -160,14 +127,14 @@ class BLE:
         """
         if active is not _UNSET:
             if active:
-                # A gap_name set while off does not survive activation (see config).
-                self._stack.gap_name = self._gap_name_kept
-                self._call(self._stack.power_on(), "power on", drain=True)
+                # A gap_name set while off does not survive activation (see Gap.set_name).
+                self._stack.gap_name = self._gap.kept_name
+                self._call(self._stack.power_on, what="power on", drain=True)
             elif self._stack.active or self._stack.device is not None:
-                self._call(self._stack.power_off(), "power off", drain=True)
+                self._call(self._stack.power_off, what="power off", drain=True)
         return self._stack.active
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def irq(self, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:
         """Install the event handler, called as ``handler(event, data)`` on the IRQ thread."""
         if handler is not None and not callable(handler):
@@ -196,51 +163,21 @@ class BLE:
             return stack.gap_name
         if name == "mtu":
             stack.require()
-            return stack.mtu
+            return self._gatts.mtu
         if name == "rxbuf":
             return self._ring.capacity
         raise ValueError("unknown config param")
 
     def _config_set(self, key: str, value: Any) -> None:
-        stack = self._stack
-        if key == "gap_name":
-            name = buffer_bytes(value)
-            if len(name) > _MAX_GAP_NAME:
-                raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
-            # NimBLE keeps the name as a C string: it ends at the first NUL.
-            name = name.split(b"\0", 1)[0]
-            if stack.active:
-                self._call(_run(stack.set_gap_name, name), "set gap_name")
-                self._gap_name_kept = name
-            else:
-                # Readable until the radio starts, then lost, as on a board (NimBLE sets
-                # up its GAP service at activation).
-                stack.gap_name = name
-        elif key == "rxbuf":
-            size = to_int(value)
-            if not MIN_RXBUF <= size <= MAX_RXBUF:
-                raise ValueError()
-            self._ring.set_capacity(size)
-        elif key == "mtu":
-            mtu = uint16(value)
-            stack.require()
-            if mtu not in _MTU_RANGE:
-                raise mp_oserror(EINVAL, "mtu must be 23..527")
-            self._call(_run(_set_mtu, stack, mtu), "set mtu")
-        elif key == "addr_mode":
-            mode = to_int(value) & 0xFF  # NimBLE takes a uint8_t: 256 is 0 (public)
-            stack.require()
-            self._call(stack.set_address_mode(mode), "set addr_mode")
-        elif key == "bond":
-            stack.bond = bool(value)
-        elif key == "mitm":
-            stack.mitm = bool(value)
-        elif key == "le_secure":
-            stack.le_secure = bool(value)
-        elif key == "io":
-            stack.io = to_int(value) & 0xFF  # a uint8_t in NimBLE's config
-        else:
+        entry = _CONFIG_SET.get(key)
+        if entry is None:
             raise ValueError("unknown config param")
+        convert, owner, setter = entry
+        concern = getattr(self, owner)
+        if setter is None:
+            setattr(concern, key, convert(value))
+        else:
+            getattr(concern, setter)(convert(value))
 
     # --- GAP ---------------------------------------------------------------------------
     def gap_advertise(self, *args: Any, **kwargs: Any) -> None:
@@ -253,10 +190,10 @@ class BLE:
         An interval outside 20 ms .. 10.24 s is refused by the controller (Invalid HCI
         Command Parameters), which NimBLE reports as ``OSError(-530)``.
         """
-        interval_us, adv_data, resp_data, connectable = _advertise_args(args, kwargs)
+        interval_us, adv_data, resp_data, connectable = advertise_args(args, kwargs)
         if interval_us is None:
             if self._stack.active:
-                self._call(self._gap.stop_advertising(), "stop advertising")
+                self._call(self._gap.stop_advertising, what="stop advertising")
             return None
         interval = int32(interval_us)
         adv = None if adv_data is None else buffer_bytes(adv_data)
@@ -266,12 +203,13 @@ class BLE:
             if payload is not None and len(payload) > _MAX_LEGACY_ADV:
                 # NimBLE's own answer (ble_gap_adv_set_data), before the controller sees it.
                 raise mp_oserror(
-                    _ADV_DATA_TOO_LONG, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes"
+                    -HS_ADV_DATA_TOO_LONG,
+                    f"advertising payload longer than {_MAX_LEGACY_ADV} bytes",
                 )
-        self._call(self._gap.advertise(interval, adv, resp, bool(connectable)), "advertise")
+        self._call(self._gap.advertise, interval, adv, resp, bool(connectable), what="advertise")
         return None
 
-    @_mp_args(1, 5)
+    @mp_args(1, 5)
     def gap_scan(
         self,
         duration_ms: Any = 0,
@@ -284,23 +222,17 @@ class BLE:
         ``_IRQ_SCAN_DONE`` before it returns (nested when called from a handler)."""
         if duration_ms is None:
             self._stack.require()
-            self._stop_scan()
+            self._gap.stop_scan()
             return None
         # NimBLE takes int32_t: 2**31 is negative, and a negative duration ends at once.
         duration = int32(duration_ms)
         interval = int32(interval_us)
         window = int32(window_us)
         self._stack.require()
-        self._call(self._gap.scan(duration, interval, window, bool(active)), "scan")
+        self._call(self._gap.scan, duration, interval, window, bool(active), what="scan")
         return None
 
-    def _stop_scan(self) -> None:
-        """Stop a running scan and deliver SCAN_DONE before returning (SPEC 1.7)."""
-        if self._call(self._gap.stop_scan(), "stop scan"):
-            self._ring.discard(IRQ_SCAN_RESULT)
-            self._ring.deliver_now(IRQ_SCAN_DONE)
-
-    @_mp_args(2, 6)
+    @mp_args(2, 6)
     def gap_connect(
         self,
         addr_type: Any,
@@ -318,7 +250,7 @@ class BLE:
         if addr is _UNSET:
             if addr_type is not None:
                 raise TypeError("invalid addr")
-            self._call(self._gap.cancel_connect(), "cancel connect")
+            self._call(self._gap.cancel_connect, what="cancel connect")
             return None
         kind = to_int(addr_type) & 0xFF
         address = buffer_bytes(addr)
@@ -326,34 +258,32 @@ class BLE:
             raise ValueError("invalid addr")
         scan_ms = 2000 if scan_duration_ms is None else int32(scan_duration_ms)
         min_us = (
-            _DEFAULT_MIN_CONN_US if min_conn_interval_us is None else int32(min_conn_interval_us)
+            DEFAULT_MIN_CONN_US if min_conn_interval_us is None else int32(min_conn_interval_us)
         )
         max_us = (
-            _DEFAULT_MAX_CONN_US if max_conn_interval_us is None else int32(max_conn_interval_us)
+            DEFAULT_MAX_CONN_US if max_conn_interval_us is None else int32(max_conn_interval_us)
         )
         self._stack.require()
-        if self._gap.scanning:
-            self._stop_scan()
-        self._call(self._gap.connect(kind, address, scan_ms, min_us, max_us), "connect")
+        self._gap.connect(kind, address, scan_ms, min_us, max_us)
         return None
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gap_disconnect(self, conn_handle: Any, /) -> bool:
         """Start disconnecting; ``False`` when the handle is not connected."""
         handle = uint16(conn_handle)
         self._stack.require()
-        return bool(self._call(self._gap.disconnect(handle), "disconnect"))
+        return bool(self._call(self._gap.disconnect, handle, what="disconnect"))
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gap_pair(self, conn_handle: Any, /) -> None:
         """Secure the link: as central, encrypt with the bond's keys or pair; as
         peripheral, send a Security Request. The outcome is ``_IRQ_ENCRYPTION_UPDATE``."""
         handle = uint16(conn_handle)
         if not self._stack.active:
             raise mp_oserror(ENOTCONN)  # NimBLE finds no link: its binding has no check
-        self._call(self._security.pair(handle), "gap_pair")
+        self._call(self._security.pair, handle, what="gap_pair")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def gap_passkey(self, conn_handle: Any, action: Any, passkey: Any, /) -> None:
         """Answer ``_IRQ_PASSKEY_ACTION``: the number typed (2), the number to display (3),
         or for a numeric comparison (4) non-zero to accept."""
@@ -362,10 +292,10 @@ class BLE:
             raise mp_oserror(EINVAL, "action must be 2, 3 or 4")
         if not self._stack.active:
             raise mp_oserror(ENOENT)  # NimBLE finds no pairing waiting: no active check
-        self._call(self._security.passkey(handle, action_value, passkey_value), "gap_passkey")
+        self._call(self._security.passkey, handle, action_value, passkey_value, what="gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gatts_register_services(self, services_definition: Any, /) -> tuple[tuple[int, ...], ...]:
         """Replace the local services; return, per service, its characteristics' value
         handles each followed by its user descriptors' handles (CCCDs excluded).
@@ -374,25 +304,25 @@ class BLE:
         while advertising, scanning, connecting or connected, as NimBLE refuses.
         MicroPython: handles differ from NimBLE's (Bumble's GATT service is larger).
         """
-        services = _gatts.sized(services_definition)
-        if len(services) > _gatts.MAX_SERVICES:
-            raise mp_oserror(E2BIG, f"at most {_gatts.MAX_SERVICES} services")
+        services = sized(services_definition)
+        if len(services) > MAX_SERVICES:
+            raise mp_oserror(E2BIG, f"at most {MAX_SERVICES} services")
         self._stack.require()
         # As on MicroPython, the old database is gone before the definition is parsed.
-        self._call(self._gatts.reset(), "reset the GATT database")
-        parsed = [_gatts.parse_service(service) for service in services]
+        self._call(self._gatts.reset, what="reset the GATT database")
+        parsed = [parse_service(service) for service in services]
         handles: tuple[tuple[int, ...], ...] = self._call(
-            self._gatts.register(parsed), "register services"
+            self._gatts.register, parsed, what="register services"
         )
         return handles
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gatts_read(self, value_handle: Any, /) -> bytes:
         """The stored value (``b''`` for an unknown handle or an inactive radio; never
         raises). In append mode, reading empties it."""
         return self._gatts.read(uint16(value_handle))
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_write(self, value_handle: Any, data: Any, send_update: Any = False, /) -> int:
         """Store a value (growing its capacity to fit); return ``len(data)``.
 
@@ -402,10 +332,10 @@ class BLE:
         value = buffer_bytes(data)
         self._gatts.write(handle, value)
         if send_update:
-            self._call(self._gatts.send_update(handle), "send update")
+            self._call(self._gatts.send_update, handle, what="send update")
         return len(value)
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_notify(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Notify regardless of subscription: ``data``, or the stored value when ``None``,
         cut to MTU - 3. ``OSError(ENOMEM)`` while the ACL buffers are full."""
@@ -416,7 +346,7 @@ class BLE:
             self._stored_value_read(handle)
         self._gatts.notify(conn, handle, payload)
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_indicate(self, conn_handle: Any, value_handle: Any, data: Any = None, /) -> None:
         """Indicate regardless of subscription; ``_IRQ_GATTS_INDICATE_DONE`` follows with
         status 0 on confirmation (on links where we are the peripheral, as NimBLE)."""
@@ -425,7 +355,7 @@ class BLE:
         _no_handle_zero(self._stack, handle, payload)
         if payload is None:
             self._stored_value_read(handle)
-        self._call(self._gatts.indicate(conn, handle, payload), "indicate")
+        self._call(self._gatts.indicate, conn, handle, payload, what="indicate")
 
     def _stored_value_read(self, handle: int) -> None:
         """NimBLE reads the stored value through the attribute access callback, with conn
@@ -436,25 +366,25 @@ class BLE:
             return
         answer = self._ring.deliver_now(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle)
         if isinstance(answer, int) and answer & 0xFF:
-            raise mp_oserror(-_BLE_HS_EAPP, "the IRQ handler refused the read of the value")
+            raise mp_oserror(-HS_EAPP, "the IRQ handler refused the read of the value")
 
-    @_mp_args(3, 4)
+    @mp_args(3, 4)
     def gatts_set_buffer(self, value_handle: Any, len: Any, append: Any = False, /) -> None:
         """Set a value's capacity to ``len`` bytes and clear it; with ``append``, remote
         writes accumulate until it is full (extra bytes are dropped)."""
         self._gatts.set_buffer(uint16(value_handle), to_int(len), bool(append))
 
     # --- GATT client -------------------------------------------------------------------
-    @_mp_args(2, 3)
+    @mp_args(2, 3)
     def gattc_discover_services(self, conn_handle: Any, uuid: Any = None, /) -> None:
         """``_IRQ_GATTC_SERVICE_RESULT`` per primary service (only ``uuid``'s if given),
         then ``_IRQ_GATTC_SERVICE_DONE``."""
         conn = uint16(conn_handle)
         if uuid is not None and not isinstance(uuid, UUID):
             raise TypeError("UUID")
-        self._call(self._gattc.discover_services(conn, uuid), "discover services")
+        self._call(self._gattc.discover_services, conn, uuid, what="discover services")
 
-    @_mp_args(4, 5)
+    @mp_args(4, 5)
     def gattc_discover_characteristics(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, uuid: Any = None, /
     ) -> None:
@@ -464,26 +394,30 @@ class BLE:
         if uuid is not None and not isinstance(uuid, UUID):
             raise TypeError("UUID")
         self._call(
-            self._gattc.discover_characteristics(conn, start, end, uuid),
-            "discover characteristics",
+            self._gattc.discover_characteristics,
+            conn,
+            start,
+            end,
+            uuid,
+            what="discover characteristics",
         )
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def gattc_discover_descriptors(
         self, conn_handle: Any, start_handle: Any, end_handle: Any, /
     ) -> None:
         """``_IRQ_GATTC_DESCRIPTOR_RESULT`` per attribute in ``start + 1 .. end``, then
         ``_IRQ_GATTC_DESCRIPTOR_DONE``."""
         conn, start, end = uint16(conn_handle), uint16(start_handle), uint16(end_handle)
-        self._call(self._gattc.discover_descriptors(conn, start, end), "discover descriptors")
+        self._call(self._gattc.discover_descriptors, conn, start, end, what="discover descriptors")
 
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def gattc_read(self, conn_handle: Any, value_handle: Any, /) -> None:
         """One read (no long read): ``_IRQ_GATTC_READ_RESULT`` then ``_IRQ_GATTC_READ_DONE``."""
         conn, handle = uint16(conn_handle), uint16(value_handle)
         self._gattc.read(conn, handle)
 
-    @_mp_args(4, 5)
+    @mp_args(4, 5)
     def gattc_write(self, conn_handle: Any, value_handle: Any, data: Any, mode: Any = 0, /) -> None:
         """Write without response (mode 0) or with it (mode 1, ``_IRQ_GATTC_WRITE_DONE``);
         data beyond MTU - 3 is dropped."""
@@ -491,42 +425,42 @@ class BLE:
         payload = buffer_bytes(data)
         self._gattc.write(conn, handle, payload, to_int(mode))
 
-    @_mp_args(2, 2)
+    @mp_args(2, 2)
     def gattc_exchange_mtu(self, conn_handle: Any, /) -> None:
         """Exchange ``config('mtu')`` once per link; ``_IRQ_MTU_EXCHANGED`` on both sides."""
         conn = uint16(conn_handle)
         if not self._stack.active:
             # NimBLE's binding does not check: its procedure pool is not set up (ENOMEM).
             raise mp_oserror(ENOMEM)
-        self._call(self._gattc.exchange_mtu(conn), "exchange MTU")
+        self._call(self._gattc.exchange_mtu, conn, what="exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def l2cap_listen(self, psm: Any, mtu: Any, /) -> None:
         """Accept channels on ``psm`` (``_IRQ_L2CAP_ACCEPT`` decides each), MTU clamped to
         32..65535. Listening lasts until the stack stops; a PSM already listened on raises
         ``OSError(EALREADY)``."""
         psm_value, mtu_value = uint16(psm), clamp_mtu(to_int(mtu))
         self._stack.require()
-        self._call(self._l2cap.listen(psm_value, mtu_value), "l2cap_listen")
+        self._call(self._l2cap.listen, psm_value, mtu_value, what="l2cap_listen")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:
         """Open a channel; the outcome is ``_IRQ_L2CAP_CONNECT`` or ``_IRQ_L2CAP_DISCONNECT``
         with a non-zero status."""
         handle, psm_value = uint16(conn_handle), uint16(psm)
         mtu_value = clamp_mtu(to_int(mtu))  # MicroPython clamps to 32..65535 first
         self._stack.require()
-        self._call(self._l2cap.connect(handle, psm_value, mtu_value), "l2cap_connect")
+        self._call(self._l2cap.connect, handle, psm_value, mtu_value, what="l2cap_connect")
 
-    @_mp_args(3, 3)
+    @mp_args(3, 3)
     def l2cap_disconnect(self, conn_handle: Any, cid: Any, /) -> None:
         """Close a channel; both ends get ``_IRQ_L2CAP_DISCONNECT`` with status 0."""
         handle, cid_value = uint16(conn_handle), uint16(cid)
         self._stack.require()
-        self._call(self._l2cap.disconnect(handle, cid_value), "l2cap_disconnect")
+        self._call(self._l2cap.disconnect, handle, cid_value, what="l2cap_disconnect")
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_send(self, conn_handle: Any, cid: Any, buf: Any, /) -> bool:
         """Send ``buf`` as one SDU. ``False``: it waits for credits (it will be sent); wait
         for ``_IRQ_L2CAP_SEND_READY`` before the next send (else ``OSError(EBUSY)``)."""
@@ -535,7 +469,7 @@ class BLE:
         self._stack.require()
         return self._l2cap.send(handle, cid_value, data)
 
-    @_mp_args(4, 4)
+    @mp_args(4, 4)
     def l2cap_recvinto(self, conn_handle: Any, cid: Any, buf: Any, /) -> int:
         """Copy received bytes into ``buf`` and return the count (0: nothing pending);
         ``buf=None`` returns the count pending. The peer gets new credits only once
@@ -558,33 +492,40 @@ class BLE:
         return len(got)
 
     # --- HCI ---------------------------------------------------------------------------
-    @_mp_args(5, 5)
+    @mp_args(5, 5)
     def hci_cmd(self, ogf: Any, ocf: Any, request: Any, response: Any, /) -> int:
         """Raw HCI command (MicroPython's optional, undocumented ``hci_cmd``)."""
         raise _not_yet("hci_cmd", "raw HCI commands are not planned yet")
 
 
-_ADVERTISE_ARGS = ("interval_us", "adv_data", "resp_data", "connectable")
-_ADVERTISE_DEFAULTS = (500000, None, None, True)
+def _gap_name_arg(value: Any) -> bytes:
+    name = buffer_bytes(value)
+    if len(name) > _MAX_GAP_NAME:
+        raise mp_oserror(EINVAL, f"gap_name longer than {_MAX_GAP_NAME} bytes")
+    # NimBLE keeps the name as a C string: it ends at the first NUL.
+    return name.split(b"\0", 1)[0]
 
 
-def _advertise_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """``gap_advertise``'s arguments as MicroPython's ``mp_arg_parse_all`` takes them:
-    two positionals at most (``resp_data`` and ``connectable`` are keyword-only), each
-    keyword used once, and its words for anything else."""
-    if len(args) > 2:
-        raise TypeError("extra positional arguments given")
-    values = list(args) + [_UNSET] * (4 - len(args))
-    used = 0
-    for index in range(len(args), 4):
-        if _ADVERTISE_ARGS[index] in kwargs:
-            values[index] = kwargs[_ADVERTISE_ARGS[index]]
-            used += 1
-        else:
-            values[index] = _ADVERTISE_DEFAULTS[index]
-    if used < len(kwargs):
-        raise TypeError("extra keyword arguments given")
-    return values
+def _rxbuf_arg(value: Any) -> int:
+    size = to_int(value)
+    if not MIN_RXBUF <= size <= MAX_RXBUF:
+        raise ValueError()
+    return size
+
+
+#: ``config(key=value)``: the argument's conversion (MicroPython's checks, in its order),
+#: the concern that owns the setting (a ``BLE`` attribute) and its setter (None: the
+#: concern's attribute of that name). ``addr_mode`` and ``io`` are ``uint8_t`` in NimBLE.
+_CONFIG_SET: dict[str, tuple[Callable[[Any], Any], str, str | None]] = {
+    "gap_name": (_gap_name_arg, "_gap", "set_name"),
+    "rxbuf": (_rxbuf_arg, "_ring", "set_capacity"),
+    "mtu": (uint16, "_gatts", "set_mtu"),
+    "addr_mode": (uint8, "_gap", "set_address_mode"),
+    "bond": (bool, "_security", None),
+    "mitm": (bool, "_security", None),
+    "le_secure": (bool, "_security", None),
+    "io": (uint8, "_security", None),
+}
 
 
 def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
@@ -593,17 +534,6 @@ def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
     stack.require()
     if handle == 0 and payload is not None:
         raise mp_oserror(EINVAL, "handle 0 is not an attribute")
-
-
-async def _run(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a plain function on the loop thread (Bumble state may only change there)."""
-    return fn(*args)
-
-
-def _set_mtu(stack: Stack, mtu: int) -> None:
-    stack.mtu = mtu
-    device = stack.require()
-    device.gatt_server.max_mtu = mtu
 
 
 def irq_stats(ble: BLE | None = None) -> IrqStats:
@@ -626,7 +556,7 @@ def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
 _opened = itertools.count(1)
 
 
-def open(transport: str | None = None, name: str | None = None) -> BLE:  # noqa: A001
+def open(transport: str | None = None, name: str | None = None) -> BLE:
     """Desktop only: a new, inactive ``BLE`` instance of its own, not the process singleton
     that ``BLE()`` returns (as on MicroPython).
 

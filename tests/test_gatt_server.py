@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mpbluetooth import _gatts, irq_stats
+from mpbluetooth import _flow, irq_stats
 from mpbluetooth.constants import (
     IRQ_GATTC_CHARACTERISTIC_DONE,
     IRQ_GATTC_CHARACTERISTIC_RESULT,
@@ -250,7 +250,7 @@ def test_notify_errors(gatt: Gatt, monkeypatch: Any) -> None:
     s = gatt.server
     assert errno_of(s.gatts_notify, gatt.s_conn + 1, gatt.hr, b"x") == 107  # ENOTCONN
     assert errno_of(s.gatts_indicate, gatt.s_conn + 1, gatt.hr, b"x") == 107
-    monkeypatch.setattr(_gatts, "ACL_BACKLOG_LIMIT", 0)  # as if the buffers were full
+    monkeypatch.setattr(_flow, "ACL_BACKLOG_LIMIT", 0)  # as if the buffers were full
     assert errno_of(s.gatts_notify, gatt.s_conn, gatt.hr, b"x") == 12  # ENOMEM
     assert errno_of(gatt.client.gattc_write, gatt.c_conn, gatt.rx, b"x", 0) == 12
 

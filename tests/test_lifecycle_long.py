@@ -246,7 +246,7 @@ def test_instances_made_and_discarded_leak_no_threads(link: sim.Link) -> None:
     """Each instance has a dispatcher thread; closing it ends the thread."""
     before = threading.active_count()
     for n in range(20):
-        ble = BLE._new_instance(f"short{n}", link=link)
+        ble = BLE._new_instance(f"short{n}", transport=link.spec)
         ble.active(True)
         ble._close()
     wait_until(lambda: threading.active_count() == before, what="dispatchers to end")

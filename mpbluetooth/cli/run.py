@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._trace import instance_spec
 from ..sim.hub import Hub
 from ..sim.rootcanal import RootCanal, RootCanalError
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
@@ -124,11 +125,6 @@ def _labels(paths: list[Path]) -> list[str]:
             n += 1
         labels.append(label)
     return labels
-
-
-def _trace_for(snoop: str, label: str) -> str:
-    head, dot, tail = snoop.rpartition(".")
-    return f"{head}-{label}.{tail}" if dot and "/" not in tail else f"{snoop}-{label}"
 
 
 def _say(text: str) -> None:
@@ -243,7 +239,7 @@ async def _supervise(
             STAY_ON_ENV: "1",
         }  # fmt: skip
         if snoop:
-            env["MPBLUETOOTH_SNOOP"] = _trace_for(snoop, script.label)
+            env["MPBLUETOOTH_SNOOP"] = instance_spec(snoop, script.label)
         if script.address is not None:
             if not simulated:
                 _say(f"{script.label}: address= only applies to the simulated link; ignored")

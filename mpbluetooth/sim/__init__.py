@@ -27,10 +27,10 @@ link's faults and timing do not apply, and ``close()`` stops it.
 from __future__ import annotations
 
 import itertools
-import os
-import random
-import threading
 from typing import TYPE_CHECKING, Any
+
+from .._engine import register_engine, unregister_engine
+from .transport import Medium, default_engine, new_public_address
 
 if TYPE_CHECKING:
     from ..ble import BLE
@@ -41,35 +41,9 @@ if TYPE_CHECKING:
 #: ``Link(engine=...)``: our simulated controller and link, or a RootCanal process.
 ENGINES = ("sim", "rootcanal")
 
-__all__ = ["Link", "default_link"]
+__all__ = ["Link", "default_link", "new_public_address"]
 
-_counter = itertools.count(1)
-_used_addresses: set[bytes] = set()
-_address_lock = threading.Lock()
-
-
-def new_public_address() -> bytes:
-    """A public address (big-endian, display order) unique in this process.
-
-    The top byte 0xF2 and the pid make collisions between processes on one hub unlikely;
-    the link routes by address, so uniqueness matters.
-    """
-    with _address_lock:
-        while True:
-            pid = os.getpid() & 0xFFFF
-            addr = bytes(
-                [
-                    0xF2,
-                    pid >> 8,
-                    pid & 0xFF,
-                    random.getrandbits(8),
-                    next(_counter) & 0xFF,
-                    random.getrandbits(8),
-                ]
-            )
-            if addr not in _used_addresses:
-                _used_addresses.add(addr)
-                return addr
+_link_numbers = itertools.count(1)
 
 
 class Link:
@@ -96,9 +70,8 @@ class Link:
         radio: RadioModel | None = None,
         seed: int | None = None,
         engine: str = "sim",
+        _medium: Medium | None = None,
     ) -> None:
-        from .link import DEFAULT_PDUS_PER_EVENT, check_timing, default_timing
-
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.engine = engine
@@ -109,31 +82,27 @@ class Link:
             self.rootcanal = RootCanal()
             self.rootcanal.start()
 
-        self.timing = check_timing(timing) if timing else default_timing()
-        self._pdus_per_event = pdus_per_event or DEFAULT_PDUS_PER_EVENT
-        self._radio = radio
-        self._seed = seed
-        self._bumble_link: SimLink | None = None
+        self._medium = _medium or Medium(
+            timing, pdus_per_event=pdus_per_event, radio=radio, seed=seed
+        )
+        self.timing = self._medium.timing
+        #: The transport spec of this link, for ``mpbluetooth.open(link.spec)``.
+        self.spec = f"sim:{next(_link_numbers)}"
+        if self.rootcanal is not None:
+            self.spec = self.rootcanal.spec
+        else:
+            register_engine(self.spec, self._medium)
         self._instances: list[BLE] = []
 
     def bumble_link(self) -> SimLink:
         """The Bumble link (created lazily, on the stack's loop thread)."""
-        if self._bumble_link is None:
-            from .link import SimLink
-
-            self._bumble_link = SimLink(
-                self.timing, pdus_per_event=self._pdus_per_event, radio=self._radio, seed=self._seed
-            )
-        return self._bumble_link
+        return self._medium.bumble_link()
 
     # --- faults (pytest-friendly; any thread) ------------------------------------------
     def _on_loop(self, what: str, fn: Any) -> Any:
         from .._runtime import runtime
 
-        async def run() -> Any:
-            return fn()
-
-        return runtime().call(run(), what)
+        return runtime().call(fn, what=what)
 
     @staticmethod
     def controller_of(ble: BLE) -> SimController:
@@ -171,7 +140,7 @@ class Link:
 
     def out_of_range(self, ble: BLE) -> None:
         """Move the instance far out of everyone's range."""
-        from .link import FAR_AWAY
+        from .air import FAR_AWAY
 
         self.move(ble, *FAR_AWAY)
 
@@ -220,13 +189,9 @@ class Link:
 
     def instance(self, name: str | None = None) -> BLE:
         """A new, inactive ``BLE`` instance on this link (not the process singleton)."""
-        from ..ble import BLE
+        from ..ble import open as open_instance
 
-        name = name or f"sim{len(self._instances) + 1}"
-        if self.rootcanal is not None:
-            ble = BLE._new_instance(name=name, transport=self.rootcanal.spec)
-        else:
-            ble = BLE._new_instance(name=name, link=self)
+        ble = open_instance(self.spec, name or f"sim{len(self._instances) + 1}")
         self._instances.append(ble)
         return ble
 
@@ -239,6 +204,8 @@ class Link:
         finally:
             if self.rootcanal is not None:
                 self.rootcanal.stop()
+            elif self is not _default_link:
+                unregister_engine(self.spec)
 
     def __enter__(self) -> Link:
         return self
@@ -254,5 +221,5 @@ def default_link() -> Link:
     """The process's default link, used by ``BLE()`` when no transport is configured."""
     global _default_link
     if _default_link is None:
-        _default_link = Link()
+        _default_link = Link(_medium=default_engine())
     return _default_link

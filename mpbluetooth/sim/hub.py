@@ -127,7 +127,7 @@ class Hub:
         for connection in list(controller.le_connections.values()):
             try:
                 connection.send_ll_control_pdu(ll.TerminateInd(error_code=_CONNECTION_TIMEOUT))
-            except Exception:  # noqa: BLE001 - the peer may be leaving too
+            except Exception:  # the peer may be leaving too
                 logger.debug("%s: could not tell %s", member.name, connection.peer_address)
         controller.le_connections.clear()
         controller.go_silent()

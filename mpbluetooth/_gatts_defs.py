@@ -1,0 +1,116 @@
+"""GATT service definitions as ``gatts_register_services`` takes them, parsed with
+MicroPython's errors and messages, and what they take in the attribute database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .constants import FLAG_AUX_WRITE, FLAG_INDICATE, FLAG_NOTIFY
+from .uuid import UUID
+
+#: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
+MAX_SERVICES = 8
+
+
+@dataclass(frozen=True)
+class DescriptorDef:
+    uuid: UUID
+    flags: int
+
+
+@dataclass(frozen=True)
+class CharacteristicDef:
+    uuid: UUID
+    flags: int
+    descriptors: tuple[DescriptorDef, ...]
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    uuid: UUID
+    characteristics: tuple[CharacteristicDef, ...]
+
+
+def sized(obj: Any) -> list[Any]:
+    """MicroPython's ``mp_obj_len`` then ``mp_getiter``: a generator is a TypeError."""
+    len(obj)
+    return list(obj)
+
+
+def _fixed(obj: Any, n: int) -> Sequence[Any]:
+    """MicroPython's ``mp_obj_get_array_fixed_n``: a tuple or list of exactly ``n`` items."""
+    if not isinstance(obj, (tuple, list)):
+        raise TypeError(f"object '{type(obj).__name__}' isn't a tuple or list")
+    if len(obj) != n:
+        raise ValueError(f"requested length {n} but object has length {len(obj)}")
+    return obj
+
+
+def _flags(value: Any) -> int:
+    if not isinstance(value, int):
+        raise TypeError(f"can't convert {type(value).__name__} to int")
+    return int(value) & 0xFFFF
+
+
+def parse_service(obj: Any) -> ServiceDef:
+    """One ``(UUID, characteristics)`` entry, with MicroPython's errors and messages."""
+    uuid, characteristics = _fixed(obj, 2)
+    if not isinstance(uuid, UUID):
+        raise ValueError("invalid service UUID")
+    chars = []
+    for item in sized(characteristics):
+        if not isinstance(item, (tuple, list)):
+            raise TypeError(f"object '{type(item).__name__}' isn't a tuple or list")
+        if len(item) not in (2, 3):
+            raise ValueError("invalid characteristic tuple")
+        if not isinstance(item[0], UUID):
+            raise ValueError("invalid characteristic UUID")
+        descriptors = []
+        if len(item) == 3:
+            for entry in sized(item[2]):
+                d_uuid, d_flags = _fixed(entry, 2)
+                if not isinstance(d_uuid, UUID):
+                    raise ValueError("invalid descriptor UUID")
+                descriptors.append(DescriptorDef(d_uuid, _flags(d_flags)))
+        chars.append(CharacteristicDef(item[0], _flags(item[1]), tuple(descriptors)))
+    return ServiceDef(uuid, tuple(chars))
+
+
+def attribute_count(services: Sequence[ServiceDef]) -> int:
+    """How many attribute handles the services take: a declaration per service, and per
+    characteristic a declaration, its value, its CCCD (NOTIFY/INDICATE) and descriptors."""
+    return sum(
+        1
+        + sum(
+            2 + bool(char.flags & (FLAG_NOTIFY | FLAG_INDICATE)) + len(char.descriptors)
+            for char in service.characteristics
+        )
+        for service in services
+    )
+
+
+def properties_byte(flags: int) -> int:
+    """The declaration's property byte: flag bits 0x01-0x40, plus 0x80 (extended
+    properties) for AUX_WRITE or reliable write, as NimBLE builds it."""
+    return (flags & 0x7F) | (0x80 if flags & (FLAG_AUX_WRITE | 0x80) else 0)
+
+
+def bumble_uuid(uuid: UUID) -> Any:
+    from bumble.core import UUID as BumbleUUID
+
+    return BumbleUUID.from_bytes(bytes(uuid))
+
+
+__all__ = [
+    "CharacteristicDef",
+    "DescriptorDef",
+    "MAX_SERVICES",
+    "ServiceDef",
+    "attribute_count",
+    "bumble_uuid",
+    "parse_service",
+    "properties_byte",
+    "sized",
+]
