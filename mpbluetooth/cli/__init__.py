@@ -7,13 +7,7 @@ is not a subcommand: it is ``python``'s own command line, parsed as ``python`` d
 
 from __future__ import annotations
 
-import sys
-
 from . import demo, info, rootcanal, run, scan, sim_ctl, sim_hub  # noqa: F401 (registration)
 from ._app import main
 
 __all__ = ["main"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,10 @@ module, and must work where the hub cannot (``termios`` is POSIX-only).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -79,6 +82,15 @@ def transport_options(what: str, *, from_env: bool = True) -> Callable[[F], F]:
         )(function)
 
     return decorate
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on Ctrl-C or SIGTERM (call on the running loop). Windows has no signal
+    handlers on a loop: there Ctrl-C interrupts ``asyncio.run`` instead."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
 
 
 def use_snoop(snoop: str | None) -> None:

@@ -21,7 +21,7 @@ import click
 
 from ._app import command
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
-from ._options import POSITIVE, link_options, link_settings, transport_options
+from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
 
 if TYPE_CHECKING:
     from ..sim.hub import Hub
@@ -169,11 +169,7 @@ async def run_scripts(
     from ..sim.rootcanal import RootCanal, RootCanalError
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        # Windows has no signal handlers on a loop: Ctrl-C ends asyncio.run there.
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     local_hub: Hub | None = None
     rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import signal
 from typing import Any
 
 import click
 
 from ._app import Failure, command
-from ._options import DEFAULT_HUB, DEFAULT_HUB_TEXT, link_options, link_settings
+from ._options import DEFAULT_HUB, DEFAULT_HUB_TEXT, link_options, link_settings, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +101,7 @@ def _sim_hub(
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            # Windows has no signal handlers on a loop: Ctrl-C ends asyncio.run there.
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, stop.set)
+        stop_on_signals(stop)
         await run_hub(listen, list(unix), list(pty), stop, **link_settings(**link))
 
     try:
