@@ -56,7 +56,7 @@ POSITIVE: Final = click.FloatRange(min=0, min_open=True)
 
 def format_address(addr: bytes) -> str:
     """The one way the command line shows an address: big-endian, upper case, colons
-    (``F2:00:00:00:00:01``), as Bumble, the hub's listing and Wireshark show it."""
+    (``F2:00:00:00:00:01``), as Bumble, BlueZ and the hub's listing show it."""
     return bytes(addr).hex(":").upper()
 
 

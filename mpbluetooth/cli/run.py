@@ -57,7 +57,7 @@ class SpecError(ValueError):
 
 
 def fold_module_options(argv: list[str]) -> list[str]:
-    """``-m MODULE`` -> the one word ``module=MODULE``, so argparse keeps it among the scripts."""
+    """``-m MODULE`` -> the one word ``module=MODULE``, so click keeps it among the scripts."""
     out: list[str] = []
     words = iter(argv)
     for word in words:

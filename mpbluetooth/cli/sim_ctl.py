@@ -102,7 +102,7 @@ def _print_listing(result: dict[str, Any]) -> None:
 def _pair(pair: tuple[str, ...]) -> dict[str, str]:
     if len(pair) not in (0, 2):
         raise click.UsageError(f"give two members or none, not {len(pair)}")
-    return dict(zip(("a", "b"), pair, strict=True))
+    return {"a": pair[0], "b": pair[1]} if pair else {}
 
 
 @command("sim-ctl", cls=click.Group, epilog=_EXAMPLES)
