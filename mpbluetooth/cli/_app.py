@@ -1,7 +1,7 @@
 """The ``mpbluetooth`` command group: how subcommands register, the global options, errors.
 
 A subcommand is a module of this package whose function is decorated with :func:`command`;
-importing the module registers it (``cli/__init__`` imports them). Modules import only
+importing the module registers it (``cli.main`` imports them all). Modules import only
 ``click`` and the standard library at the top: Bumble, the hub and anything POSIX-only are
 imported when a command runs, so ``--help`` is quick and every command that can work on
 Windows or macOS imports there.
@@ -56,8 +56,7 @@ def one_line(exc: BaseException) -> str:
     becomes ``[Errno 2] cannot open ...: could not open port ...: No such file``.
     """
     code = exc.errno if isinstance(exc, OSError) else None
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    text = re.sub(r"\[Errno -?\d+\] ", "", str(text or type(exc).__name__))
+    text = re.sub(r"\[Errno -?\d+\] ", "", str(exc) or type(exc).__name__)
     text = " ".join(text.split())
     if isinstance(code, int) and code > 0:
         return f"[Errno {code}] {text}"
