@@ -12,8 +12,10 @@ _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 
 _COUNTER_SERVICE = bluetooth.UUID("9a3a0001-9d2c-4c5d-8a2b-6d1f7d6b1a01")
-_COUNTER = (bluetooth.UUID("9a3a0002-9d2c-4c5d-8a2b-6d1f7d6b1a01"),
-            bluetooth.FLAG_READ | bluetooth.FLAG_NOTIFY)
+_COUNTER = (
+    bluetooth.UUID("9a3a0002-9d2c-4c5d-8a2b-6d1f7d6b1a01"),
+    bluetooth.FLAG_READ | bluetooth.FLAG_NOTIFY,
+)
 _COUNT_TO = const(10)
 
 ble = bluetooth.BLE()

@@ -71,8 +71,12 @@ def name(adv):
 
 def services(adv):
     uuids = []
-    for kind, size in ((_AD_UUID16_SOME, 2), (_AD_UUID16_ALL, 2), (_AD_UUID32_ALL, 4),
-                       (_AD_UUID128_ALL, 16)):
+    for kind, size in (
+        (_AD_UUID16_SOME, 2),
+        (_AD_UUID16_ALL, 2),
+        (_AD_UUID32_ALL, 4),
+        (_AD_UUID128_ALL, 16),
+    ):
         for value in fields(adv, kind):
             for i in range(0, len(value), size):
                 uuids.append(bluetooth.UUID(value[i : i + size]))

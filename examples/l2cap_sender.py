@@ -86,8 +86,15 @@ def main():
         sender.send(message[offset : offset + sender.peer_mtu])
     wait(lambda: sender.reply is not None, 10000)
     took = max(time.ticks_diff(time.ticks_ms(), start), 1)
-    print("sent", len(data), "bytes in", (len(message) + sender.peer_mtu - 1) // sender.peer_mtu,
-          "SDUs,", sender.stalls, "stalls")
+    print(
+        "sent",
+        len(data),
+        "bytes in",
+        (len(message) + sender.peer_mtu - 1) // sender.peer_mtu,
+        "SDUs,",
+        sender.stalls,
+        "stalls",
+    )
     print("receiver says:", sender.reply)
     print("checksum matches:", sender.reply == "ok %d %04x" % (len(data), checksum(data)))
     print("throughput: %d bytes/s" % (len(data) * 1000 // took))

@@ -25,8 +25,9 @@ class Sensor:
         ((self._handle,),) = self._ble.gatts_register_services((_SERVICE,))
         self._connections = set()
         self._served = False
-        self._payload = payload(name=name, services=[_ENV_SENSE],
-                                appearance=_APPEARANCE_THERMOMETER)
+        self._payload = payload(
+            name=name, services=[_ENV_SENSE], appearance=_APPEARANCE_THERMOMETER
+        )
         self._advertise()
 
     def _irq(self, event, data):

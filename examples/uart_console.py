@@ -88,8 +88,11 @@ def main():
     deadline = time.ticks_add(time.ticks_ms(), 15000)
 
     def waiting(condition):
-        return not condition() and not console.finished and time.ticks_diff(
-            deadline, time.ticks_ms()) > 0
+        return (
+            not condition()
+            and not console.finished
+            and time.ticks_diff(deadline, time.ticks_ms()) > 0
+        )
 
     while waiting(lambda: console.ready):
         time.sleep_ms(10)

@@ -283,49 +283,6 @@ class Stack:
         """``config('mac')``: the address in use, as ``(addr_type, big-endian bytes)``."""
         return self.own_address.current(self.require())
 
-    def controller_info(self) -> dict[str, Any]:
-        """What the attached controller said about itself at power-on (for ``mpbluetooth info``)."""
-        from bumble.company_ids import COMPANY_IDENTIFIERS
-        from bumble.hci import SpecificationVersion
-
-        device = self.require()
-        host = device.host
-        version = host.local_version
-        queue = host.le_acl_packet_queue
-
-        def spec_name(number: int) -> str:
-            try:
-                return (
-                    SpecificationVersion(number)
-                    .name.replace("BLUETOOTH_CORE_", "")
-                    .replace("_", ".")
-                )
-            except ValueError:
-                return f"0x{number:02x}"
-
-        features = [f.name for f in type(host.local_le_features) if f in host.local_le_features]
-        info: dict[str, Any] = {
-            "transport": self.transport.spec if self.transport else "",
-            "public address": str(device.public_address),
-            "random address": str(device.random_address),
-            "LE features": ", ".join(str(f) for f in features) or "none",
-            "LE ACL buffers": f"{queue.max_in_flight} x {queue.max_packet_size} bytes"
-            if queue
-            else "none",
-        }
-        if version is not None:
-            info["HCI version"] = (
-                f"{spec_name(version.hci_version)} (subversion 0x{version.hci_subversion:04x})"
-            )
-            info["LMP version"] = (
-                f"{spec_name(version.lmp_version)} (subversion 0x{version.lmp_subversion:04x})"
-            )
-            company = version.company_identifier
-            info["manufacturer"] = (
-                f"{COMPANY_IDENTIFIERS.get(company, 'unknown')} (0x{company:04x})"
-            )
-        return info
-
     def set_gap_name(self, name: bytes) -> None:
         """Store the name and, when active, serve it from the GAP service at once."""
         self.gap_name = name

@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any
 
-from .. import sim
+import click
+
 from ..constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
@@ -21,6 +22,8 @@ from ..constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from ._app import command
+from ._options import POSITIVE, format_address
 
 NAME = b"mpy-demo"
 
@@ -44,8 +47,33 @@ def _say(who: str, text: str) -> None:
     print(f"[{who:10}] {text}", flush=True)
 
 
+@command(
+    "demo",
+    epilog="\b\nExamples:\n  mpbluetooth demo\n"
+    "  MPBLUETOOTH_SNOOP=demo.btsnoop mpbluetooth demo   # and an HCI trace per instance",
+)
+@click.option(
+    "--timeout",
+    type=POSITIVE,
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up after this many seconds.",
+)
+def _demo(timeout: float) -> int:
+    """A peripheral and a central meet on the simulated radio.
+
+    Both run in this process. The peripheral advertises, the central scans, connects and
+    disconnects, each step printed as it happens. Nothing to install or plug in; exit status
+    0 when the central found, connected to and left the peripheral.
+    """
+    return run(timeout)
+
+
 def run(timeout: float = 10.0) -> int:
     """Run the demo; 0 when the central found, connected to and left the peripheral."""
+    from .. import sim
+
     finished = threading.Event()
     found: list[bytes] = []
     with sim.Link() as link:
@@ -56,7 +84,7 @@ def run(timeout: float = 10.0) -> int:
             if event == IRQ_CENTRAL_CONNECT:
                 _say(
                     "peripheral",
-                    f"central connected (conn {data[0]}, addr {bytes(data[2]).hex(':')})",
+                    f"central connected (conn {data[0]}, addr {format_address(data[2])})",
                 )
             elif event == IRQ_CENTRAL_DISCONNECT:
                 _say("peripheral", "central disconnected")
@@ -67,7 +95,7 @@ def run(timeout: float = 10.0) -> int:
                 addr_type, addr, adv_type, rssi, adv = data
                 if not found and _name_of(bytes(adv)) == NAME:
                     found.append(bytes(addr))
-                    _say("central", f"found {NAME.decode()} at {bytes(addr).hex(':')} rssi {rssi}")
+                    _say("central", f"found {NAME.decode()} at {format_address(addr)} rssi {rssi}")
                     central.gap_connect(addr_type, bytes(addr))
             elif event == IRQ_SCAN_DONE:
                 _say("central", "scan stopped")

@@ -1,23 +1,7 @@
 """``mpbluetooth run A.py [B.py ...]``: MicroPython BLE scripts, each its own board.
 
-Every script runs in its own process with ``mpbluetooth-python`` semantics, all on one
-simulated link (a hub started here, unless ``--hub`` names a running one, or a real
-controller with ``--transport``). Their output is interleaved line by line behind a
-per-script prefix. The exit status is non-zero if any script fails; everything is stopped
-on Ctrl-C, on ``--timeout``, or (``--stop-on-exit``) when the first script ends.
-
-A script whose radio is still active when it returns stays on, as a board at its
-REPL keeps advertising and answering IRQs, until every other script's program has
-returned too (or, run alone, until ``--timeout`` or Ctrl-C).
-
-Per-script settings precede their script, as ``env`` takes them::
-
-    mpbluetooth run beacon.py NAME=left address=f2:00:00:00:00:01 input=$'1\n' menu.py \
-        -m app.central
-
-``VAR=value`` sets an environment variable, ``stdin=FILE``/``input=TEXT`` give the
-script's stdin, ``address=XX:XX:XX:XX:XX:XX`` its (simulated) address, and
-``-m MODULE`` (or ``module=MODULE``) runs a module instead of a file.
+Each script runs in its own process (``mpbluetooth-python``), all joined to one simulated
+link; ``_supervise`` interleaves their output and decides when the run is over.
 """
 
 from __future__ import annotations
@@ -31,12 +15,18 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import click
 
 from .._trace import instance_spec
-from ..sim.hub import Hub
-from ..sim.rootcanal import RootCanal, RootCanalError
+from ._app import command
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
+from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
+
+if TYPE_CHECKING:
+    from ..sim.hub import Hub
+    from ..sim.rootcanal import RootCanal
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +58,7 @@ class SpecError(ValueError):
 
 
 def fold_module_options(argv: list[str]) -> list[str]:
-    """``-m MODULE`` -> the one word ``module=MODULE``, so argparse keeps it among the scripts."""
+    """``-m MODULE`` -> the one word ``module=MODULE``, so click keeps it among the scripts."""
     out: list[str] = []
     words = iter(argv)
     for word in words:
@@ -159,7 +149,7 @@ async def run_scripts(
     engine: str = "sim",
 ) -> int:
     """Run the scripts to completion; the process exit status to return. ``link``: the
-    local hub's timing and faults (``sim_cli.link_settings``). ``engine="rootcanal"``: a
+    local hub's timing and faults (``_options.link_settings``). ``engine="rootcanal"``: a
     RootCanal started for the run instead of the local hub."""
     try:
         scripts = parse_scripts(list(paths))
@@ -171,10 +161,11 @@ async def run_scripts(
     if missing:
         _say(f"no such script: {', '.join(missing)}")
         return 2
+    from ..sim.hub import Hub
+    from ..sim.rootcanal import RootCanal, RootCanalError
+
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     local_hub: Hub | None = None
     rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
@@ -326,3 +317,85 @@ async def _supervise(
         return 130
     failed = [s for s in scripts if s.status not in (0, None) and s.status != -signal.SIGTERM]
     return 1 if failed else 0
+
+
+class _RunCommand(click.Command):
+    """Folds ``-m MODULE`` into one word before click parses, so it stays among the
+    scripts (a script's ``-m`` is not an option of ``run``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fold_module_options(args))
+
+
+@command(
+    "run",
+    cls=_RunCommand,
+    epilog="""\b
+Examples:
+  mpbluetooth run examples/sensor_peripheral.py examples/sensor_central.py
+  mpbluetooth run beacon.py NAME=left address=f2:00:00:00:00:01 input=$'1\\n' menu.py -m app.central
+  mpbluetooth run --timing instant --loss 10% --timeout 30 a.py b.py
+  mpbluetooth run --snoop run.btsnoop a.py b.py      # run-a.btsnoop, run-b.btsnoop
+  mpbluetooth run --engine rootcanal a.py b.py""",
+)
+@click.argument("scripts", nargs=-1, required=True, metavar="[SETTING=value ...] SCRIPT.py...")
+@click.option(
+    "--timeout", type=POSITIVE, metavar="SECONDS", help="Stop everything after this many seconds."
+)
+@click.option(
+    "--hub", metavar="SPEC", help="Join a running hub (tcp-client:HOST:PORT or unix:PATH)."
+)
+@click.option("--stop-on-exit", is_flag=True, help="Stop the others when the first script ends.")
+@click.option("--no-str-buffer", is_flag=True, help="Run without the str-as-buffer transform.")
+@transport_options("Run the scripts on this HCI transport instead", from_env=False)
+@click.option(
+    "--engine",
+    type=click.Choice(["sim", "rootcanal"]),
+    default="sim",
+    show_default=True,
+    help="The controllers of the local link: ours (sim) or a RootCanal started for the run.",
+)
+@link_options
+def _run(
+    scripts: tuple[str, ...],
+    timeout: float | None,
+    hub: str | None,
+    stop_on_exit: bool,
+    no_str_buffer: bool,
+    transport: str | None,
+    snoop: str | None,
+    engine: str,
+    **link: Any,
+) -> int:
+    """Run MicroPython BLE scripts, each as its own board.
+
+    Every script runs in its own process as `mpbluetooth-python` runs it, all on one
+    simulated link (a hub started here, unless --hub names a running one, or a real
+    controller with --transport; $MPBLUETOOTH_TRANSPORT is not read: each script gets the
+    run's). Output is interleaved line by line behind a per-script prefix. The exit status
+    is non-zero if any script fails (124 after --timeout); everything is stopped on Ctrl-C,
+    on --timeout, or (--stop-on-exit) when the first script ends.
+
+    A script whose radio is still active when it returns stays on, as a board at its REPL
+    keeps advertising and answering IRQs, until every other script's program has returned
+    too (or, run alone, until --timeout or Ctrl-C).
+
+    Per-script settings precede their script, as `env` takes them: VAR=value sets an
+    environment variable, stdin=FILE or input=TEXT give the script's stdin,
+    address=XX:XX:XX:XX:XX:XX its simulated address, and -m MODULE (or module=MODULE)
+    runs a module instead of a file. --snoop PATH writes one HCI trace per script
+    (PATH with the script's name added before the extension).
+    """
+    return asyncio.run(
+        run_scripts(
+            list(scripts),
+            transport=transport,
+            hub=hub,
+            timeout=timeout,
+            snoop=snoop,
+            stop_on_exit=stop_on_exit,
+            str_buffer=not no_str_buffer,
+            link=link_settings(**link),
+            engine=engine,
+        )
+    )

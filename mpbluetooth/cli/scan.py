@@ -1,22 +1,36 @@
 """``mpbluetooth scan``: nearby devices in a live, refreshing table (or plain lines for pipes).
 
-Runs on any transport through the ordinary ``BLE`` facade: an active scan whose
-``_IRQ_SCAN_RESULT`` events feed the table.
+Runs on any transport through the ordinary ``BLE`` API: an active scan whose
+``_IRQ_SCAN_RESULT`` events feed the table. On a terminal the table is redrawn twice a
+second and cut to the terminal's width; with ``rich`` installed it is drawn by rich.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..ble import BLE
+import click
+
 from ..constants import IRQ_SCAN_DONE, IRQ_SCAN_RESULT
+from ._app import Failure, command
+from ._options import (
+    NON_NEGATIVE,
+    format_address,
+    resolve_transport,
+    transport_options,
+    use_snoop,
+)
 
 _NAME_TYPES = (0x09, 0x08)  # complete, then shortened local name
 _REFRESH = 0.5
+HEADER = ("ADDRESS", "TYPE", "NAME", "RSSI", "LAST SEEN", "REPORTS")
+_NAME_COLUMN = HEADER.index("NAME")
+_GAP = "  "
 
 
 @dataclass
@@ -84,7 +98,7 @@ class Table:
             ordered = sorted(self.devices.values(), key=lambda s: (-s.rssi, s.addr))
             return [
                 (
-                    s.addr.hex(":"),
+                    format_address(s.addr),
                     address_kind(s.addr_type, s.addr),
                     s.name or "-",
                     str(s.rssi),
@@ -95,40 +109,164 @@ class Table:
             ]
 
 
-HEADER = ("ADDRESS", "TYPE", "NAME", "RSSI", "LAST SEEN", "REPORTS")
+def _widths(table: list[tuple[str, ...]], width: int | None) -> list[int]:
+    """Each column's width; with the terminal's ``width``, NAME gives way first."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADER))]
+    if width is not None:
+        excess = sum(widths) + len(_GAP) * (len(widths) - 1) - width
+        if excess > 0:
+            widths[_NAME_COLUMN] = max(len(HEADER[_NAME_COLUMN]), widths[_NAME_COLUMN] - excess)
+    return widths
 
 
-def render(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [HEADER, *rows]
-    )
+def render(rows: list[tuple[str, ...]], width: int | None = None) -> str:
+    """The table as text; ``width``: the terminal's, which no line exceeds (names are
+    shortened first, with an ellipsis, then lines are cut)."""
+    table = [HEADER, *rows]
+    widths = _widths(table, width)
+    lines = []
+    for row in table:
+        cells = [_fit(cell, w) for cell, w in zip(row, widths, strict=True)]
+        line = _GAP.join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        lines.append(line if width is None else _fit(line, width))
+    return "\n".join(lines)
 
 
-def scan(transport: str | None, duration: float, plain: bool, out: TextIO = sys.stdout) -> int:
-    """Scan for ``duration`` seconds (0: until Ctrl-C) and show what answered."""
-    ble = BLE._new_instance("scan", transport=transport)
-    table = Table()
-    ble.irq(table.irq)
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _render_rich(rows: list[tuple[str, ...]], status: str, width: int) -> Any:
+    """The table for rich, in the same columns and widths as :func:`render`."""
+    from rich.console import Group
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    table = RichTable(box=None, header_style="bold", pad_edge=False, padding=(0, len(_GAP) // 2))
+    for name, column_width in zip(HEADER, _widths([HEADER, *rows], width), strict=True):
+        table.add_column(
+            name,
+            justify="right" if name in ("RSSI", "REPORTS") else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=column_width,
+        )
+    for row in rows:
+        table.add_row(*row)
+    return Group(table, Text(_fit(status, width), style="dim"))
+
+
+def _rich_available(out: TextIO) -> bool:
     try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return out is sys.stdout
+
+
+def _hint(transport: str | None) -> str:
+    if transport is None:
+        return (
+            "the in-process simulated link has no one else on it: start `mpbluetooth "
+            "sim-hub` and programs that advertise on it, or give --transport for a real "
+            "controller"
+        )
+    return f"is anything advertising within reach of {transport}? try a longer --duration"
+
+
+def scan(
+    transport: str | None, duration: float, plain: bool = False, out: TextIO = sys.stdout
+) -> int:
+    """Scan for ``duration`` seconds (0: until Ctrl-C) and show what answered."""
+    from ..ble import open as open_ble
+
+    table = Table()
+    started = time.monotonic()
+    live = not plain and out.isatty()
+    fancy = live and _rich_available(out)
+    with open_ble(transport, name="scan") as ble:
+        ble.irq(table.irq)
         ble.active(True)
         ble.gap_scan(int(duration * 1000), 100000, 100000, True)
-        live = not plain and out.isatty()
-        started = time.monotonic()
+        if fancy:
+            _show_rich(table, started)
+        else:
+            _show_plain(table, started, live, out)
+    rows = table.rows()
+    if not rows:
+        seconds = duration or time.monotonic() - started
+        click.echo(f"no devices seen in {seconds:.3g} s (hint: {_hint(transport)})", err=True)
+    elif not fancy:  # rich left its last table on the screen
+        width = shutil.get_terminal_size().columns if out.isatty() else None
+        out.write(render(rows, width) + "\n")
+        out.flush()
+    return 0
+
+
+def _status(table: Table, started: float) -> str:
+    elapsed = time.monotonic() - started
+    return f"scanning... {elapsed:.0f}s, {len(table.devices)} device(s); Ctrl-C stops"
+
+
+def _show_plain(table: Table, started: float, live: bool, out: TextIO) -> None:
+    try:
+        while not table.done.wait(_REFRESH):
+            if live:
+                width = shutil.get_terminal_size().columns
+                out.write("\x1b[H\x1b[J" + render(table.rows(), width))
+                out.write("\n\n" + _fit(_status(table, started), width) + "\n")
+                out.flush()
+    except KeyboardInterrupt:
+        pass
+    if live:
+        out.write("\x1b[H\x1b[J")
+
+
+def _show_rich(table: Table, started: float) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+
+    def view(status: str) -> Any:
+        return _render_rich(table.rows(), status, console.width)
+
+    with Live(view(""), console=console, refresh_per_second=4) as live:
         try:
             while not table.done.wait(_REFRESH):
-                if live:
-                    elapsed = time.monotonic() - started
-                    out.write("\x1b[H\x1b[J" + render(table.rows()))
-                    out.write(f"\n\nscanning... {elapsed:.0f}s, {len(table.devices)} device(s)\n")
-                    out.flush()
+                live.update(view(_status(table, started)))
         except KeyboardInterrupt:
             pass
-        if live:
-            out.write("\x1b[H\x1b[J")
-        out.write(render(table.rows()) + "\n")
-        out.flush()
-        return 0
-    finally:
-        ble._close()
+        live.update(view(f"{len(table.devices)} device(s)"))
+
+
+@command(
+    "scan",
+    epilog="\b\nExamples:\n"
+    "  mpbluetooth scan --transport usb:0             # a USB dongle, until Ctrl-C\n"
+    "  mpbluetooth scan --duration 5 --plain | sort   # 5 s, then the table once\n"
+    "  MPBLUETOOTH_TRANSPORT=hci-socket:0 mpbluetooth scan",
+)
+@click.option(
+    "--duration",
+    type=NON_NEGATIVE,
+    default=0.0,
+    metavar="SECONDS",
+    help="Seconds to scan. [default: 0, until Ctrl-C]",
+)
+@click.option("--plain", is_flag=True, help="No live refresh: print the table once at the end.")
+@transport_options("The HCI transport to scan with")
+def _scan(duration: float, plain: bool, transport: str | None, snoop: str | None) -> int:
+    """A live table of nearby devices.
+
+    Address, type, name, RSSI and when each was last seen, from an active scan on the
+    controller of --transport (else $MPBLUETOOTH_TRANSPORT, else a sim-hub on
+    127.0.0.1:10723 if one runs). On a terminal the table refreshes in place (drawn by
+    rich when it is installed); piped, or with --plain, it is printed once at the end.
+    Without a device in reach it says so on stderr.
+    """
+    use_snoop(snoop)
+    try:
+        return scan(resolve_transport(transport), duration, plain)
+    except OSError as exc:
+        raise Failure.of(exc) from None

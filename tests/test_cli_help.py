@@ -1,0 +1,227 @@
+"""The ``mpbluetooth`` command explains itself: help, version, bad arguments, environment.
+
+Every case runs the command as a user does, in its own process, with no
+``MPBLUETOOTH_*`` variable inherited from the test run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mpbluetooth.cli import _options
+from mpbluetooth.cli.scan import render
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ("demo", "info", "rootcanal", "run", "scan", "sim-ctl", "sim-hub")
+ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+
+
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
+    return subprocess.run(
+        [sys.executable, "-m", "mpbluetooth", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, **env},
+    )
+
+
+def test_help_lists_every_command_and_every_environment_variable() -> None:
+    from mpbluetooth import cli
+
+    assert {c.replace("-", "_") for c in COMMANDS} == set(cli.COMMANDS)
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert re.search(rf"^  {command} +\w", result.stdout, re.M), command
+    for name, _ in _options.ENVIRONMENT:
+        assert name in result.stdout
+    assert "Examples:" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_a_description_and_an_example(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    usage, _, rest = result.stdout.partition("\n\n")
+    assert usage.startswith(f"Usage: mpbluetooth {command} ")
+    description = rest.split("\n\n")[0].strip()
+    assert len(description) > 20, result.stdout
+    assert f"\n    mpbluetooth {command}" in result.stdout.split("Examples:")[1]
+
+
+def test_version_names_the_package_bumble_and_python() -> None:
+    import mpbluetooth
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(
+        rf"mpbluetooth {re.escape(mpbluetooth.__version__)} \(Bumble [\w.]+, Python [\d.]+\)\n",
+        result.stdout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["scan", "--duration", "-1"], "'--duration': -1.0 is not in the range x>=0"),
+        (["demo", "--timeout", "-3"], "'--timeout': -3.0 is not in the range x>0"),
+        (["run", "--timeout", "0", "a.py"], "'--timeout': 0.0 is not in the range x>0"),
+        (["run"], "Missing argument"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["scan", "--bogus"], "--bogus"),
+        (["sim-hub", "--tcp", "nowhere"], "expected HOST:PORT, got 'nowhere'"),
+        (["sim-hub", "--tcp", "127.0.0.1:70000"], "port 70000 is not in 0..65535"),
+        (["sim-hub", "--loss", "150%"], "a loss rate is in [0, 1)"),
+        (["sim-hub", "--latency", "-5"], "'--latency': -5.0 is not in the range x>=0"),
+        (["sim-hub", "--pdus-per-event", "0"], "'--pdus-per-event': 0 is not in the range x>=1"),
+        (["sim-ctl", "loss", "1.5"], "1.5 is not in the range 0<=x<1"),
+        (["sim-ctl", "loss", "0.1", "tcp-1"], "give two members or none, not 1"),
+        (["sim-ctl", "disconnect", "a", "b", "soon"], "'soon' is not a number"),
+        (["rootcanal", "--port", "0"], "0 is not in the range 1<=x<=65535"),
+        (["--log-level", "loud", "demo"], "'loud': expected one of debug, info"),
+    ],
+)
+def test_a_bad_argument_is_one_clear_line(args: list[str], says: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("mpbluetooth") and says in result.stderr
+
+
+def test_a_bad_environment_variable_names_the_variable() -> None:
+    result = run_cli("sim-hub", MPBLUETOOTH_SIM_TIMING="fast")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "MPBLUETOOTH_SIM_TIMING" in result.stderr and "'fast'" in result.stderr
+
+
+def test_a_serial_error_says_its_errno_once() -> None:
+    result = run_cli("info", "--transport", "serial:/dev/mpbluetooth-no-such-port")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("mpbluetooth info: [Errno 2] cannot open transport")
+    assert result.stderr.count("Errno") == 1, result.stderr
+
+
+def test_every_command_imports_without_termios() -> None:
+    """What Windows lacks (``termios``) is imported only by the commands that use it, when
+    they run: every command module imports and every help renders without it."""
+    prelude = "import sys; sys.modules['termios'] = None; sys.modules['tty'] = None\n"
+    code = prelude + (
+        "import importlib, mpbluetooth.cli\n"
+        "for name in mpbluetooth.cli.COMMANDS:\n"
+        "    importlib.import_module('mpbluetooth.cli.' + name)\n"
+        f"for name in {list(COMMANDS)!r}:\n"
+        "    assert mpbluetooth.cli.main([name, '--help']) == 0\n"
+        "assert 'mpbluetooth.sim.hub' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_help_defaults_are_the_simulators() -> None:
+    """The help's defaults are copies (the hub is not imported for a help text)."""
+    from mpbluetooth.sim import hub, link
+
+    assert _options.DEFAULT_HUB == hub.DEFAULT_TCP
+    assert _options.TIMINGS == link.TIMINGS
+    assert _options.DEFAULT_PDUS_PER_EVENT == link.DEFAULT_PDUS_PER_EVENT
+
+
+def test_every_environment_variable_is_in_the_help_and_the_docs_table() -> None:
+    read = set()
+    for path in (REPO / "mpbluetooth").rglob("*.py"):
+        read |= set(re.findall(r"MPBLUETOOTH_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8")))
+    from mpbluetooth.compat._features import FEATURES
+
+    rows = {feature.env for feature in FEATURES.values()}
+    internal = {"MPBLUETOOTH_STAY_ON"}  # set by `run` for its scripts
+    placeholders = {"MPBLUETOOTH_NAME", "MPBLUETOOTH_ROW"}  # MPBLUETOOTH_<ROW> in prose
+    listed = {name for name, _ in _options.ENVIRONMENT}
+    assert read - rows - internal - placeholders == listed - {"MPBLUETOOTH_<ROW>"}
+    table = (REPO / "docs" / "environment.md").read_text(encoding="utf-8")
+    for name in listed | internal:
+        assert f"`{name}`" in table, name
+
+
+@pytest.fixture
+def empty_hub(tmp_path: Path) -> Iterator[str]:
+    """A sim-hub of our own on a unix socket, with no one on it."""
+    path = tmp_path / "hub.sock"
+    hub = subprocess.Popen(
+        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--unix", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert hub.poll() is None and time.monotonic() < deadline, "no sim-hub socket"
+            time.sleep(0.05)  # polling for a file another process creates
+        yield f"unix:{path}"
+    finally:
+        hub.terminate()
+        hub.wait(10)
+
+
+def test_scan_with_no_one_in_reach_says_so_with_a_hint(empty_hub: str) -> None:
+    result = run_cli("scan", "--duration", "0.5", MPBLUETOOTH_TRANSPORT=empty_hub)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert (
+        f"no devices seen in 0.5 s (hint: is anything advertising within reach of {empty_hub}?"
+        in result.stderr
+    )
+
+
+def test_info_shows_addresses_as_scan_does(hub_spec: str) -> None:
+    result = run_cli("info", "--transport", hub_spec)
+    assert result.returncode == 0, result.stderr
+    fields = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines())
+    assert ADDRESS.match(fields["public address"]) and ADDRESS.match(fields["random address"])
+
+
+def test_a_wide_scan_table_fits_the_terminal() -> None:
+    rows = [("F2:00:00:00:00:01", "public", "a-very-long-device-name" * 3, "-40", "0.1s ago", "9")]
+    table = render(rows, width=60)
+    assert all(len(line) <= 60 for line in table.splitlines())
+    assert ADDRESS.match(table.splitlines()[1].split()[0])
+    assert "…" in table and "-40" in table
+    assert render(rows) == render(rows, width=None)
+    assert "a-very-long-device-name" * 3 in render(rows)
+
+
+def test_scan_renders_with_rich_when_installed() -> None:
+    pytest.importorskip("rich")
+    from io import StringIO
+
+    from rich.console import Console
+
+    from mpbluetooth.cli.scan import _render_rich
+
+    out = StringIO()
+    rows = [("F2:00:00:00:00:01", "public", "sensor" * 20, "-40", "0.1s ago", "9")]
+    Console(file=out, width=70).print(_render_rich(rows, "1 device(s)", 70))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 70 for line in lines)
+    assert "F2:00:00:00:00:01" in out.getvalue() and "1 device(s)" in lines[-1]
+    assert "…" in lines[1] and lines[1].rstrip().endswith("9")  # every column kept
+
+
+def test_verbose_logs_on_stderr_and_wins_over_the_environment() -> None:
+    quiet = run_cli("demo", MPBLUETOOTH_LOG="error")
+    loud = run_cli("-v", "demo", MPBLUETOOTH_LOG="error")
+    assert quiet.returncode == loud.returncode == 0, loud.stderr
+    assert " INFO: " not in quiet.stderr and " INFO: " in loud.stderr
