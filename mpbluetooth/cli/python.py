@@ -366,8 +366,10 @@ def _stay_on() -> None:
     # SIGTERM (from ``run``) ends the wait like Ctrl-C, so the process exits normally:
     # atexit handlers close the radio and flush an HCI trace (--snoop).
     previous = signal.signal(signal.SIGTERM, stop)
-    print(STAY_ON_MARKER, flush=True)
     try:
+        # Inside the try: ``run`` may stop this board as soon as the marker is out, which
+        # can be before ``print`` has returned.
+        print(STAY_ON_MARKER, flush=True)
         while _radio_on():
             time.sleep(_STAY_ON_POLL_S)
     except KeyboardInterrupt:
