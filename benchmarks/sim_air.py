@@ -27,7 +27,7 @@ SERVICE = ((0x180F and __import__("mpbluetooth.uuid", fromlist=["UUID"]).UUID(0x
 received = [0]
 links = []
 for n in range(pairs):
-    p, c = BLE._new_instance(f"p{n}", transport=spec), BLE._new_instance(f"c{n}", transport=spec)
+    p, c = mpbluetooth.open(spec, f"p{n}"), mpbluetooth.open(spec, f"c{n}")
     done = threading.Event()
     state = {}
     def on_p(e, d, state=state):

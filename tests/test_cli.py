@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth.ble import BLE
+import mpbluetooth
 
 from .conftest import ENV
 
@@ -124,13 +124,13 @@ def test_run_missing_script(tmp_path: Path) -> None:
 def two_advertisers(hub_spec: str) -> Iterator[str]:
     instances = []
     for name in (b"alpha", b"beta"):
-        ble = BLE._new_instance(name.decode(), transport=hub_spec)
+        ble = mpbluetooth.open(hub_spec, name.decode())
         ble.active(True)
         ble.gap_advertise(20000, b"\x02\x01\x06" + bytes((len(name) + 1, 0x09)) + name)
         instances.append(ble)
     yield hub_spec
     for ble in instances:
-        ble._close()
+        ble.close()
 
 
 def test_scan_lists_the_advertisers_on_a_hub(two_advertisers: str) -> None:

@@ -20,8 +20,9 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder, wait_until
 
-from .conftest import Recorder, connect, wait_until
+from .conftest import connect
 
 ADV = b"\x02\x01\x06\x05\x09flood"
 

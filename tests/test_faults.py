@@ -21,7 +21,6 @@ import pytest
 
 import mpbluetooth
 from mpbluetooth import TransportError, sim
-from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
     IRQ_GATTC_NOTIFY,
@@ -34,8 +33,9 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_DONE,
 )
+from mpbluetooth.testing import HubProcess, wait_until
 
-from .conftest import ENV, HubProcess, connect, wait_until
+from .conftest import ENV, connect
 from .gatt_setup import SERVICES, Server
 
 ENODEV = 19
@@ -52,7 +52,7 @@ class Member:
     """One instance joined to a hub, with its recorder (a ``Server``: it answers reads)."""
 
     def __init__(self, spec: str, name: str) -> None:
-        self.ble = BLE._new_instance(name, transport=spec)
+        self.ble = mpbluetooth.open(spec, name)
         self.rec = Server()
         self.ble.irq(self.rec)
         self.ble.active(True)
@@ -122,7 +122,7 @@ def test_hub_killed_ends_every_link_and_operation_then_enodev_then_recovers(
         assert hub.spec in str(down.value)
 
         # The hub comes back: every instance starts again and links work.
-        revived = HubProcess(port=hub.port)
+        revived = HubProcess(spec=hub.spec)
         try:
             for member in members:
                 assert member.ble.active(True) is True
@@ -144,11 +144,11 @@ def test_hub_killed_ends_every_link_and_operation_then_enodev_then_recovers(
             assert len(c2.rec.of(IRQ_SCAN_DONE)) == scans_done + 1
         finally:
             for member in members:
-                member.ble._close()
+                member.ble.close()
             revived.stop()
     finally:
         for member in members:
-            member.ble._close()
+            member.ble.close()
         hub.stop()
 
 
@@ -166,14 +166,16 @@ class Proxy:
         self.thread.start()
 
     def _accept(self) -> None:
-        try:
-            client, _ = self.server.accept()
-        except OSError:
-            return
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        self.sockets += [client, upstream]
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        # Every connection is forwarded, so an instance whose stream was cut can start again.
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -220,13 +222,12 @@ def test_tcp_transport_closed_disconnects_both_ends_and_instance_restarts(
             local.ble.gattc_read(conn, handles[0][0])
         notes = " ".join(getattr(info.value, "__notes__", []))
         assert info.value.errno == ENODEV and "lost" in notes
-        # The instance starts again, on the hub directly this time.
-        local.ble._stack.spec = hub_spec
+        # The instance starts again (through a fresh stream).
         assert local.ble.active(True) is True
         connect(local.ble, local.rec, peer.ble, peer.rec)
     finally:
-        local.ble._close()
-        peer.ble._close()
+        local.ble.close()
+        peer.ble.close()
         proxy.close()
 
 

@@ -126,7 +126,7 @@ def test_advertising_stops_on_connect(pair: Any, link: Any) -> None:
     a, ra, b, rb = pair
     connect(b, rb, a, ra)
     observer = link.instance("observer")
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     ro = Recorder()
     observer.irq(ro)
@@ -180,7 +180,7 @@ def test_connect_stops_a_scan_with_scan_done(pair: Any) -> None:
 
 
 def test_three_centrals_on_one_peripheral(link: Any) -> None:
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     peripheral = link.instance("hub")
     rp = Recorder()
@@ -200,7 +200,7 @@ def test_three_centrals_on_one_peripheral(link: Any) -> None:
 
 
 def test_one_central_three_peripherals(link: Any) -> None:
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     central = link.instance("central")
     rc = Recorder()

@@ -42,9 +42,9 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder, wait_until
 from mpbluetooth.uuid import UUID
 
-from .conftest import Recorder, wait_until
 from .gatt_setup import SERVICES, Server
 
 #: Statuses of SPEC section 3 / docs/design.md.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import mpbluetooth
 from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
@@ -20,8 +21,9 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import HubProcess, Recorder
 
-from .conftest import ENV, HubProcess, Recorder
+from .conftest import ENV
 
 ADV = b"\x02\x01\x06\x06\x09remote"
 RESP = b"\x05\x09resp"
@@ -92,12 +94,12 @@ class Peer:
 @pytest.fixture
 def local(hub: HubProcess) -> Iterator[tuple[BLE, Recorder]]:
     """An instance in this process, joined to the hub."""
-    ble = BLE._new_instance("local", transport=hub.spec)
+    ble = mpbluetooth.open(hub.spec, "local")
     recorder = Recorder()
     ble.irq(recorder)
     ble.active(True)
     yield ble, recorder
-    ble._close()
+    ble.close()
 
 
 @pytest.mark.parametrize(("connectable", "adv_type"), [(True, 0), (False, 2)])
@@ -173,7 +175,7 @@ def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
     finally:
         peer.close()
     # The hub comes back on the same port: active(True) works again.
-    revived = HubProcess(port=hub.port)
+    revived = HubProcess(spec=hub.spec)
     try:
         assert ble.active(True) is True
         assert ble.config("mac")[1] != bytes(6)
@@ -203,7 +205,7 @@ def test_unix_socket_hub(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.02)
         spec = f"unix:{path}"
-        ble = BLE._new_instance("unix-local", transport=spec)
+        ble = mpbluetooth.open(spec, "unix-local")
         recorder = Recorder()
         ble.irq(recorder)
         ble.active(True)
@@ -215,7 +217,7 @@ def test_unix_socket_hub(tmp_path: Path) -> None:
             recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=1.0)
         finally:
             peer.close()
-            ble._close()
+            ble.close()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -225,13 +227,13 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
     """A program speaking HCI over a UART (here a raw Bumble host on serial:) connects to an
     mpbluetooth instance on the same hub."""
     pty_path = str(tmp_path / "hci-uart")
-    the_hub = HubProcess("--pty", pty_path)
+    the_hub = HubProcess(extra=("--pty", pty_path))
     try:
         deadline = time.monotonic() + 10
         while not os.path.islink(pty_path):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        peripheral = BLE._new_instance("pty-peer", transport=the_hub.spec)
+        peripheral = mpbluetooth.open(the_hub.spec, "pty-peer")
         recorder = Recorder()
         peripheral.irq(recorder)
         peripheral.active(True)
@@ -259,7 +261,7 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
         assert peer.startswith(addr.hex(":").upper())
         recorder.wait(1)
         recorder.wait(IRQ_CENTRAL_DISCONNECT)
-        peripheral._close()
+        peripheral.close()
     finally:
         the_hub.stop()
 

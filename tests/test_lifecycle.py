@@ -94,7 +94,7 @@ def test_active_false_gives_peers_their_disconnect_but_us_none(pair: Any) -> Non
 
 
 def test_unknown_transport_fails_fast_naming_the_spec() -> None:
-    ble = BLE._new_instance("bad", transport="nonsense:1")
+    ble = mpbluetooth.open("nonsense:1", "bad")
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         ble.active(True)
@@ -103,19 +103,19 @@ def test_unknown_transport_fails_fast_naming_the_spec() -> None:
     assert "'nonsense:1'" in str(info.value) and "unknown transport scheme" in str(info.value)
     assert "\n" not in str(info.value)
     assert ble.active() is False
-    ble._close()
+    ble.close()
 
 
 def test_refused_tcp_transport() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    ble = BLE._new_instance("refused", transport=f"tcp-client:127.0.0.1:{port}")
+    ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{port}", "refused")
     with pytest.raises(TransportError) as info:
         ble.active(True)
     assert f"tcp-client:127.0.0.1:{port}" in str(info.value)
     assert "hint:" in str(info.value)
-    ble._close()
+    ble.close()
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_silent_controller_times_out_instead_of_hanging(
     from mpbluetooth import _stack
 
     monkeypatch.setattr(_stack, "POWER_ON_TIMEOUT", 0.5)
-    ble = BLE._new_instance("silent", transport=f"tcp-client:127.0.0.1:{silent_server}")
+    ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{silent_server}", "silent")
     started = time.monotonic()
     with pytest.raises(OSError) as info:
         ble.active(True)
@@ -159,7 +159,7 @@ def test_silent_controller_times_out_instead_of_hanging(
     assert "did not answer" in " ".join(getattr(info.value, "__notes__", []))
     assert time.monotonic() - started < 3
     assert ble.active() is False
-    ble._close()
+    ble.close()
 
 
 def test_set_transport_validates_and_resets() -> None:

@@ -20,7 +20,6 @@ from collections import Counter
 from typing import Any
 
 from mpbluetooth import sim
-from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
@@ -29,8 +28,9 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import wait_until
 
-from .conftest import ENV, wait_until
+from .conftest import ENV
 
 CYCLES = 200
 WARM_UP = 20
@@ -187,8 +187,8 @@ def test_200_connect_disconnect_cycles_leak_nothing(link: sim.Link, no_errors: N
 
 BUSY_EXIT = """
 import sys, threading, time
+import mpbluetooth
 from mpbluetooth import sim
-from mpbluetooth.ble import BLE
 from tests.gatt_setup import make_gatt
 
 link = sim.Link()
@@ -199,7 +199,7 @@ gatt = make_gatt(link)
 gatt.client.irq(lambda event, data: time.sleep(0.002))
 gatt.server.l2cap_listen(0x80, 512)
 gatt.client.l2cap_connect(gatt.c_conn, 0x80, 512)
-remote = BLE._new_instance("remote", transport=sys.argv[1])
+remote = mpbluetooth.open(sys.argv[1], "remote")
 remote.active(True)
 remote.gap_advertise(20000, b"\\x02\\x01\\x06")
 gatt.client.gap_connect(*remote.config("mac"))
@@ -246,7 +246,7 @@ def test_instances_made_and_discarded_leak_no_threads(link: sim.Link) -> None:
     """Each instance has a dispatcher thread; closing it ends the thread."""
     before = threading.active_count()
     for n in range(20):
-        ble = BLE._new_instance(f"short{n}", link=link)
+        ble = link.instance(f"short{n}")
         ble.active(True)
-        ble._close()
+        ble.close()
     wait_until(lambda: threading.active_count() == before, what="dispatchers to end")

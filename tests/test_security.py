@@ -30,9 +30,10 @@ from mpbluetooth.constants import (
     IRQ_PASSKEY_ACTION,
     IRQ_SET_SECRET,
 )
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
 
-from .conftest import ENV, Recorder, connect
+from .conftest import ENV, connect
 
 # The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
 pytestmark = pytest.mark.engines("sim", "rootcanal")

@@ -26,9 +26,8 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
-
-from .conftest import Recorder
 
 FLAG_READ = 0x0002
 FLAG_WRITE = 0x0008

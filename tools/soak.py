@@ -117,7 +117,7 @@ def peripheral(spec: str) -> None:
     import mpbluetooth
     from mpbluetooth import BLE, UUID
 
-    ble = mpbluetooth.ble.BLE._new_instance("soak-peripheral", transport=spec)
+    ble = mpbluetooth.open(spec, "soak-peripheral")
     del BLE
     counts: dict[str, int] = defaultdict(int)
     work: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -241,7 +241,7 @@ class Central:
         import mpbluetooth
 
         self.mpbluetooth = mpbluetooth
-        self.ble = mpbluetooth.ble.BLE._new_instance("soak-central", transport=spec)
+        self.ble = mpbluetooth.open(spec, "soak-central")
         self.events = Events()
         self.ble.irq(self.events)
         self.ble.active(True)

@@ -65,21 +65,30 @@ def child_environment(**extra: str) -> dict[str, str]:
 class HubProcess:
     """``mpbluetooth sim-hub`` running in a child process until ``stop()``.
 
-    ``timing``: ``"air"`` or ``"instant"`` (None: the hub's default). ``spec`` is the
-    transport spec that joins it (``mpbluetooth.open(transport=hub.spec)``, or
-    ``MPBLUETOOTH_TRANSPORT`` for another process). ``instance()`` makes an active
+    ``timing``: ``"air"`` or ``"instant"`` (None: the hub's default). ``extra``: more
+    ``sim-hub`` options (``--pty PATH``, ``--loss 0.1``...). ``spec`` is the transport spec
+    that joins it (``mpbluetooth.open(transport=hub.spec)``, or ``MPBLUETOOTH_TRANSPORT``
+    for another process): a unix socket in a temporary directory unless given
+    (``unix:PATH`` or ``tcp-client:HOST:PORT``, to bring a hub back where it was).
+    ``instance()`` makes an active
     instance of this process on it, with a ``Recorder``; they are closed by ``stop()``.
     """
 
-    def __init__(self, timing: str | None = None, *, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, timing: str | None = None, *, spec: str | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self._dir = tempfile.mkdtemp(prefix="mpbt-hub-")  # short: a unix socket path is
         self._instances: list[BLE] = []  # limited to about 100 bytes
-        if hasattr(socket, "AF_UNIX"):
-            path = os.path.join(self._dir, "hub.sock")
-            listen, self.spec = ["--unix", path], f"unix:{path}"
-        else:
-            port = _free_port()
-            listen, self.spec = ["--tcp", f"127.0.0.1:{port}"], f"tcp-client:127.0.0.1:{port}"
+        if spec is None:
+            if hasattr(socket, "AF_UNIX"):
+                spec = f"unix:{os.path.join(self._dir, 'hub.sock')}"
+            else:
+                spec = f"tcp-client:127.0.0.1:{_free_port()}"
+        kind, _, where = spec.partition(":")
+        if kind not in ("unix", "tcp-client"):
+            raise ValueError(f"a hub listens at unix:PATH or tcp-client:HOST:PORT, not {spec!r}")
+        self.spec = spec
+        listen = ["--unix", where] if kind == "unix" else ["--tcp", where]
         args = [sys.executable, "-m", "mpbluetooth", "sim-hub", *listen, *extra]
         if timing is not None:
             args += ["--timing", timing]
@@ -203,6 +212,12 @@ class HubProcess:
                 return log.read()
         except FileNotFoundError:
             return self._log
+
+    def kill(self) -> None:
+        """The hub process dies (SIGKILL): every member sees its transport lost."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(_STOP_GRACE_S)
 
     def stop(self) -> str:
         """Close this process's instances, stop the hub (killed if it lingers) and return
