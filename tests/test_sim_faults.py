@@ -258,5 +258,5 @@ def test_sim_ctl_sets_faults_and_kills_on_a_running_hub(air_hub: HubProcess) -> 
         peer_name = next(n for n in names if n != ours)
         assert _ctl(air_hub, "kill", peer_name).returncode == 0
         recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=5)
-        after = sim_ctl.send(air_hub.spec, {"op": "list"})["result"]["members"]
+        after = air_hub.members()
         assert [m["name"] for m in after] == [ours]
