@@ -169,28 +169,6 @@ def test_demo() -> None:
     assert "[central   ] connected" in result.stdout
 
 
-def find_or_install_tshark() -> str:
-    """tshark, installing Debian's package when we can (root with apt-get), else skip."""
-    tshark = shutil.which("tshark")
-    if tshark is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "tshark"],
-        ):
-            try:
-                subprocess.run(command, capture_output=True, timeout=600, env=env, check=False)
-            except subprocess.TimeoutExpired:
-                break
-        tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.skip(
-            "tshark is not installed and could not be (Debian package 'tshark', needs root "
-            "and apt-get): the btsnoop format was checked, Wireshark's reading of it was not"
-        )
-    return tshark
-
-
 def test_snoop_trace_is_a_btsnoop_file_wireshark_reads(tmp_path: Path) -> None:
     trace = tmp_path / "demo.btsnoop"
     result = cli("demo", MPBLUETOOTH_SNOOP=str(trace))
