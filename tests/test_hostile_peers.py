@@ -598,7 +598,7 @@ def test_disconnect_in_the_middle_of_a_pairing(ours: Any, hostile: Hostile) -> N
 
 
 def test_disconnect_in_the_middle_of_an_l2cap_transfer(ours: Any, hostile: Hostile) -> None:
-    from bumble import l2cap
+    from bumble import att, l2cap
 
     ble, rec, handles = ours
     ble.l2cap_listen(0x80, 512)
@@ -609,7 +609,11 @@ def test_disconnect_in_the_middle_of_an_l2cap_transfer(ours: Any, hostile: Hosti
             l2cap.LeCreditBasedChannelSpec(psm=0x80, mtu=512, mps=100)
         )
         channel.send_pdu(struct.pack("<H", 500) + b"a" * 98)  # 98 of 500 bytes
-        await asyncio.sleep(0.02)
+        # Our host handles one link's ACL data in order: its answer to a later ATT request
+        # is the evidence that it took in the half SDU before the link went.
+        await hostile.connection.gatt_client.send_request(
+            att.ATT_Find_Information_Request(starting_handle=1, ending_handle=1)
+        )
         await hostile.connection.disconnect()
 
     run(half_an_sdu_then_leave())

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import mpbluetooth
-from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
@@ -21,7 +20,8 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
-from mpbluetooth.testing import HubProcess, Recorder
+from mpbluetooth.testing import HubProcess, Recorder, wait_until
+from mpbluetooth.testing.lowlevel import on_loop
 
 from .conftest import ENV
 
@@ -92,14 +92,9 @@ class Peer:
 
 
 @pytest.fixture
-def local(hub: HubProcess) -> Iterator[tuple[BLE, Recorder]]:
-    """An instance in this process, joined to the hub."""
-    ble = mpbluetooth.open(hub.spec, "local")
-    recorder = Recorder()
-    ble.irq(recorder)
-    ble.active(True)
-    yield ble, recorder
-    ble.close()
+def local(hub: HubProcess) -> tuple[BLE, Recorder]:
+    """An instance in this process, joined to the hub (closed with it)."""
+    return hub.instance("local")
 
 
 @pytest.mark.parametrize(("connectable", "adv_type"), [(True, 0), (False, 2)])
@@ -165,10 +160,7 @@ def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
         recorder.wait(IRQ_PERIPHERAL_CONNECT)
         hub.kill()
         recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2.0)
-        deadline = time.monotonic() + 5
-        while ble.active() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ble.active() is False
+        wait_until(lambda: not ble.active(), 5, "inactive after the hub died")
         with pytest.raises(OSError) as info:
             ble.gap_scan(0)
         assert info.value.errno == 19
@@ -193,18 +185,9 @@ def test_hub_logs_joins_and_leaves(hub: HubProcess) -> None:
 
 def test_unix_socket_hub(tmp_path: Path) -> None:
     path = str(tmp_path / "hub.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--unix", path],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    spec = f"unix:{path}"
+    hub = HubProcess(spec=spec)
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-        spec = f"unix:{path}"
         ble = mpbluetooth.open(spec, "unix-local")
         recorder = Recorder()
         ble.irq(recorder)
@@ -219,8 +202,7 @@ def test_unix_socket_hub(tmp_path: Path) -> None:
             peer.close()
             ble.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        hub.stop()
 
 
 def test_pty_host_joins_the_link(tmp_path: Path) -> None:
@@ -229,10 +211,7 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
     pty_path = str(tmp_path / "hci-uart")
     the_hub = HubProcess(extra=("--pty", pty_path))
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.islink(pty_path):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: os.path.islink(pty_path), 10, "the hub's pseudo-terminal")
         peripheral = mpbluetooth.open(the_hub.spec, "pty-peer")
         recorder = Recorder()
         peripheral.irq(recorder)
@@ -257,7 +236,7 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
                 await connection.disconnect()
                 return peer
 
-        peer = runtime().call(raw_host_connects(), "raw host over the pty")
+        peer = on_loop(raw_host_connects, "raw host over the pty")
         assert peer.startswith(addr.hex(":").upper())
         recorder.wait(1)
         recorder.wait(IRQ_CENTRAL_DISCONNECT)
