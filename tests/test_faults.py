@@ -34,6 +34,7 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
 )
 from mpbluetooth.testing import HubProcess, wait_until
+from mpbluetooth.testing.lowlevel import bumble_device, call_soon
 
 from .conftest import ENV, connect
 from .gatt_setup import SERVICES, Server
@@ -462,25 +463,23 @@ def test_read_or_write_started_as_the_link_drops_ends_at_once_with_link_lost(
     status 7 at once (it waited for Bumble's 30 s request timeout: status 13)."""
     from bumble import hci
 
-    from mpbluetooth._runtime import runtime
-
     from .gatt_setup import make_gatt
 
     gatt = make_gatt(link)
-    device = gatt.client._stack.require()
+    device = bumble_device(gatt.client)
     gate, parked = threading.Event(), threading.Event()
 
     def park() -> None:  # holds the loop while the calls are checked and queued
         parked.set()
         gate.wait(5)
 
-    runtime().call_soon(park)
+    call_soon(park)
     assert parked.wait(5)
     # Queued first: the host hears that the link is gone (as from the controller).
     event = hci.HCI_Disconnection_Complete_Event(
         status=0, connection_handle=gatt.c_conn, reason=hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
     )
-    runtime().call_soon(device.host.on_hci_packet, event)
+    call_soon(device.host.on_hci_packet, event)
     # Checked now (the link still looks up), started after the disconnection.
     gatt.client.gattc_read(gatt.c_conn, gatt.battery)
     gatt.client.gattc_write(gatt.c_conn, gatt.control, b"x", 1)

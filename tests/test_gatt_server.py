@@ -23,6 +23,7 @@ from mpbluetooth.constants import (
     IRQ_GATTS_WRITE,
     IRQ_MTU_EXCHANGED,
 )
+from mpbluetooth.testing.lowlevel import bumble_device
 from mpbluetooth.uuid import UUID
 
 from .conftest import connect
@@ -237,9 +238,7 @@ def test_notify_and_indicate_with_and_without_data(gatt: Gatt) -> None:
 
 def test_indicate_done_reports_a_lost_link(gatt: Gatt) -> None:
     # A client that never confirms (its stack's confirmation is switched off), then leaves.
-    device = gatt.client._stack.device
-    assert device is not None
-    client = device.lookup_connection(gatt.c_conn).gatt_client
+    client = bumble_device(gatt.client).lookup_connection(gatt.c_conn).gatt_client
     client.on_att_handle_value_indication = lambda pdu: None
     gatt.server.gatts_indicate(gatt.s_conn, gatt.hr, b"lost")
     gatt.client.gap_disconnect(gatt.c_conn)

@@ -21,7 +21,6 @@ import pytest
 
 import mpbluetooth
 from mpbluetooth import sim
-from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
@@ -43,6 +42,7 @@ from mpbluetooth.constants import (
     IRQ_SCAN_RESULT,
 )
 from mpbluetooth.testing import Recorder, wait_until
+from mpbluetooth.testing.lowlevel import on_loop
 from mpbluetooth.uuid import UUID
 
 from .gatt_setup import SERVICES, Server
@@ -58,7 +58,7 @@ HOSTILE_ADDRESS = "F1:00:00:00:00:01"
 
 def run(coro: Coroutine[Any, Any, Any], what: str = "hostile peer") -> Any:
     """Run a coroutine on the stack's loop (where the raw Bumble device lives)."""
-    return runtime().call(coro, what, timeout=10)
+    return on_loop(lambda: coro, what, timeout=10)
 
 
 class Hostile:

@@ -31,6 +31,7 @@ from mpbluetooth.constants import (
     IRQ_SET_SECRET,
 )
 from mpbluetooth.testing import Recorder
+from mpbluetooth.testing.lowlevel import bumble_device
 from mpbluetooth.uuid import UUID
 
 from .conftest import ENV, connect
@@ -162,7 +163,7 @@ def test_passkey_display_on_one_side_input_on_the_other(link: sim.Link, le_secur
     assert rb.wait(IRQ_ENCRYPTION_UPDATE) == (cb, 1, 1, 1, 16)
     assert ra.of(IRQ_PASSKEY_ACTION) == [(ca, 2, 0)]
     assert rb.of(IRQ_PASSKEY_ACTION) == [(cb, 3, 0)]
-    connection = b._stack.require().lookup_connection(cb)
+    connection = bumble_device(b).lookup_connection(cb)
     assert link_security(connection) == (True, True, 16)
 
 

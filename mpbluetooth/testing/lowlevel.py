@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from ..ble import BLE
 
-__all__ = ["bumble_device", "on_loop"]
+__all__ = ["bumble_device", "call_soon", "on_loop"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,15 @@ def on_loop(
         return result
 
     return runtime().call(run(), what, timeout=timeout)
+
+
+def call_soon(fn: Callable[..., object], *args: object) -> None:
+    """Schedule ``fn(*args)`` on the loop thread without waiting, after everything this
+    thread scheduled before: to hold the loop while calls queue behind it, or to feed the
+    host an HCI event at a chosen point among them."""
+    from .._runtime import runtime
+
+    runtime().call_soon(fn, *args)
 
 
 def bumble_device(ble: BLE) -> Device:
