@@ -82,7 +82,7 @@ def test_hub_killed_ends_every_link_and_operation_then_enodev_then_recovers(
         c2.ble.gap_scan(SCAN_MS, 30000, 30000)
         scan_started = time.monotonic()
         p2.ble.gap_connect(0, bytes.fromhex("a0a1a2a3a4a5"), 0)
-        hub.kill()
+        hub.crash()
         answer.set()  # the server's handler returns; its answer goes nowhere
 
         # Every link reports its disconnection, every operation its outcome.
@@ -310,6 +310,7 @@ def test_eight_threads_calling_at_once_all_complete(link: sim.Link, no_errors: N
     gatt = make_gatt(link)
     ops = 200
     done = [0] * 8
+    procedures = [0] * 8  # reads and acknowledged writes started: each ends with its DONE
     failures: list[str] = []
     start = threading.Barrier(8)
 
@@ -325,8 +326,10 @@ def test_eight_threads_calling_at_once_all_complete(link: sim.Link, no_errors: N
                         gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"n")
                     elif step == 2:
                         gatt.client.gattc_read(gatt.c_conn, gatt.battery)
+                        procedures[index] += 1
                     elif step == 3:
                         gatt.client.gattc_write(gatt.c_conn, gatt.rx, b"w", n & 1)
+                        procedures[index] += n & 1
                     elif step == 4:
                         assert gatt.server.config("mac") and gatt.client.config("mtu") == 256
                     elif step == 5:
@@ -351,7 +354,13 @@ def test_eight_threads_calling_at_once_all_complete(link: sim.Link, no_errors: N
     assert failures == []
     assert done == [ops] * 8
     # Everything the threads started has finished and the link is fine.
-    # No procedure slot is left taken: as many reads at once as a board allows all start.
+    # Every procedure the threads started ends; then no slot is left taken: as many reads
+    # at once as a board allows all start.
+    wait_until(
+        lambda: gatt.rc.count(IRQ_GATTC_READ_DONE) + gatt.rc.count(IRQ_GATTC_WRITE_DONE)
+        >= sum(procedures),
+        what="every procedure's outcome",
+    )
     before = len(gatt.rc.of(IRQ_GATTC_READ_DONE))
     for _ in range(MAX_PROCEDURES):
         gatt.client.gattc_read(gatt.c_conn, gatt.battery)

@@ -158,7 +158,7 @@ def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
     try:
         ble.gap_connect(peer.addr_type, peer.addr)
         recorder.wait(IRQ_PERIPHERAL_CONNECT)
-        hub.kill()
+        hub.crash()
         recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2.0)
         wait_until(lambda: not ble.active(), 5, "inactive after the hub died")
         with pytest.raises(OSError) as info:

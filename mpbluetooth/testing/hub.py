@@ -213,8 +213,9 @@ class HubProcess:
         except FileNotFoundError:
             return self._log
 
-    def kill(self) -> None:
-        """The hub process dies (SIGKILL): every member sees its transport lost."""
+    def crash(self) -> None:
+        """The hub process dies (SIGKILL): every member sees its transport lost. (``kill``
+        is the fault that kills one member's controller, as on ``sim.Link``.)"""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(_STOP_GRACE_S)
