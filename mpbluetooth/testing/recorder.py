@@ -72,7 +72,6 @@ class Recorder:
         self.events: list[tuple[int, Data]] = []
         self.counts = [0] * _CODES
         self.last = 0.0
-        self._taken = 0
         self._cond = threading.Condition()
 
     def __call__(self, event: int, data: Data) -> Any:
@@ -102,7 +101,6 @@ class Recorder:
         with self._cond:
             self.events.clear()
             self.counts = [0] * _CODES
-            self._taken = 0
 
     # --- waiting ----------------------------------------------------------------------
     def _wait_for(self, found: Callable[[], Any], timeout: float | None, what: str) -> Any:
@@ -156,27 +154,22 @@ class Recorder:
         )
 
     def take(self, *events: int, timeout: float | None = None) -> tuple[int, Data]:
-        """The oldest event of one of these codes not taken yet, waiting for one if needed.
+        """Remove and return the oldest kept event of one of these codes, waiting for one
+        if needed.
 
-        Events of other codes stay where they are (``untaken`` lists them), so a sequential
-        driver can take each step's answer in turn and notice anything unexpected."""
+        Events of other codes stay in ``events`` in order, so a sequential driver can take
+        each step's answer in turn and see afterwards what came that nobody expected;
+        taking keeps a long run's recording from growing."""
 
         def found() -> tuple[int, Data] | None:
-            for index in range(self._taken, len(self.events)):
-                code, data = self.events[index]
+            for index, (code, data) in enumerate(self.events):
                 if code in events:
-                    self.events.insert(self._taken, self.events.pop(index))
-                    self._taken += 1
+                    del self.events[index]
                     return code, data
             return None
 
         result: tuple[int, Data] = self._wait_for(found, timeout, f"event of {events}")
         return result
-
-    def untaken(self) -> list[tuple[int, Data]]:
-        """Kept events that ``take`` has not returned yet."""
-        with self._cond:
-            return self.events[self._taken :]
 
     # --- asserting --------------------------------------------------------------------
     def assert_order(self, *events: int) -> None:
