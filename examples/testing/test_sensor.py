@@ -1,4 +1,4 @@
-"""sensor.py runs as its own board; the test is the central that reads and subscribes."""
+"""sensor.py runs as its own board; the test is the central that reads it and is notified."""
 
 import struct
 from pathlib import Path
