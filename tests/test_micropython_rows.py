@@ -112,9 +112,9 @@ ROWS = [
         "machine",
         "from machine import Pin, ADC, PWM, SoftSPI, SPI, I2C, SoftI2C, Signal, WDT, RTC\n"
         "led = Pin(2, Pin.OUT)\nled.value(1)\nled.toggle()\nled.on()\n"
-        "sig = Signal(Pin(4, Pin.OUT), invert=True)\nsig.on()\n"
+        "p4 = Pin(4, Pin.OUT)\nsig = Signal(p4, invert=True)\nsig.on()\n"
         "pwm = PWM(Pin(5), freq=1000, duty_u16=100)\n"
-        "print(led.value(), led(), sig.value(), sig._pin.value(), ADC(Pin(34)).read_u16(),"
+        "print(led.value(), led(), sig.value(), p4.value(), ADC(Pin(34)).read_u16(),"
         " pwm.duty_u16(), pwm.freq(), I2C(0).scan(), SPI(1).read(2, 0xff))\n"
         "WDT(timeout=5000).feed()\nRTC().datetime((2024, 1, 2, 0, 3, 4, 5, 0))\n"
         "print(RTC().datetime()[:3])\n",

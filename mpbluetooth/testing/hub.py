@@ -3,13 +3,12 @@
 ``mpbluetooth run`` puts each MicroPython script in its own process on one simulated link
 served by a hub; a test that wants the same (``board``) needs such a hub, instances of its
 own on it, and a way to inject faults while it runs. This module starts ``mpbluetooth
-sim-hub`` as a child process and speaks its control protocol (what ``mpbluetooth sim-ctl``
-sends), with the fault methods named as ``sim.Link``'s so a test reads the same on both.
+sim-hub`` as a child process and sends it control requests through ``mpbluetooth sim-ctl``'s
+client, with the fault methods named as ``sim.Link``'s so a test reads the same on both.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HubError", "HubProcess"]
 
-#: The first line of a control session (``mpbluetooth.sim.hub.CONTROL_HELLO``): kept here
-#: too so that this module imports neither the hub nor Bumble in the test process.
-_CONTROL_HELLO: Final = b"MPBCTL"
 #: How long a hub may take to start (a cold import of Bumble on a loaded machine).
 START_TIMEOUT: Final = 30.0
 #: How long a stopped hub may take to exit before it is killed.
@@ -128,24 +124,9 @@ class HubProcess:
         """Send one control request (``Hub.control`` lists them) and return its result.
         Raises ``HubError`` with the hub's reason when refused, ``OSError`` when the hub
         cannot be reached or does not answer within ``timeout`` s."""
-        request = json.dumps({"op": op, **arguments}).encode()
-        kind, _, where = self.spec.partition(":")
-        family = socket.AF_INET if kind == "tcp-client" else socket.AF_UNIX
-        address: Any = where
-        if family == socket.AF_INET:
-            host, _, port = where.rpartition(":")
-            address = (host, int(port))
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.sendall(_CONTROL_HELLO + b"\n" + request + b"\n")
-            answer = b""
-            while not answer.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("the hub closed the control session")
-                answer += chunk
-        reply = json.loads(answer)
+        from ..cli.sim_ctl import send
+
+        reply = send(self.spec, {"op": op, **arguments}, timeout)
         if not reply.get("ok"):
             raise HubError(f"{op}: {reply.get('error')}")
         return reply.get("result")
