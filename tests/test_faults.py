@@ -357,8 +357,10 @@ def test_eight_threads_calling_at_once_all_complete(link: sim.Link, no_errors: N
     # Every procedure the threads started ends; then no slot is left taken: as many reads
     # at once as a board allows all start.
     wait_until(
-        lambda: gatt.rc.count(IRQ_GATTC_READ_DONE) + gatt.rc.count(IRQ_GATTC_WRITE_DONE)
-        >= sum(procedures),
+        lambda: (
+            gatt.rc.count(IRQ_GATTC_READ_DONE) + gatt.rc.count(IRQ_GATTC_WRITE_DONE)
+            >= sum(procedures)
+        ),
         what="every procedure's outcome",
     )
     before = len(gatt.rc.of(IRQ_GATTC_READ_DONE))
@@ -463,6 +465,7 @@ def test_l2cap_data_that_arrived_before_the_close_is_still_readable(
     assert bytes(got) == sent
     # Once the handler has seen the DISCONNECT, the channel is unknown.
     b_conn, b_cid = rb.of(IRQ_L2CAP_DISCONNECT)[0][:2]
+
     def forgotten() -> bool:
         try:
             b.l2cap_recvinto(b_conn, b_cid, None)  # what was left is still readable
