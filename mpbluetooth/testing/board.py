@@ -91,11 +91,13 @@ class Board:
         self._cond = threading.Condition()
         read_fd, write_fd = os.pipe()
         child_env = child_environment(
-            MPBLUETOOTH_TRANSPORT=spec,
-            MPBLUETOOTH_SIM_ADDRESS=self.address.hex(":"),
-            PYTHONUNBUFFERED="1",
-            **{_STAY_ON_ENV: "1"},
-            **(env or {}),
+            **{
+                "MPBLUETOOTH_TRANSPORT": spec,
+                "MPBLUETOOTH_SIM_ADDRESS": self.address.hex(":"),
+                "PYTHONUNBUFFERED": "1",
+                _STAY_ON_ENV: "1",
+                **(env or {}),  # the test's settings win
+            }
         )
         command = [sys.executable, "-m", "mpbluetooth.testing._board_main", str(write_fd)]
         try:
@@ -108,6 +110,9 @@ class Board:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
             )
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         if input is not None and self.process.stdin is not None:

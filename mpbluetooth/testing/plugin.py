@@ -129,5 +129,11 @@ def board(sim_hub: HubProcess) -> Iterator[Callable[..., Board]]:
         return started
 
     yield start
+    errors = []
     for started in boards:
-        started.stop()
+        try:
+            started.stop()
+        except Exception as exc:  # noqa: BLE001 - stop the others, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
