@@ -25,6 +25,7 @@ from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
     IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_READ_RESULT,
     IRQ_GATTC_WRITE_DONE,
     IRQ_GATTS_WRITE,
     IRQ_L2CAP_CONNECT,
@@ -136,7 +137,7 @@ def test_hub_killed_ends_every_link_and_operation_then_enodev_then_recovers(
             before = len(c1.rec.of(IRQ_GATTC_READ_DONE))
             c1.ble.gattc_read(c1_conn, handles[0][0])
             assert c1.rec.wait(IRQ_GATTC_READ_DONE, count=before + 1)[2] == 0
-            assert c1.rec.of(15)[-1][2] == b"back"
+            assert c1.rec.of(IRQ_GATTC_READ_RESULT)[-1][2] == b"back"
             # The scan that ended with the transport left no timer behind: a new scan
             # runs past the old one's end.
             scans_done = len(c2.rec.of(IRQ_SCAN_DONE))
@@ -283,7 +284,7 @@ def test_a_blocked_handler_drops_counted_events_while_stack_and_other_links_work
         reads = len(other_rec.of(IRQ_GATTC_READ_DONE))
         other.gattc_read(other_conn, GAP_NAME_HANDLE)
         assert other_rec.wait(IRQ_GATTC_READ_DONE, count=reads + 1, timeout=1)[2] == 0
-        assert other_rec.of(15)[-1][2] == b"MPY BUMBLE"
+        assert other_rec.of(IRQ_GATTC_READ_RESULT)[-1][2] == b"MPY BUMBLE"
         blocked.gattc_write(my_conn, other_handles[0][2], b"still here", 1)
         other_rec.wait(IRQ_GATTS_WRITE, lambda d: d[1] == other_handles[0][2], timeout=1)
         assert other.gatts_read(other_handles[0][2]) == b"still here"

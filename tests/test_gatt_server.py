@@ -18,6 +18,7 @@ from mpbluetooth.constants import (
     IRQ_GATTC_INDICATE,
     IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_RESULT,
+    IRQ_GATTC_WRITE_DONE,
     IRQ_GATTS_INDICATE_DONE,
     IRQ_GATTS_READ_REQUEST,
     IRQ_GATTS_WRITE,
@@ -160,7 +161,7 @@ def test_append_buffer_accumulates_and_read_drains(gatt: Gatt) -> None:
     assert s.gatts_read(gatt.rx) == b""  # set_buffer clears
     for chunk in (b"abc", b"def", b"ghijk"):
         gatt.client.gattc_write(gatt.c_conn, gatt.rx, chunk, 1)
-    gatt.rc.wait(17, count=3)
+    gatt.rc.wait(IRQ_GATTC_WRITE_DONE, count=3)
     assert s.gatts_read(gatt.rx) == b"abcdefgh"  # capped at 8, the rest dropped
     assert s.gatts_read(gatt.rx) == b""  # drained
     s.gatts_write(gatt.rx, b"local")  # a local write replaces even in append mode
@@ -406,7 +407,7 @@ def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> 
                 break
             except OSError:
                 time.sleep(0.001)  # ENOMEM: buffers full, as on a board
-    gatt.rs.wait(3, count=len(sent))
+    gatt.rs.wait(IRQ_GATTS_WRITE, count=len(sent))
     assert got == sent
 
 
@@ -417,8 +418,8 @@ def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     gatt.server.gatts_write(gatt.tx, b"stale")
     gatt.rs.on_read = lambda conn, handle: gatt.server.gatts_write(handle, b"fresh")
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx)
-    assert gatt.rs.of(4)[-1] == (0xFFFF, gatt.tx)
-    assert gatt.rc.wait(18) == (gatt.c_conn, gatt.tx, b"fresh")
+    assert gatt.rs.of(IRQ_GATTS_READ_REQUEST)[-1] == (0xFFFF, gatt.tx)
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY) == (gatt.c_conn, gatt.tx, b"fresh")
     gatt.rs.on_read = None
     gatt.rs.answers[gatt.tx] = 1
     with pytest.raises(OSError) as refused:
@@ -426,5 +427,5 @@ def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     assert refused.value.errno == -9 and str(refused.value) == "-9"
     gatt.rs.answers.clear()
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"explicit")  # no read request for data
-    assert gatt.rc.wait(18, count=2)[2] == b"explicit"
-    assert len(gatt.rs.of(4)) == 2
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY, count=2)[2] == b"explicit"
+    assert len(gatt.rs.of(IRQ_GATTS_READ_REQUEST)) == 2

@@ -15,6 +15,7 @@ import pytest
 import mpbluetooth
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
+    IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
@@ -238,7 +239,7 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
 
         peer = on_loop(raw_host_connects, "raw host over the pty")
         assert peer.startswith(addr.hex(":").upper())
-        recorder.wait(1)
+        recorder.wait(IRQ_CENTRAL_CONNECT)
         recorder.wait(IRQ_CENTRAL_DISCONNECT)
         peripheral.close()
     finally:

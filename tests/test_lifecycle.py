@@ -18,6 +18,7 @@ import pytest
 import mpbluetooth
 from mpbluetooth import TransportError, sim
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import IRQ_CENTRAL_DISCONNECT, IRQ_PERIPHERAL_DISCONNECT
 from mpbluetooth.testing import wait_until
 from mpbluetooth.testing.lowlevel import call_soon, on_loop
 
@@ -101,8 +102,10 @@ def test_active_false_gives_peers_their_disconnect_but_us_none(pair: Any) -> Non
     a, ra, b, rb = pair
     connect(b, rb, a, ra)
     a.active(False)
-    rb.wait(8)  # the peer sees the link go
-    assert ra.of(2) == []  # NimBLE: no DISCONNECT events on the side that stopped
+    rb.wait(IRQ_PERIPHERAL_DISCONNECT)  # the peer sees the link go
+    assert (
+        ra.of(IRQ_CENTRAL_DISCONNECT) == []
+    )  # NimBLE: no DISCONNECT events on the side that stopped
 
 
 def test_unknown_transport_fails_fast_naming_the_spec() -> None:

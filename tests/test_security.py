@@ -27,6 +27,8 @@ from mpbluetooth.constants import (
     IRQ_GATTS_READ_REQUEST,
     IRQ_GET_SECRET,
     IRQ_PASSKEY_ACTION,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SET_SECRET,
 )
 from mpbluetooth.testing import Recorder
@@ -95,9 +97,9 @@ def setup(
 
 
 def reconnect(a: BLE, ra: Secrets, ca: int, b: BLE, rb: Secrets) -> tuple[int, int]:
-    before = len(ra.of(8))
+    before = len(ra.of(IRQ_PERIPHERAL_DISCONNECT))
     a.gap_disconnect(ca)
-    ra.wait(8, count=before + 1)
+    ra.wait(IRQ_PERIPHERAL_DISCONNECT, count=before + 1)
     return connect(a, ra, b, rb)
 
 
@@ -215,18 +217,18 @@ def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) ->
     a, ra, ca, b, rb, cb = setup(link, config, config)
     a.gap_pair(ca)
     ra.wait(IRQ_ENCRYPTION_UPDATE)
-    identity = ra.of(7)[0][1:]
+    identity = ra.of(IRQ_PERIPHERAL_CONNECT)[0][1:]
     a.gap_disconnect(ca)
-    ra.wait(8)
+    ra.wait(IRQ_PERIPHERAL_DISCONNECT)
     # The peripheral now advertises from an RPA made with the IRK it gave at pairing.
     b.config(addr_mode=2)
     rpa_type, rpa = b.config("mac")
     assert rpa_type == 1 and rpa[0] >> 6 == 0b01 and (rpa_type, rpa) != identity
     b.gap_advertise(20000, b"\x02\x01\x06")
     a.gap_connect(rpa_type, rpa)
-    ca = ra.wait(7, count=2)[0]
+    ca = ra.wait(IRQ_PERIPHERAL_CONNECT, count=2)[0]
     # NimBLE reports the peer's identity address once it is resolved.
-    assert ra.of(7)[1] == (ca, *identity)
+    assert ra.of(IRQ_PERIPHERAL_CONNECT)[1] == (ca, *identity)
     a.gap_pair(ca)
     assert ra.wait(IRQ_ENCRYPTION_UPDATE, count=2) == (ca, 1, 0, 1, 16)
 
