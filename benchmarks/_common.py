@@ -3,16 +3,16 @@
 The facade side is ordinary MicroPython-style code: ``BLE`` instances from ``sim.Link``, a
 sending loop in the main thread, an IRQ handler on each instance's dispatcher thread. The raw
 side is what a Bumble program would write: coroutines on the same loop thread that
-mpbluetooth uses (``mpbluetooth._runtime``), plain ``Device``/``Host`` objects, and our
-``SimController`` on a ``SimLink`` exactly as ``mpbluetooth._stack`` builds them, so both
-sides move their packets through identical simulated controllers.
+mpbluetooth uses (``mpbluetooth.testing.lowlevel.on_loop``), plain ``Device``/``Host``
+objects, and our ``SimController`` on a ``SimLink`` as mpbluetooth builds them for a
+simulated instance, so both sides move their packets through identical simulated
+controllers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import statistics
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -20,27 +20,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpbluetooth import UUID, sim
-from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import (
+    FLAG_NOTIFY,
+    FLAG_READ,
+    FLAG_WRITE,
+    FLAG_WRITE_NO_RESPONSE,
+    IRQ_CENTRAL_CONNECT,
+    IRQ_L2CAP_CONNECT,
+    IRQ_MTU_EXCHANGED,
+    IRQ_PERIPHERAL_CONNECT,
+)
+from mpbluetooth.testing import Recorder
+from mpbluetooth.testing.lowlevel import on_loop
 
-# MicroPython's constants, as a program would define them.
-IRQ_CENTRAL_CONNECT = 1
-IRQ_GATTS_WRITE = 3
-IRQ_SCAN_RESULT = 5
-IRQ_PERIPHERAL_CONNECT = 7
-IRQ_GATTC_READ_RESULT = 15
-IRQ_GATTC_READ_DONE = 16
-IRQ_GATTC_WRITE_DONE = 17
-IRQ_GATTC_NOTIFY = 18
-IRQ_MTU_EXCHANGED = 21
-IRQ_L2CAP_ACCEPT = 22
-IRQ_L2CAP_CONNECT = 23
-IRQ_L2CAP_RECV = 25
-IRQ_L2CAP_SEND_READY = 26
-FLAG_READ = 0x0002
-FLAG_WRITE_NO_RESPONSE = 0x0004
-FLAG_WRITE = 0x0008
-FLAG_NOTIFY = 0x0010
 ENOMEM = 12
 
 #: The ACL backlog both senders respect (mpbluetooth's ``ACL_BACKLOG_LIMIT``; the raw
@@ -135,16 +128,7 @@ def interleaved(
 
 def call(coro: Coroutine[Any, Any, Any], what: str, timeout: float = 120.0) -> Any:
     """Run a coroutine on mpbluetooth's loop thread and wait for its result."""
-    return runtime().call(coro, f"benchmark: {what}", timeout=timeout)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Poll a condition no event announces, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.002)
+    return on_loop(lambda: coro, f"benchmark: {what}", timeout)
 
 
 def rss_kib() -> int:
@@ -166,39 +150,19 @@ def _status_field(name: str) -> int:
 
 
 # --- the facade side -----------------------------------------------------------------------
-class Handler:
-    """A MicroPython-style IRQ handler: counts events and stamps the last one.
+def handler() -> Recorder:
+    """A MicroPython-style IRQ handler for a benchmark: it counts every event and stamps
+    the last one, and keeps the data of the few events a workload reads back (keeping every
+    notification would measure the copying). ``on[event]`` runs the program's own code
+    inside the handler."""
+    return Recorder(keep={IRQ_CENTRAL_CONNECT, IRQ_PERIPHERAL_CONNECT, IRQ_L2CAP_CONNECT})
 
-    Events listed in ``wake`` are also handed to the main thread through a queue (the
-    cheapest cross-thread wake-up), for request/response loops. ``hooks`` run inside the
-    handler, as a program's own code would.
-    """
 
-    def __init__(self) -> None:
-        self.counts = [0] * 32
-        self.last = 0.0
-        self.data: dict[int, tuple[Any, ...]] = {}
-        self.keep: set[int] = {IRQ_CENTRAL_CONNECT, IRQ_PERIPHERAL_CONNECT, IRQ_L2CAP_CONNECT}
-        self.wake: set[int] = set()
-        self.woken: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.hooks: dict[int, Callable[[tuple[Any, ...]], Any]] = {}
-
-    def __call__(self, event: int, data: tuple[Any, ...]) -> Any:
-        self.counts[event] += 1
-        self.last = time.perf_counter()
-        if event in self.keep:
-            self.data[event] = tuple(bytes(v) if isinstance(v, memoryview) else v for v in data)
-        hook = self.hooks.get(event)
-        result = hook(data) if hook is not None else None
-        if event in self.wake:
-            self.woken.put(event)
-        return result
-
-    def wait(self, event: int, count: int = 1, timeout: float = WAIT) -> None:
-        wait_until(lambda: self.counts[event] >= count, f"IRQ {event} x{count}", timeout)
-
-    def next_woken(self, timeout: float = WAIT) -> int:
-        return self.woken.get(timeout=timeout)
+def round_trip(start_one: Callable[[], object], recorder: Recorder, event: int) -> None:
+    """Start a request and wait until the handler saw its ``event`` (the next one)."""
+    before = recorder.count(event)
+    start_one()
+    recorder.wait_count(event, before + 1)
 
 
 @dataclass
@@ -208,15 +172,15 @@ class FacadePair:
     link: sim.Link
     server: BLE
     client: BLE
-    sh: Handler
-    ch: Handler
+    sh: Recorder
+    ch: Recorder
     value_handle: int
     s_conn: int
     c_conn: int
 
     def close(self) -> None:
-        self.sh.hooks.clear()
-        self.ch.hooks.clear()
+        self.sh.on.clear()
+        self.ch.on.clear()
         self.link.close()
 
 
@@ -225,7 +189,7 @@ def facade_pair(mtu: int | None = MTU, name: str = "f") -> FacadePair:
     response, notify), connected; the MTU exchanged to ``mtu`` when given."""
     link = sim.Link()
     server, client = link.instance(f"{name}-server"), link.instance(f"{name}-client")
-    sh, ch = Handler(), Handler()
+    sh, ch = handler(), handler()
     server.irq(sh)
     client.irq(ch)
     server.active(True)
@@ -237,16 +201,14 @@ def facade_pair(mtu: int | None = MTU, name: str = "f") -> FacadePair:
     server.gatts_write(value_handle, bytes(MTU_PAYLOAD))
     server.gap_advertise(20000, b"\x02\x01\x06")
     client.gap_connect(*server.config("mac"))
-    ch.wait(IRQ_PERIPHERAL_CONNECT)
-    sh.wait(IRQ_CENTRAL_CONNECT)
-    c_conn = ch.data[IRQ_PERIPHERAL_CONNECT][0]
-    s_conn = sh.data[IRQ_CENTRAL_CONNECT][0]
+    c_conn = ch.wait(IRQ_PERIPHERAL_CONNECT)[0]
+    s_conn = sh.wait(IRQ_CENTRAL_CONNECT)[0]
     if mtu is not None:
         server.config(mtu=mtu)
         client.config(mtu=mtu)
         client.gattc_exchange_mtu(c_conn)
-        ch.wait(IRQ_MTU_EXCHANGED)
-        sh.wait(IRQ_MTU_EXCHANGED)
+        ch.wait_count(IRQ_MTU_EXCHANGED, 1)
+        sh.wait_count(IRQ_MTU_EXCHANGED, 1)
     return FacadePair(link, server, client, sh, ch, value_handle, s_conn, c_conn)
 
 
@@ -270,7 +232,7 @@ _raw_names = iter(range(1, 1_000_000))
 
 async def raw_device(link: Any, name: str) -> Any:
     """A powered-on Bumble ``Device`` behind our ``SimController`` on ``link``: the same
-    objects ``mpbluetooth._stack`` makes for a simulated instance."""
+    objects mpbluetooth makes for a simulated instance."""
     from bumble.device import Device, DeviceConfiguration
     from bumble.hci import Address
     from bumble.host import Host
@@ -431,8 +393,4 @@ async def raw_pair(
 
 def in_loop_thread(fn: Callable[[], Any]) -> Any:
     """Run a plain function on the loop thread and return its result."""
-
-    async def run() -> Any:
-        return fn()
-
-    return call(run(), "run on the loop")
+    return on_loop(fn, "benchmark: run on the loop")

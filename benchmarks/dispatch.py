@@ -22,8 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mpbluetooth.constants import IRQ_GATTC_NOTIFY
+from mpbluetooth.testing import wait_until
+from mpbluetooth.testing.lowlevel import bumble_device
+
 from ._common import (
-    IRQ_GATTC_NOTIFY,
     WAIT,
     Result,
     Settings,
@@ -33,7 +36,6 @@ from ._common import (
     median,
     percentile,
     raw_pair,
-    wait_until,
 )
 
 IDLE_RATE = 500
@@ -94,7 +96,7 @@ class FacadeLatency:
             if event == IRQ_GATTC_NOTIFY:
                 arrivals.append((struct.unpack_from("<I", data[2])[0], now))
 
-        c_device = pair.client._stack.device
+        c_device = bumble_device(pair.client)
         self.host = c_device.host
         in_loop_thread(lambda: _stamp(c_device.lookup_connection(pair.c_conn), self.stamps))
         pair.client.irq(handler)
@@ -112,8 +114,8 @@ class FacadeLatency:
         )
         wait_until(
             lambda: len(self.arrivals) + irq_stats(self.pair.client).dropped - dropped >= sent,
-            f"{sent} notifications",
             WAIT,
+            f"{sent} notifications",
         )
         lost = irq_stats(self.pair.client).dropped - dropped
         return [now - self.stamps[seq] for seq, now in self.arrivals], lost

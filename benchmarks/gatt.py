@@ -15,14 +15,17 @@ import time
 from collections.abc import Callable
 
 from mpbluetooth import irq_stats
-
-from ._common import (
-    ACL_BACKLOG,
-    ENOMEM,
+from mpbluetooth.constants import (
     IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_DONE,
     IRQ_GATTC_WRITE_DONE,
     IRQ_GATTS_WRITE,
+)
+from mpbluetooth.testing import wait_until
+
+from ._common import (
+    ACL_BACKLOG,
+    ENOMEM,
     MTU_PAYLOAD,
     WAIT,
     FacadePair,
@@ -35,8 +38,8 @@ from ._common import (
     interleaved,
     median,
     raw_pair,
+    round_trip,
     wait_for_flow,
-    wait_until,
 )
 
 SMALL = 20
@@ -76,8 +79,8 @@ def facade_stream(
         sent += 1
     wait_until(
         lambda: received() - before + dropped() - dropped_before >= sent,
-        f"{sent} messages (delivered or dropped)",
         WAIT,
+        f"{sent} messages (delivered or dropped)",
     )
     return (received() - before) / (last() - start)
 
@@ -113,16 +116,13 @@ def facade_write_command(pair: FacadePair, size: int, seconds: float) -> float:
     )
 
 
-def facade_round_trips(
-    start_one: Callable[[], None], handler_wait: Callable[[], int], seconds: float
-) -> float:
-    """Request, wait for its ``*_DONE`` (the handler wakes us), repeat; round trips/s."""
+def facade_round_trips(one: Callable[[], None], seconds: float) -> float:
+    """Request, wait for its ``*_DONE`` (``round_trip``), repeat; round trips/s."""
     done = 0
     start = time.perf_counter()
     end = start + seconds
     while True:
-        start_one()
-        handler_wait()
+        one()
         done += 1
         now = time.perf_counter()
         if now >= end:
@@ -136,21 +136,18 @@ def facade_write_request(pair: FacadePair, seconds: float) -> float:
         pair.value_handle,
         bytes(SMALL),
     )
-    pair.ch.wake.add(IRQ_GATTC_WRITE_DONE)
-    try:
-        return facade_round_trips(lambda: write(conn, handle, data, 1), pair.ch.next_woken, seconds)
-    finally:
-        pair.ch.wake.discard(IRQ_GATTC_WRITE_DONE)
+    return facade_round_trips(
+        lambda: round_trip(lambda: write(conn, handle, data, 1), pair.ch, IRQ_GATTC_WRITE_DONE),
+        seconds,
+    )
 
 
 def facade_read(pair: FacadePair, seconds: float) -> float:
     read, conn, handle = pair.client.gattc_read, pair.c_conn, pair.value_handle
     pair.server.gatts_write(handle, bytes(SMALL))
-    pair.ch.wake.add(IRQ_GATTC_READ_DONE)
-    try:
-        return facade_round_trips(lambda: read(conn, handle), pair.ch.next_woken, seconds)
-    finally:
-        pair.ch.wake.discard(IRQ_GATTC_READ_DONE)
+    return facade_round_trips(
+        lambda: round_trip(lambda: read(conn, handle), pair.ch, IRQ_GATTC_READ_DONE), seconds
+    )
 
 
 # --- raw Bumble -----------------------------------------------------------------------------

@@ -22,20 +22,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._common import (
-    CHAR_UUID,
-    ENOMEM,
+from mpbluetooth.constants import (
     FLAG_NOTIFY,
     FLAG_READ,
     IRQ_CENTRAL_CONNECT,
     IRQ_GATTC_NOTIFY,
     IRQ_MTU_EXCHANGED,
     IRQ_PERIPHERAL_CONNECT,
+)
+
+from ._common import (
+    CHAR_UUID,
+    ENOMEM,
     MTU,
     SERVICE_UUID,
-    Handler,
     Result,
     Settings,
+    handler,
     interleaved,
     median,
 )
@@ -164,8 +167,8 @@ def facade_peer(role: str, args: list[str]) -> None:
     from mpbluetooth import UUID
 
     ble = mpbluetooth.BLE()  # MPBLUETOOTH_TRANSPORT points at the hub
-    handler = Handler()
-    ble.irq(handler)
+    events = handler()
+    ble.irq(events)
     ble.active(True)
     if role == "server":
         seconds = float(args[0])
@@ -176,9 +179,8 @@ def facade_peer(role: str, args: list[str]) -> None:
         ble.gap_advertise(20000, b"\x02\x01\x06")
         addr_type, addr = ble.config("mac")
         print("ready", addr_type, addr.hex(), flush=True)
-        handler.wait(IRQ_CENTRAL_CONNECT, timeout=30)
-        handler.wait(IRQ_MTU_EXCHANGED, timeout=30)
-        conn = handler.data[IRQ_CENTRAL_CONNECT][0]
+        conn = events.wait(IRQ_CENTRAL_CONNECT, timeout=30)[0]
+        events.wait_count(IRQ_MTU_EXCHANGED, 1, timeout=30)
         time.sleep(0.3)
         data, sent = bytes(PAYLOAD), 0
         end = time.perf_counter() + seconds
@@ -194,12 +196,11 @@ def facade_peer(role: str, args: list[str]) -> None:
         ble.active(False)
         return
     ble.gap_connect(int(args[0]), bytes.fromhex(args[1]))
-    handler.wait(IRQ_PERIPHERAL_CONNECT, timeout=30)
-    conn = handler.data[IRQ_PERIPHERAL_CONNECT][0]
+    conn = events.wait(IRQ_PERIPHERAL_CONNECT, timeout=30)[0]
     ble.config(mtu=MTU)
     ble.gattc_exchange_mtu(conn)
-    handler.wait(IRQ_MTU_EXCHANGED, timeout=30)
-    _count_until_idle(lambda: handler.counts[IRQ_GATTC_NOTIFY], lambda: handler.last)
+    events.wait_count(IRQ_MTU_EXCHANGED, 1, timeout=30)
+    _count_until_idle(lambda: events.count(IRQ_GATTC_NOTIFY), lambda: events.last)
     ble.active(False)
 
 

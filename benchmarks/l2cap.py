@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mpbluetooth.constants import IRQ_L2CAP_CONNECT, IRQ_L2CAP_RECV, IRQ_L2CAP_SEND_READY
+from mpbluetooth.testing import wait_until
+
 from ._common import (
-    IRQ_L2CAP_CONNECT,
-    IRQ_L2CAP_RECV,
-    IRQ_L2CAP_SEND_READY,
     WAIT,
-    Handler,
     Result,
     Settings,
     call,
@@ -33,7 +32,6 @@ from ._common import (
     median,
     raw_connect,
     raw_device,
-    wait_until,
 )
 
 PSM = 0x0080
@@ -57,10 +55,8 @@ class FacadeChannel:
         server = pair.server
         server.l2cap_listen(PSM, CHANNEL_MTU)
         pair.client.l2cap_connect(pair.c_conn, PSM, CHANNEL_MTU)
-        pair.ch.wait(IRQ_L2CAP_CONNECT)
-        pair.sh.wait(IRQ_L2CAP_CONNECT)
-        self.c_cid = pair.ch.data[IRQ_L2CAP_CONNECT][1]
-        s_conn, s_cid = pair.s_conn, pair.sh.data[IRQ_L2CAP_CONNECT][1]
+        self.c_cid = pair.ch.wait(IRQ_L2CAP_CONNECT)[1]
+        s_conn, s_cid = pair.s_conn, pair.sh.wait(IRQ_L2CAP_CONNECT)[1]
 
         def on_recv(data: tuple[Any, ...]) -> None:
             # Drain everything pending, as a MicroPython program does on _IRQ_L2CAP_RECV.
@@ -71,8 +67,7 @@ class FacadeChannel:
                 self.received += got
             self.last = time.perf_counter()
 
-        pair.sh.hooks[IRQ_L2CAP_RECV] = on_recv
-        pair.ch.wake.add(IRQ_L2CAP_SEND_READY)
+        pair.sh.on[IRQ_L2CAP_RECV] = on_recv
 
     def measure(self, seconds: float) -> float:
         client, conn, cid, ch = self.pair.client, self.pair.c_conn, self.c_cid, self.pair.ch
@@ -82,20 +77,16 @@ class FacadeChannel:
         start = time.perf_counter()
         end = start + seconds
         while time.perf_counter() < end:
+            readied = ch.count(IRQ_L2CAP_SEND_READY)
             ready = client.l2cap_send(conn, cid, sdu)
             sent += len(sdu)
             if not ready:
-                _wait_for(ch, IRQ_L2CAP_SEND_READY)
-        wait_until(lambda: self.received - before >= sent, f"{sent} bytes", WAIT)
+                ch.wait_count(IRQ_L2CAP_SEND_READY, readied + 1)
+        wait_until(lambda: self.received - before >= sent, WAIT, f"{sent} bytes")
         return sent / (self.last - start)
 
     def close(self) -> None:
         self.pair.close()
-
-
-def _wait_for(handler: Handler, event: int) -> None:
-    while handler.next_woken() != event:
-        pass
 
 
 class RawChannel:

@@ -22,17 +22,9 @@ from typing import Any
 
 from mpbluetooth import irq_stats, sim
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import IRQ_SCAN_RESULT
 
-from ._common import (
-    IRQ_SCAN_RESULT,
-    Result,
-    Settings,
-    call,
-    interleaved,
-    median,
-    raw_device,
-    rss_kib,
-)
+from ._common import Result, Settings, call, interleaved, median, raw_device, rss_kib
 
 ADVERTISERS = 20
 FLOOD_RATE = 5_000

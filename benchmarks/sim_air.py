@@ -13,52 +13,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 CLIENT = r"""
-import json, sys, threading, time
-from mpbluetooth.ble import BLE
+import json, sys, time
+import mpbluetooth
+from mpbluetooth import UUID
+from mpbluetooth.constants import IRQ_CENTRAL_CONNECT, IRQ_GATTC_NOTIFY, IRQ_PERIPHERAL_CONNECT
+from mpbluetooth.testing import Recorder
 spec, pairs, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-SERVICE = ((0x180F and __import__("mpbluetooth.uuid", fromlist=["UUID"]).UUID(0x180F),
-            ((__import__("mpbluetooth.uuid", fromlist=["UUID"]).UUID(0x2A19), 0x12),)),)
-received = [0]
-links = []
+SERVICE = ((UUID(0x180F), ((UUID(0x2A19), 0x12),)),)
+links, centrals = [], []
 for n in range(pairs):
-    p, c = BLE._new_instance(f"p{n}", transport=spec), BLE._new_instance(f"c{n}", transport=spec)
-    done = threading.Event()
-    state = {}
-    def on_p(e, d, state=state):
-        if e == 1:
-            state["ph"] = d[0]
-    def on_c(e, d, state=state, done=done):
-        if e == 7:
-            state["ch"] = d[0]; done.set()
-        elif e == 18:
-            received[0] += 1
+    p, c = mpbluetooth.open(spec, f"p{n}"), mpbluetooth.open(spec, f"c{n}")
+    on_p, on_c = Recorder(keep={IRQ_CENTRAL_CONNECT}), Recorder(keep={IRQ_PERIPHERAL_CONNECT})
     p.irq(on_p); c.irq(on_c); p.active(True); c.active(True)
     ((vh,),) = p.gatts_register_services(SERVICE)
     p.gap_advertise(20000, b"\x02\x01\x06")
     c.gap_connect(*p.config("mac"), 2000, 7500, 7500)
-    assert done.wait(10), "no connection"
-    while "ph" not in state:
-        time.sleep(0.01)
-    links.append((p, state, vh))
+    on_c.wait(IRQ_PERIPHERAL_CONNECT)
+    links.append((p, on_p.wait(IRQ_CENTRAL_CONNECT)[0], vh))
+    centrals.append(on_c)
 print("connected", flush=True)
 sys.stdin.readline()  # idle phase measured by the parent
 sent = 0
 end = time.monotonic() + seconds
 while time.monotonic() < end:
-    for p, state, vh in links:
+    for p, conn, vh in links:
         try:
-            p.gatts_notify(state["ph"], vh, b"x" * 20)
+            p.gatts_notify(conn, vh, b"x" * 20)
             sent += 1
         except OSError:
             time.sleep(0.0005)
 time.sleep(0.5)
-print(json.dumps({"sent": sent, "received": received[0]}), flush=True)
+received = sum(on_c.count(IRQ_GATTC_NOTIFY) for on_c in centrals)
+print(json.dumps({"sent": sent, "received": received}), flush=True)
 sys.stdin.readline()
 """
 
@@ -69,12 +60,6 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=20)
@@ -82,39 +67,17 @@ def main() -> None:
     parser.add_argument("--timing", default="air")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
-    port = _free_port()
-    hub = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mpbluetooth",
-            "sim-hub",
-            "--tcp",
-            f"127.0.0.1:{port}",
-            "--timing",
-            args.timing,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from mpbluetooth.testing import HubProcess
+
+    hub = HubProcess(args.timing)
     client = None
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         client = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
                 CLIENT,
-                f"tcp-client:127.0.0.1:{port}",
+                hub.spec,
                 str(args.pairs),
                 str(args.seconds),
             ],
@@ -126,14 +89,14 @@ def main() -> None:
         assert client.stdin is not None and client.stdout is not None
         assert client.stdout.readline().strip() == "connected"
         time.sleep(1.0)  # let the connection set-up traffic settle
-        h0, c0, t0 = _cpu(hub.pid), _cpu(client.pid), time.monotonic()
+        h0, c0, t0 = _cpu(hub.process.pid), _cpu(client.pid), time.monotonic()
         time.sleep(args.seconds)
-        h1, c1, t1 = _cpu(hub.pid), _cpu(client.pid), time.monotonic()
+        h1, c1, t1 = _cpu(hub.process.pid), _cpu(client.pid), time.monotonic()
         client.stdin.write("\n")
         client.stdin.flush()
-        h2, c2, t2 = _cpu(hub.pid), _cpu(client.pid), time.monotonic()
+        h2, c2, t2 = _cpu(hub.process.pid), _cpu(client.pid), time.monotonic()
         stream = json.loads(client.stdout.readline())
-        h3, c3, t3 = _cpu(hub.pid), _cpu(client.pid), time.monotonic()
+        h3, c3, t3 = _cpu(hub.process.pid), _cpu(client.pid), time.monotonic()
         result = {
             "timing": args.timing,
             "pairs": args.pairs,
@@ -152,8 +115,7 @@ def main() -> None:
         if client is not None:
             client.kill()
             client.wait()
-        hub.terminate()
-        hub.wait(10)
+        hub.stop()
 
 
 if __name__ == "__main__":

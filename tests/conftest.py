@@ -1,23 +1,21 @@
-"""Fixtures: simulated instances on one link, and a handler that records events."""
+"""Our suite's fixtures, on top of the ``mpbluetooth.testing`` plugin: the engine matrix
+behind ``link`` (sim, hub, RootCanal), ``pair`` and ``gatt`` built on it, a session hub,
+and ``connect``. The recorder, the waits and the hub process are the plugin's."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from mpbluetooth import sim
-from mpbluetooth.ble import BLE
-
-WAIT = 5.0
+import mpbluetooth
+from mpbluetooth import BLE, sim
+from mpbluetooth.constants import IRQ_CENTRAL_CONNECT, IRQ_PERIPHERAL_CONNECT
+from mpbluetooth.testing import HubProcess, Recorder
 
 # The unit suite checks what the host sees, not when: it runs the simulated links it makes
 # (sim.Link(), BLE() on the default link, the hubs and `mpbluetooth run` it starts) in
@@ -25,52 +23,6 @@ WAIT = 5.0
 # ask for air timing explicitly. Setting MPBLUETOOTH_SIM_TIMING=air before pytest runs the
 # whole suite in air timing instead.
 os.environ.setdefault("MPBLUETOOTH_SIM_TIMING", "instant")
-
-
-class Recorder:
-    """An IRQ handler that keeps a copy of every event and lets a test wait for one."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[int, tuple[Any, ...]]] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, event: int, data: tuple[Any, ...]) -> None:
-        copy = tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
-        with self._cond:
-            self.events.append((event, copy))
-            self._cond.notify_all()
-
-    def of(self, event: int) -> list[tuple[Any, ...]]:
-        with self._cond:
-            return [data for code, data in self.events if code == event]
-
-    def wait(
-        self,
-        event: int,
-        where: Callable[[tuple[Any, ...]], bool] = lambda data: True,
-        timeout: float = WAIT,
-        count: int = 1,
-    ) -> tuple[Any, ...]:
-        """Wait until ``count`` events of this code matching ``where`` arrived; return the last."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [d for code, d in self.events if code == event and where(d)]
-                if len(found) >= count:
-                    return found[count - 1]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"no event {event} within {timeout} s; got {self.events}")
-                self._cond.wait(remaining)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = WAIT, what: str = "") -> None:
-    """Poll a condition that no event announces (counters), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -166,101 +118,42 @@ def gatt(link: Any) -> Any:
 
 def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[int, int]:
     """Connect ``central`` to ``peripheral``; return (central's handle, peripheral's handle)."""
-    before_c, before_p = len(rc.of(7)), len(rp.of(1))
+    before_c, before_p = len(rc.of(IRQ_PERIPHERAL_CONNECT)), len(rp.of(IRQ_CENTRAL_CONNECT))
     peripheral.gap_advertise(20000, b"\x02\x01\x06")
     addr_type, addr = peripheral.config("mac")
     central.gap_connect(addr_type, addr)
-    c_handle = rc.wait(7, count=before_c + 1)[0]
-    p_handle = rp.wait(1, count=before_p + 1)[0]
+    c_handle = rc.wait(IRQ_PERIPHERAL_CONNECT, count=before_c + 1)[0]
+    p_handle = rp.wait(IRQ_CENTRAL_CONNECT, count=before_p + 1)[0]
     return c_handle, p_handle
 
 
 class HubMedium:
-    """Instances joined to a hub process over TCP: the same interface as ``sim.Link``."""
+    """Instances joined to a hub process: the same interface as ``sim.Link``."""
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self._instances: list[BLE] = []
 
     def instance(self, name: str | None = None) -> BLE:
-        ble = BLE._new_instance(name or f"hub{len(self._instances) + 1}", transport=self.spec)
+        ble = mpbluetooth.open(self.spec, name or f"hub{len(self._instances) + 1}")
         self._instances.append(ble)
         return ble
 
     def close(self) -> None:
         for ble in self._instances:
-            ble._close()
+            ble.close()
         self._instances.clear()
 
 
 ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_connectable(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-class HubProcess:
-    """``mpbluetooth sim-hub`` in its own process, on a free TCP port."""
-
-    def __init__(self, *extra: str, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mpbluetooth",
-                "sim-hub",
-                "--tcp",
-                f"127.0.0.1:{self.port}",
-                *extra,
-            ],
-            env=ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_connectable(self.port)
-        except OSError:
-            self.stop()
-            raise
-        self.spec = f"tcp-client:127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate(timeout=10)
-
-    def stop(self) -> str:
-        """Stop the hub; returns what it logged."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err or ""
-
-
 @pytest.fixture(scope="session")
 def hub_spec() -> Iterator[str]:
-    """One hub process for the session; each instance joins it over TCP."""
-    hub = HubProcess()
+    """One hub process for the session, over TCP (the boards' hubs use unix sockets)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub = HubProcess(spec=f"tcp-client:127.0.0.1:{port}")
     yield hub.spec
     hub.stop()

@@ -8,21 +8,27 @@ from typing import Any
 import pytest
 
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import (
+    FLAG_AUX_WRITE,
+    FLAG_INDICATE,
+    FLAG_NOTIFY,
+    FLAG_READ,
+    FLAG_READ_AUTHENTICATED,
+    FLAG_READ_AUTHORIZED,
+    FLAG_READ_ENCRYPTED,
+    FLAG_WRITE,
+    FLAG_WRITE_AUTHENTICATED,
+    FLAG_WRITE_ENCRYPTED,
+    FLAG_WRITE_NO_RESPONSE,
+    IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_READ_REQUEST,
+    IRQ_GATTS_WRITE,
+)
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
 
-from .conftest import Recorder, connect
-
-FLAG_READ = 0x0002
-FLAG_WRITE_NO_RESPONSE = 0x0004
-FLAG_WRITE = 0x0008
-FLAG_NOTIFY = 0x0010
-FLAG_INDICATE = 0x0020
-FLAG_AUX_WRITE = 0x0100
-FLAG_READ_ENCRYPTED = 0x0200
-FLAG_READ_AUTHENTICATED = 0x0400
-FLAG_READ_AUTHORIZED = 0x0800
-FLAG_WRITE_ENCRYPTED = 0x1000
-FLAG_WRITE_AUTHENTICATED = 0x2000
+from .conftest import connect
 
 HEART_RATE = UUID(0x180D)
 HR_MEASUREMENT = UUID(0x2A37)
@@ -66,7 +72,8 @@ SERVICES: Any = (
 class Server(Recorder):
     """Records like ``Recorder`` and answers read requests from ``answers`` (handle → code).
 
-    ``on_write`` runs inside the handler for each GATTS_WRITE, before it is recorded.
+    ``on_write``/``on_read`` run inside the handler for each GATTS_WRITE / READ_REQUEST
+    (with the event's arguments), before it is recorded.
     """
 
     def __init__(self) -> None:
@@ -74,16 +81,17 @@ class Server(Recorder):
         self.answers: dict[int, Any] = {}
         self.on_write: Any = None
         self.on_read: Any = None
+        self.on[IRQ_GATTS_WRITE] = self._written
+        self.on[IRQ_GATTS_READ_REQUEST] = self._read
 
-    def __call__(self, event: int, data: tuple[Any, ...]) -> Any:
-        if event == 3 and self.on_write is not None:
+    def _written(self, data: tuple[Any, ...]) -> None:
+        if self.on_write is not None:
             self.on_write(*data)
-        if event == 4 and self.on_read is not None:
+
+    def _read(self, data: tuple[Any, ...]) -> Any:
+        if self.on_read is not None:
             self.on_read(*data)
-        super().__call__(event, data)
-        if event == 4:
-            return self.answers.get(data[1])
-        return None
+        return self.answers.get(data[1])
 
 
 @dataclass
@@ -126,14 +134,14 @@ class Gatt:
 
     def read(self, handle: int) -> tuple[Any, ...]:
         """Read from the client; return READ_DONE (and the result, if any, in rc)."""
-        before = len(self.rc.of(16))
+        before = len(self.rc.of(IRQ_GATTC_READ_DONE))
         self.client.gattc_read(self.c_conn, handle)
-        return self.rc.wait(16, count=before + 1)
+        return self.rc.wait(IRQ_GATTC_READ_DONE, count=before + 1)
 
     def write(self, handle: int, data: bytes) -> tuple[Any, ...]:
-        before = len(self.rc.of(17))
+        before = len(self.rc.of(IRQ_GATTC_WRITE_DONE))
         self.client.gattc_write(self.c_conn, handle, data, 1)
-        return self.rc.wait(17, count=before + 1)
+        return self.rc.wait(IRQ_GATTC_WRITE_DONE, count=before + 1)
 
 
 def make_gatt(link: Any, services: Any = SERVICES) -> Gatt:

@@ -36,9 +36,10 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
 
-from .conftest import Recorder, connect
+from .conftest import connect
 from .gatt_setup import SERVICES, Gatt, Server
 
 PSM = 0x80

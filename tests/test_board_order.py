@@ -19,8 +19,8 @@ from mpbluetooth.constants import (
     IRQ_GATTC_READ_DONE,
     IRQ_PERIPHERAL_DISCONNECT,
 )
+from mpbluetooth.testing import Recorder
 
-from .conftest import Recorder
 from .gatt_setup import make_gatt
 
 #: Bounds every program below: it prints what it saw and exits well before this.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth.ble import BLE
+import mpbluetooth
 
 from .conftest import ENV
 
@@ -124,13 +124,13 @@ def test_run_missing_script(tmp_path: Path) -> None:
 def two_advertisers(hub_spec: str) -> Iterator[str]:
     instances = []
     for name in (b"alpha", b"beta"):
-        ble = BLE._new_instance(name.decode(), transport=hub_spec)
+        ble = mpbluetooth.open(hub_spec, name.decode())
         ble.active(True)
         ble.gap_advertise(20000, b"\x02\x01\x06" + bytes((len(name) + 1, 0x09)) + name)
         instances.append(ble)
     yield hub_spec
     for ble in instances:
-        ble._close()
+        ble.close()
 
 
 def test_scan_lists_the_advertisers_on_a_hub(two_advertisers: str) -> None:
@@ -167,28 +167,6 @@ def test_demo() -> None:
     result = cli("demo")
     assert result.returncode == 0, result.stderr
     assert "[central   ] connected" in result.stdout
-
-
-def find_or_install_tshark() -> str:
-    """tshark, installing Debian's package when we can (root with apt-get), else skip."""
-    tshark = shutil.which("tshark")
-    if tshark is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "tshark"],
-        ):
-            try:
-                subprocess.run(command, capture_output=True, timeout=600, env=env, check=False)
-            except subprocess.TimeoutExpired:
-                break
-        tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.skip(
-            "tshark is not installed and could not be (Debian package 'tshark', needs root "
-            "and apt-get): the btsnoop format was checked, Wireshark's reading of it was not"
-        )
-    return tshark
 
 
 def test_snoop_trace_is_a_btsnoop_file_wireshark_reads(tmp_path: Path) -> None:

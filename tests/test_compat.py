@@ -1,12 +1,12 @@
 """MicroPython's runtime shims: ticks, schedule, machine, asyncio additions, str as a buffer.
 
-The shim modules are tested directly, so this process's ``sys.modules`` is not
-touched; ``install()`` itself runs in subprocesses.
+The public shim modules (``micropython``, ``machine``, ``strbuf``) are tested directly, so
+this process's ``sys.modules`` is not touched; what ``install()`` adds to ``time`` and
+``asyncio`` is tested as a program sees it, under ``mpbluetooth-python`` in a subprocess.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth.compat import _asyncio, _importhook, _sched, _time, machine, micropython, strbuf
+from mpbluetooth.compat import machine, micropython, strbuf
 
 WAIT_S = 5.0
+#: How many callbacks ``micropython.schedule`` holds before "schedule queue full".
+SCHEDULE_DEPTH = 32
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,40 +45,43 @@ def _sync_with_scheduler() -> None:
 # --- time -------------------------------------------------------------------------------
 
 
+def _micropython(code: str) -> None:
+    """Run ``code`` as a MicroPython program (``mpbluetooth-python -c``); it must succeed."""
+    env = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_ticks_add_and_diff_wrap_around() -> None:
-    top = _time.TICKS_MAX
-    assert _time.ticks_diff(_time.ticks_add(0, -1), 0) == -1
-    assert _time.ticks_add(0, -1) == top
-    assert _time.ticks_add(top, 1) == 0
-    assert _time.ticks_diff(0, top) == 1
-    assert _time.ticks_diff(top, 0) == -1
-    assert _time.ticks_diff(_time.ticks_add(top - 5, 100), top - 5) == 100
-    assert _time.ticks_diff(1 << 29, 0) == -(1 << 29)  # the signed range's edge
-    assert _time.ticks_diff((1 << 29) - 1, 0) == (1 << 29) - 1
-
-
-def test_ticks_add_rejects_deltas_ticks_diff_cannot_recover() -> None:
-    with pytest.raises(OverflowError, match="ticks interval overflow"):
-        _time.ticks_add(0, 1 << 29)
-    with pytest.raises(OverflowError):
-        _time.ticks_add(0, -(1 << 29))
-
-
-def test_ticks_are_in_range_and_sleep_ms_elapses() -> None:
-    for ticks in (_time.ticks_ms, _time.ticks_us, _time.ticks_cpu):
-        assert 0 <= ticks() <= _time.TICKS_MAX
-    start = _time.ticks_ms()
-    _time.sleep_ms(20)
-    assert _time.ticks_diff(_time.ticks_ms(), start) >= 19
-    _time.sleep_ms(-5)  # MicroPython returns at once; CPython's sleep would raise
-    _time.sleep_us(-5)
-    _time.sleep_us(100)
-
-
-def test_time_patch_adds_to_the_real_module() -> None:
-    _time.patch()
-    assert time.ticks_diff is _time.ticks_diff  # type: ignore[attr-defined]
-    assert time.sleep is not _time.sleep_ms
+    _micropython("""
+        import time
+        top = time.ticks_add(0, -1)
+        assert top == (1 << 30) - 1, top  # MicroPython's ticks period is 2**30
+        assert time.ticks_diff(top, 0) == -1 and time.ticks_diff(0, top) == 1
+        assert time.ticks_add(top, 1) == 0
+        assert time.ticks_diff(time.ticks_add(top - 5, 100), top - 5) == 100
+        assert time.ticks_diff(1 << 29, 0) == -(1 << 29)  # the signed range's edge
+        assert time.ticks_diff((1 << 29) - 1, 0) == (1 << 29) - 1
+        for delta in (1 << 29, -(1 << 29)):  # deltas ticks_diff could not recover
+            try:
+                time.ticks_add(0, delta)
+            except OverflowError as exc:
+                assert "ticks interval overflow" in str(exc)
+            else:
+                raise AssertionError(delta)
+        for ticks in (time.ticks_ms, time.ticks_us, time.ticks_cpu):
+            assert 0 <= ticks() <= top
+        start = time.ticks_ms()
+        time.sleep_ms(20)
+        assert time.ticks_diff(time.ticks_ms(), start) >= 19
+        time.sleep_ms(-5)  # MicroPython returns at once; CPython's sleep would raise
+        time.sleep_us(-5)
+        time.sleep_us(100)
+        assert time.sleep is not time.sleep_ms  # added to the real module, nothing replaced
+    """)
 
 
 # --- micropython ------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def test_schedule_queue_full() -> None:
     micropython.schedule(block, None)
     assert started.wait(WAIT_S)
     try:
-        for _ in range(_sched.DEPTH - 1):
+        for _ in range(SCHEDULE_DEPTH - 1):
             micropython.schedule(lambda _: None, None)
         micropython.schedule(lambda _: drained.set(), None)
         with pytest.raises(RuntimeError, match="schedule queue full"):
@@ -263,39 +268,49 @@ def test_disable_irq_holds_back_scheduled_callbacks() -> None:
 # --- asyncio ----------------------------------------------------------------------------
 
 
-async def test_thread_safe_flag_set_before_wait_clears_on_return() -> None:
-    flag = _asyncio.ThreadSafeFlag()
-    setter = threading.Thread(target=flag.set)
-    setter.start()
-    setter.join(WAIT_S)
-    await asyncio.wait_for(flag.wait(), WAIT_S)
-    with pytest.raises(TimeoutError):
-        await _asyncio.wait_for_ms(flag.wait(), 20)
+def test_thread_safe_flag_and_the_ms_helpers() -> None:
+    _micropython("""
+        import asyncio, threading
 
+        async def main():
+            # Set before the wait: the wait returns at once and clears the flag.
+            flag = asyncio.ThreadSafeFlag()
+            setter = threading.Thread(target=flag.set)
+            setter.start()
+            setter.join(5)
+            await asyncio.wait_for(flag.wait(), 5)
+            try:
+                await asyncio.wait_for_ms(flag.wait(), 20)
+                raise AssertionError("the flag stayed set")
+            except asyncio.TimeoutError:
+                pass
+            # Set from another thread while a task waits.
+            flag = asyncio.ThreadSafeFlag()
+            waiter = asyncio.create_task(flag.wait())
+            asyncio.get_running_loop().call_soon(
+                lambda: threading.Thread(target=flag.set).start())
+            await asyncio.wait_for(waiter, 5)
+            # clear() cancels a set nobody waited for.
+            flag = asyncio.ThreadSafeFlag()
+            flag.set()
+            flag.clear()
+            try:
+                await asyncio.wait_for_ms(flag.wait(), 20)
+                raise AssertionError("a cleared flag woke a waiter")
+            except asyncio.TimeoutError:
+                pass
+            assert await asyncio.sleep_ms(1, "done") == "done"
+            assert await asyncio.sleep_ms(-1, 0) == 0
+            assert await asyncio.wait_for_ms(asyncio.sleep_ms(1, 7), 5_000) == 7
+            try:
+                await asyncio.wait_for_ms(asyncio.sleep(10), 10)
+                raise AssertionError("no timeout")
+            except asyncio.TimeoutError:
+                pass
+            print("ok")
 
-async def test_thread_safe_flag_set_from_another_thread_during_wait() -> None:
-    flag = _asyncio.ThreadSafeFlag()
-    waiter = asyncio.create_task(flag.wait())
-    # Runs after the task's first step, which leaves it parked in wait().
-    asyncio.get_running_loop().call_soon(lambda: threading.Thread(target=flag.set).start())
-    await asyncio.wait_for(waiter, WAIT_S)
-    assert not flag._waiters
-
-
-async def test_thread_safe_flag_clear_cancels_a_pending_set() -> None:
-    flag = _asyncio.ThreadSafeFlag()
-    flag.set()
-    flag.clear()
-    with pytest.raises(asyncio.TimeoutError):
-        await _asyncio.wait_for_ms(flag.wait(), 20)
-
-
-async def test_sleep_ms_and_wait_for_ms() -> None:
-    assert await _asyncio.sleep_ms(1, "done") == "done"
-    assert await _asyncio.sleep_ms(-1, 0) == 0
-    assert await _asyncio.wait_for_ms(_asyncio.sleep_ms(1, 7), 5_000) == 7
-    with pytest.raises(asyncio.TimeoutError):
-        await _asyncio.wait_for_ms(asyncio.sleep(10), 10)
+        asyncio.run(main())
+    """)
 
 
 def test_create_task_before_a_loop_runs_is_deferred_to_asyncio_run() -> None:
@@ -512,23 +527,21 @@ def test_untransformed_source_compiles_without_helper_import() -> None:
 
 
 def test_import_hook_transforms_user_modules_only(tmp_path: Path) -> None:
+    """Under ``mpbluetooth-python``, a module of the user's gets ``bytes + str``; the
+    standard library and mpbluetooth itself are left as they are."""
     (tmp_path / "usermod_strbuf.py").write_text("def name(s):\n    return b'>' + s\n")
-    import json
-
-    assert _importhook.is_user_file(str(tmp_path / "usermod_strbuf.py"))
-    assert not _importhook.is_user_file(json.__file__)
-    assert not _importhook.is_user_file(strbuf.__file__)
-    was_installed = _importhook.is_installed()
-    _importhook.install()
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import usermod_strbuf
-
-        assert usermod_strbuf.name("x") == b">x"
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("usermod_strbuf", None)
-        if not was_installed:
-            _importhook.remove()
-    assert not (tmp_path / "__pycache__").exists()
-    assert _importhook.is_installed() == was_installed
+    (tmp_path / "main.py").write_text(
+        "import os, usermod_strbuf\n"
+        "assert usermod_strbuf.name('x') == b'>x'\n"
+        "try:\n"  # posixpath.join adds bytes and str inside: untransformed, it refuses
+        "    os.path.join(b'a', 'b')\n"
+        "except TypeError:\n"
+        "    print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", str(tmp_path / "main.py")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stdout + done.stderr
+    assert not (tmp_path / "__pycache__").exists()  # transformed code is never cached

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
 
 import mpbluetooth
-from mpbluetooth import _events, sim
+from mpbluetooth import sim
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
+    GATTS_ERROR_INSUFFICIENT_AUTHENTICATION,
     IRQ_CENTRAL_CONNECT,
+    IRQ_GATTC_NOTIFY,
     IRQ_GATTS_READ_REQUEST,
+    IRQ_MTU_EXCHANGED,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder, wait_until
 
-from .conftest import Recorder, connect, wait_until
+from .conftest import connect
+from .gatt_setup import Gatt, make_gatt
 
 ADV = b"\x02\x01\x06\x05\x09flood"
 
@@ -108,12 +113,24 @@ def test_full_ring_evicts_old_scan_results_for_other_events(link: sim.Link) -> N
 
 
 def test_payload_truncated_to_the_per_event_cap(link: sim.Link) -> None:
-    assert _events.data_cap(128) == 64 and _events.data_cap(2000) == 1936
-    assert _events.data_cap(16384) == 16320
+    """A ring of ``rxbuf`` bytes carries at most max(rxbuf/2, rxbuf-64) bytes of data per
+    event (SPEC section 5): 64 of a 100-byte notification with rxbuf=128, all of it with
+    the default."""
+    gatt = make_gatt(link)
+    gatt.server.config(mtu=247)
+    gatt.client.config(mtu=247)
+    gatt.client.gattc_exchange_mtu(gatt.c_conn)
+    gatt.rc.wait(IRQ_MTU_EXCHANGED)
+    gatt.client.config(rxbuf=128)
+    gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"y" * 100)
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY)[2] == b"y" * 64
+    gatt.client.config(rxbuf=2000)
+    gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"z" * 100)
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY, count=2)[2] == b"z" * 100
 
 
 def test_handler_that_raises_is_reported_and_uninstalled(
-    pair: Any, capsys: pytest.CaptureFixture[str]
+    pair: Any, link: sim.Link, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, ra, b, rb = pair
     calls: list[int] = []
@@ -122,16 +139,19 @@ def test_handler_that_raises_is_reported_and_uninstalled(
         calls.append(event)
         raise ZeroDivisionError("boom in handler")
 
+    witness = Recorder()
+    c = link.instance("witness")
+    c.irq(witness)
+    c.active(True)
     b.irq(bad)
     a.gap_advertise(20000, ADV)
     b.gap_scan(0, 30000, 30000)
-    wait_until(lambda: b._ring.handler is None, what="the handler to be uninstalled")
-    # More adverts reach the stack, but the uninstalled handler is never called again.
-    reports = []
-    device = b._stack.device
-    assert device is not None
-    device.host.on("advertising_report", reports.append)
-    wait_until(lambda: len(reports) >= 4, what="later adverts")
+    c.gap_scan(0, 30000, 30000)
+    wait_until(lambda: calls, what="the handler to be called")
+    # More adverts are on the air (a witness scanning beside b hears them), but the
+    # uninstalled handler is never called again.
+    witness.wait_count(IRQ_SCAN_RESULT, witness.count(IRQ_SCAN_RESULT) + 4)
+    c.gap_scan(None)
     assert calls == [IRQ_SCAN_RESULT]
     err = capsys.readouterr().err
     assert "Unhandled exception in IRQ callback handler" in err
@@ -226,46 +246,67 @@ def test_ints_in_tuples_are_plain_ints(pair: Any) -> None:
     rb.wait(IRQ_PERIPHERAL_DISCONNECT)
 
 
-# --- events whose answer goes back to the stack (SPEC D3), on the ring itself ------------
-@pytest.fixture
-async def ring() -> Any:
-    loop = asyncio.get_running_loop()
-    the_ring = _events.EventRing("test", lambda: loop)
-    yield the_ring
-    the_ring.close()
+# --- events whose answer goes back to the stack (SPEC D3) ---------------------------------
+#: How long the stack waits for a handler's answer before it goes on with the default, in s.
+ANSWER_DEADLINE_S = 5.0
+#: The client's READ_DONE status for the server's refusal: NimBLE adds 0x100 to ATT errors.
+REFUSED = 0x100 + GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
 
 
-async def test_answer_comes_back_to_the_stack(ring: _events.EventRing) -> None:
-    ring.handler = lambda event, data: 0x05 if event == IRQ_GATTS_READ_REQUEST else None
-    answer = await _events.wait_answer(ring.ask(IRQ_GATTS_READ_REQUEST, 1, 20), "read")
-    assert answer == 0x05
+def read_status(gatt: Gatt, handle: int) -> int:
+    """A client read of ``handle``: the status its READ_DONE reports."""
+    return int(gatt.read(handle)[2])
 
 
-async def test_no_handler_or_raising_handler_gives_the_default(
-    ring: _events.EventRing, capsys: pytest.CaptureFixture[str]
+def test_answer_comes_back_to_the_stack(link: sim.Link) -> None:
+    gatt = make_gatt(link)
+    authorized = gatt.secure(3)  # FLAG_READ_AUTHORIZED: the server's handler decides
+    gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
+    assert read_status(gatt, authorized) == REFUSED
+    assert gatt.rs.of(IRQ_GATTS_READ_REQUEST) == [(gatt.s_conn, authorized)]
+
+
+def test_no_handler_or_raising_handler_gives_the_default(
+    link: sim.Link, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await _events.wait_answer(ring.ask(IRQ_GATTS_READ_REQUEST, 1, 20), "read") is None
+    gatt = make_gatt(link)
+    authorized = gatt.secure(3)
+    gatt.server.irq(None)
+    assert read_status(gatt, authorized) == 0
 
     def bad(event: int, data: tuple[Any, ...]) -> int:
         raise RuntimeError("no answer")
 
-    ring.handler = bad
-    assert await _events.wait_answer(ring.ask(IRQ_GATTS_READ_REQUEST, 1, 20), "read") is None
-    assert ring.handler is None
+    gatt.server.irq(bad)
+    assert read_status(gatt, authorized) == 0
     assert "Unhandled exception in IRQ callback handler" in capsys.readouterr().err
+    assert read_status(gatt, authorized) == 0  # the handler is gone: nothing printed
+    assert capsys.readouterr().err == ""
 
 
-async def test_answer_deadline(ring: _events.EventRing, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_events, "ANSWER_DEADLINE", 0.05)
+def test_answer_deadline(link: sim.Link) -> None:
+    gatt = make_gatt(link)
+    authorized = gatt.secure(3)
     stop = threading.Event()
-    ring.handler = lambda event, data: stop.wait(5)
-    assert await _events.wait_answer(ring.ask(IRQ_GATTS_READ_REQUEST, 1, 20), "read") is None
-    stop.set()
+    gatt.rs.on_read = lambda *_: stop.wait(ANSWER_DEADLINE_S + 5)
+    gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
+    try:
+        assert read_status(gatt, authorized) == 0  # the default, not the late answer
+    finally:
+        stop.set()
 
 
-async def test_answered_events_are_never_dropped(ring: _events.EventRing) -> None:
-    ring.set_capacity(16)
-    ring.handler = lambda event, data: 7
-    answers = [ring.ask(IRQ_GATTS_READ_REQUEST, 1, h) for h in range(50)]
-    assert [await _events.wait_answer(f, "read") for f in answers] == [7] * 50
-    assert ring.stats().dropped == 0
+def test_answered_events_are_never_dropped(link: sim.Link) -> None:
+    """A ring too small for a scan flood drops scan results, never a question the stack
+    waits on: every read request is answered by the handler."""
+    gatt = make_gatt(link)
+    authorized = gatt.secure(3)
+    gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
+    gatt.server.config(rxbuf=64)
+    gatt.rs.on[IRQ_SCAN_RESULT] = lambda data: time.sleep(0.002)  # a slow handler
+    flood(link, 4)
+    gatt.server.gap_scan(0, 30000, 30000)
+    wait_until(lambda: mpbluetooth.irq_stats(gatt.server).dropped > 0, what="a full ring")
+    statuses = [read_status(gatt, authorized) for _ in range(20)]
+    gatt.server.gap_scan(None)
+    assert statuses == [REFUSED] * 20

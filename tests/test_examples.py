@@ -128,3 +128,9 @@ def test_bonding_pair_reencrypts_after_restart_without_pairing(tmp_path: Path) -
     # The second run found its keys: nothing new was stored on either side.
     assert second.stdout.count("secrets stored this run: 0") == 2
     assert (tmp_path / "bonding_peripheral_secrets.json").exists()
+
+
+def test_the_readme_shows_the_example_user_test_as_it_is() -> None:
+    """README's "Testing your device code" is examples/testing/test_sensor.py, verbatim."""
+    test = (EXAMPLES / "testing" / "test_sensor.py").read_text().rstrip()
+    assert test in (EXAMPLES.parent / "README.md").read_text()

@@ -15,6 +15,7 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing.lowlevel import bumble_device, on_loop
 
 from .conftest import connect
 
@@ -126,7 +127,7 @@ def test_advertising_stops_on_connect(pair: Any, link: Any) -> None:
     a, ra, b, rb = pair
     connect(b, rb, a, ra)
     observer = link.instance("observer")
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     ro = Recorder()
     observer.irq(ro)
@@ -180,7 +181,7 @@ def test_connect_stops_a_scan_with_scan_done(pair: Any) -> None:
 
 
 def test_three_centrals_on_one_peripheral(link: Any) -> None:
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     peripheral = link.instance("hub")
     rp = Recorder()
@@ -200,7 +201,7 @@ def test_three_centrals_on_one_peripheral(link: Any) -> None:
 
 
 def test_one_central_three_peripherals(link: Any) -> None:
-    from .conftest import Recorder
+    from mpbluetooth.testing import Recorder
 
     central = link.instance("central")
     rc = Recorder()
@@ -242,14 +243,14 @@ def test_connection_update_requested_by_either_side_is_reported_on_both(
     a, ra, b, rb = pair
     b_conn, a_conn = connect(b, rb, a, ra)
     initiator, handle = (b, b_conn) if requester == "central" else (a, a_conn)
-    device = initiator._stack.device
-    connection = device.lookup_connection(handle)
-    from mpbluetooth._runtime import runtime
+    connection = bumble_device(initiator).lookup_connection(handle)
 
     # A MicroPython program cannot ask for an update itself; a peer stack (here Bumble's own
     # API, as NimBLE or a phone would) does.
-    runtime().call(
-        connection.update_parameters(45, 45, 2, 4000, use_l2cap=requester.endswith("l2cap")),
+    on_loop(
+        lambda: connection.update_parameters(
+            45, 45, 2, 4000, use_l2cap=requester.endswith("l2cap")
+        ),
         "update",
     )
     expected = (36, 2, 400, 0)  # 45 ms / 1.25, latency 2, 4 s / 10 ms, status 0
@@ -273,19 +274,17 @@ def test_connection_interval_is_honoured(pair: Any) -> None:
     b_conn = rb.wait(IRQ_PERIPHERAL_CONNECT)[0]
     a_conn = ra.wait(IRQ_CENTRAL_CONNECT)[0]
     for ble, handle in ((b, b_conn), (a, a_conn)):
-        connection = ble._stack.device.lookup_connection(handle)
+        connection = bumble_device(ble).lookup_connection(handle)
         assert connection.parameters.connection_interval == 15.0
 
 
 def test_gap_name_read_by_the_peer(pair: Any) -> None:
     from bumble.gatt import GATT_DEVICE_NAME_CHARACTERISTIC
 
-    from mpbluetooth._runtime import runtime
-
     a, ra, b, rb = pair
     a.config(gap_name="renamed")
     b_conn, a_conn = connect(b, rb, a, ra)
-    client = b._stack.device.lookup_connection(b_conn).gatt_client
+    client = bumble_device(b).lookup_connection(b_conn).gatt_client
 
     async def read_name() -> bytes:
         characteristics = await client.read_characteristics_by_uuid(
@@ -293,6 +292,6 @@ def test_gap_name_read_by_the_peer(pair: Any) -> None:
         )
         return bytes(characteristics[0])
 
-    assert runtime().call(read_name(), "read name") == b"renamed"
+    assert on_loop(read_name, "read name") == b"renamed"
     a.config(gap_name=b"changed, connected")
-    assert runtime().call(read_name(), "read name") == b"changed, connected"
+    assert on_loop(read_name, "read name") == b"changed, connected"

@@ -11,6 +11,7 @@ from mpbluetooth.constants import (
     IRQ_GATTC_CHARACTERISTIC_RESULT,
     IRQ_GATTC_DESCRIPTOR_DONE,
     IRQ_GATTC_DESCRIPTOR_RESULT,
+    IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_RESULT,
     IRQ_GATTC_SERVICE_DONE,
     IRQ_GATTC_SERVICE_RESULT,
@@ -216,7 +217,7 @@ def test_mtu_exchange_from_either_side(gatt: Gatt, initiator: str) -> None:
     assert errno_of(first.gattc_exchange_mtu, first_conn) == 114  # EALREADY
     assert errno_of(second.gattc_exchange_mtu, second_conn) == 114  # the link has exchanged
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx, bytes(300))
-    assert len(gatt.rc.wait(18)[2]) == 182  # MTU - 3
+    assert len(gatt.rc.wait(IRQ_GATTC_NOTIFY)[2]) == 182  # MTU - 3
 
 
 def test_no_automatic_mtu_exchange(gatt: Gatt) -> None:

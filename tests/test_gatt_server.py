@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mpbluetooth import _flow, irq_stats
+from mpbluetooth import irq_stats, sim
 from mpbluetooth.constants import (
     IRQ_GATTC_CHARACTERISTIC_DONE,
     IRQ_GATTC_CHARACTERISTIC_RESULT,
@@ -18,11 +18,13 @@ from mpbluetooth.constants import (
     IRQ_GATTC_INDICATE,
     IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_RESULT,
+    IRQ_GATTC_WRITE_DONE,
     IRQ_GATTS_INDICATE_DONE,
     IRQ_GATTS_READ_REQUEST,
     IRQ_GATTS_WRITE,
     IRQ_MTU_EXCHANGED,
 )
+from mpbluetooth.testing.lowlevel import bumble_device
 from mpbluetooth.uuid import UUID
 
 from .conftest import connect
@@ -159,7 +161,7 @@ def test_append_buffer_accumulates_and_read_drains(gatt: Gatt) -> None:
     assert s.gatts_read(gatt.rx) == b""  # set_buffer clears
     for chunk in (b"abc", b"def", b"ghijk"):
         gatt.client.gattc_write(gatt.c_conn, gatt.rx, chunk, 1)
-    gatt.rc.wait(17, count=3)
+    gatt.rc.wait(IRQ_GATTC_WRITE_DONE, count=3)
     assert s.gatts_read(gatt.rx) == b"abcdefgh"  # capped at 8, the rest dropped
     assert s.gatts_read(gatt.rx) == b""  # drained
     s.gatts_write(gatt.rx, b"local")  # a local write replaces even in append mode
@@ -237,22 +239,35 @@ def test_notify_and_indicate_with_and_without_data(gatt: Gatt) -> None:
 
 def test_indicate_done_reports_a_lost_link(gatt: Gatt) -> None:
     # A client that never confirms (its stack's confirmation is switched off), then leaves.
-    device = gatt.client._stack.device
-    assert device is not None
-    client = device.lookup_connection(gatt.c_conn).gatt_client
+    client = bumble_device(gatt.client).lookup_connection(gatt.c_conn).gatt_client
     client.on_att_handle_value_indication = lambda pdu: None
     gatt.server.gatts_indicate(gatt.s_conn, gatt.hr, b"lost")
     gatt.client.gap_disconnect(gatt.c_conn)
     assert gatt.rs.wait(IRQ_GATTS_INDICATE_DONE) == (gatt.s_conn, gatt.hr, 7)
 
 
-def test_notify_errors(gatt: Gatt, monkeypatch: Any) -> None:
+def test_notify_errors(gatt: Gatt) -> None:
     s = gatt.server
     assert errno_of(s.gatts_notify, gatt.s_conn + 1, gatt.hr, b"x") == 107  # ENOTCONN
     assert errno_of(s.gatts_indicate, gatt.s_conn + 1, gatt.hr, b"x") == 107
-    monkeypatch.setattr(_flow, "ACL_BACKLOG_LIMIT", 0)  # as if the buffers were full
-    assert errno_of(s.gatts_notify, gatt.s_conn, gatt.hr, b"x") == 12  # ENOMEM
-    assert errno_of(gatt.client.gattc_write, gatt.c_conn, gatt.rx, b"x", 0) == 12
+
+
+@pytest.mark.mpbluetooth_timing("air")
+def test_full_buffers_refuse_notifications_and_writes_with_enomem(sim_link: sim.Link) -> None:
+    """On the air, packets leave only at connection events: a program that sends faster
+    fills the controller's buffers and is told ENOMEM, as on a board, and retries."""
+    gatt = make_gatt(sim_link)
+
+    def refused(send: Any) -> int:
+        for _ in range(100_000):
+            try:
+                send()
+            except OSError as exc:
+                return int(exc.errno)
+        return 0
+
+    assert refused(lambda: gatt.server.gatts_notify(gatt.s_conn, gatt.hr, b"x")) == 12
+    assert refused(lambda: gatt.client.gattc_write(gatt.c_conn, gatt.rx, b"x", 0)) == 12
 
 
 def test_a_notify_loop_retrying_at_once_loses_nothing(gatt: Gatt) -> None:
@@ -392,7 +407,7 @@ def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> 
                 break
             except OSError:
                 time.sleep(0.001)  # ENOMEM: buffers full, as on a board
-    gatt.rs.wait(3, count=len(sent))
+    gatt.rs.wait(IRQ_GATTS_WRITE, count=len(sent))
     assert got == sent
 
 
@@ -403,8 +418,8 @@ def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     gatt.server.gatts_write(gatt.tx, b"stale")
     gatt.rs.on_read = lambda conn, handle: gatt.server.gatts_write(handle, b"fresh")
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx)
-    assert gatt.rs.of(4)[-1] == (0xFFFF, gatt.tx)
-    assert gatt.rc.wait(18) == (gatt.c_conn, gatt.tx, b"fresh")
+    assert gatt.rs.of(IRQ_GATTS_READ_REQUEST)[-1] == (0xFFFF, gatt.tx)
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY) == (gatt.c_conn, gatt.tx, b"fresh")
     gatt.rs.on_read = None
     gatt.rs.answers[gatt.tx] = 1
     with pytest.raises(OSError) as refused:
@@ -412,5 +427,5 @@ def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     assert refused.value.errno == -9 and str(refused.value) == "-9"
     gatt.rs.answers.clear()
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"explicit")  # no read request for data
-    assert gatt.rc.wait(18, count=2)[2] == b"explicit"
-    assert len(gatt.rs.of(4)) == 2
+    assert gatt.rc.wait(IRQ_GATTC_NOTIFY, count=2)[2] == b"explicit"
+    assert len(gatt.rs.of(IRQ_GATTS_READ_REQUEST)) == 2

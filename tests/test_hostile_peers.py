@@ -21,30 +21,33 @@ import pytest
 
 import mpbluetooth
 from mpbluetooth import sim
-from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
+    IRQ_ENCRYPTION_UPDATE,
     IRQ_GATTC_CHARACTERISTIC_DONE,
     IRQ_GATTC_DESCRIPTOR_DONE,
     IRQ_GATTC_NOTIFY,
     IRQ_GATTC_READ_DONE,
     IRQ_GATTC_SERVICE_DONE,
     IRQ_GATTS_INDICATE_DONE,
+    IRQ_GATTS_READ_REQUEST,
     IRQ_GATTS_WRITE,
     IRQ_L2CAP_CONNECT,
     IRQ_L2CAP_DISCONNECT,
     IRQ_L2CAP_RECV,
+    IRQ_L2CAP_SEND_READY,
     IRQ_MTU_EXCHANGED,
     IRQ_PASSKEY_ACTION,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder, wait_until
+from mpbluetooth.testing.lowlevel import on_loop
 from mpbluetooth.uuid import UUID
 
-from .conftest import Recorder, wait_until
 from .gatt_setup import SERVICES, Server
 
 #: Statuses of SPEC section 3 / docs/design.md.
@@ -58,7 +61,7 @@ HOSTILE_ADDRESS = "F1:00:00:00:00:01"
 
 def run(coro: Coroutine[Any, Any, Any], what: str = "hostile peer") -> Any:
     """Run a coroutine on the stack's loop (where the raw Bumble device lives)."""
-    return runtime().call(coro, what, timeout=10)
+    return on_loop(lambda: coro, what, timeout=10)
 
 
 class Hostile:
@@ -232,8 +235,10 @@ def test_unknown_handles_get_att_errors_and_raise_nothing(ours: Any, hostile: Ho
     hostile.send_raw(bytes(att.ATT_Write_Command(attribute_handle=0x0999, attribute_value=b"x")))
     ble.gatts_write(handles[2][0], b"barrier")  # a read round trip orders what came before
     hostile.request(att.ATT_Read_Request(attribute_handle=handles[2][0]))
-    rec.wait(4, lambda d: d[1] == handles[2][0])
-    assert rec.events[len(before) :] == [(4, (rec.of(4)[-1][0], handles[2][0]))]
+    rec.wait(IRQ_GATTS_READ_REQUEST, lambda d: d[1] == handles[2][0])
+    assert rec.events[len(before) :] == [
+        (IRQ_GATTS_READ_REQUEST, (rec.of(IRQ_GATTS_READ_REQUEST)[-1][0], handles[2][0]))
+    ]
 
 
 @pytest.mark.parametrize(
@@ -594,11 +599,11 @@ def test_disconnect_in_the_middle_of_a_pairing(ours: Any, hostile: Hostile) -> N
     )
     conn = hostile.connect_to(ble, rec)
     run(hostile.connection.pair())
-    assert rec.wait(28)[:2] == (conn, 1)
+    assert rec.wait(IRQ_ENCRYPTION_UPDATE)[:2] == (conn, 1)
 
 
 def test_disconnect_in_the_middle_of_an_l2cap_transfer(ours: Any, hostile: Hostile) -> None:
-    from bumble import l2cap
+    from bumble import att, l2cap
 
     ble, rec, handles = ours
     ble.l2cap_listen(0x80, 512)
@@ -609,7 +614,11 @@ def test_disconnect_in_the_middle_of_an_l2cap_transfer(ours: Any, hostile: Hosti
             l2cap.LeCreditBasedChannelSpec(psm=0x80, mtu=512, mps=100)
         )
         channel.send_pdu(struct.pack("<H", 500) + b"a" * 98)  # 98 of 500 bytes
-        await asyncio.sleep(0.02)
+        # Our host handles one link's ACL data in order: its answer to a later ATT request
+        # is the evidence that it took in the half SDU before the link went.
+        await hostile.connection.gatt_client.send_request(
+            att.ATT_Find_Information_Request(starting_handle=1, ending_handle=1)
+        )
         await hostile.connection.disconnect()
 
     run(half_an_sdu_then_leave())
@@ -642,7 +651,7 @@ def test_disconnect_while_our_send_waits_for_credits(ours: Any, hostile: Hostile
     hostile.disconnect()
     assert rec.wait(IRQ_L2CAP_DISCONNECT) == (conn, cid, 0x81, 0)
     rec.wait(IRQ_PERIPHERAL_DISCONNECT)
-    assert rec.of(26) == []
+    assert rec.of(IRQ_L2CAP_SEND_READY) == []
 
 
 async def _listen(hostile: Hostile, on_channel: Callable[[Any], None]) -> None:

@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth._runtime import runtime
+import mpbluetooth
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
+    IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import HubProcess, Recorder, wait_until
+from mpbluetooth.testing.lowlevel import on_loop
 
-from .conftest import ENV, HubProcess, Recorder
+from .conftest import ENV
 
 ADV = b"\x02\x01\x06\x06\x09remote"
 RESP = b"\x05\x09resp"
@@ -90,14 +93,9 @@ class Peer:
 
 
 @pytest.fixture
-def local(hub: HubProcess) -> Iterator[tuple[BLE, Recorder]]:
-    """An instance in this process, joined to the hub."""
-    ble = BLE._new_instance("local", transport=hub.spec)
-    recorder = Recorder()
-    ble.irq(recorder)
-    ble.active(True)
-    yield ble, recorder
-    ble._close()
+def local(hub: HubProcess) -> tuple[BLE, Recorder]:
+    """An instance in this process, joined to the hub (closed with it)."""
+    return hub.instance("local")
 
 
 @pytest.mark.parametrize(("connectable", "adv_type"), [(True, 0), (False, 2)])
@@ -161,19 +159,16 @@ def test_hub_killed_gives_disconnects_then_enodev_then_recovers(
     try:
         ble.gap_connect(peer.addr_type, peer.addr)
         recorder.wait(IRQ_PERIPHERAL_CONNECT)
-        hub.kill()
+        hub.crash()
         recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2.0)
-        deadline = time.monotonic() + 5
-        while ble.active() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ble.active() is False
+        wait_until(lambda: not ble.active(), 5, "inactive after the hub died")
         with pytest.raises(OSError) as info:
             ble.gap_scan(0)
         assert info.value.errno == 19
     finally:
         peer.close()
     # The hub comes back on the same port: active(True) works again.
-    revived = HubProcess(port=hub.port)
+    revived = HubProcess(spec=hub.spec)
     try:
         assert ble.active(True) is True
         assert ble.config("mac")[1] != bytes(6)
@@ -191,19 +186,10 @@ def test_hub_logs_joins_and_leaves(hub: HubProcess) -> None:
 
 def test_unix_socket_hub(tmp_path: Path) -> None:
     path = str(tmp_path / "hub.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--unix", path],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    spec = f"unix:{path}"
+    hub = HubProcess(spec=spec)
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-        spec = f"unix:{path}"
-        ble = BLE._new_instance("unix-local", transport=spec)
+        ble = mpbluetooth.open(spec, "unix-local")
         recorder = Recorder()
         ble.irq(recorder)
         ble.active(True)
@@ -215,23 +201,19 @@ def test_unix_socket_hub(tmp_path: Path) -> None:
             recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=1.0)
         finally:
             peer.close()
-            ble._close()
+            ble.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        hub.stop()
 
 
 def test_pty_host_joins_the_link(tmp_path: Path) -> None:
     """A program speaking HCI over a UART (here a raw Bumble host on serial:) connects to an
     mpbluetooth instance on the same hub."""
     pty_path = str(tmp_path / "hci-uart")
-    the_hub = HubProcess("--pty", pty_path)
+    the_hub = HubProcess(extra=("--pty", pty_path))
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.islink(pty_path):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        peripheral = BLE._new_instance("pty-peer", transport=the_hub.spec)
+        wait_until(lambda: os.path.islink(pty_path), 10, "the hub's pseudo-terminal")
+        peripheral = mpbluetooth.open(the_hub.spec, "pty-peer")
         recorder = Recorder()
         peripheral.irq(recorder)
         peripheral.active(True)
@@ -255,11 +237,11 @@ def test_pty_host_joins_the_link(tmp_path: Path) -> None:
                 await connection.disconnect()
                 return peer
 
-        peer = runtime().call(raw_host_connects(), "raw host over the pty")
+        peer = on_loop(raw_host_connects, "raw host over the pty")
         assert peer.startswith(addr.hex(":").upper())
-        recorder.wait(1)
+        recorder.wait(IRQ_CENTRAL_CONNECT)
         recorder.wait(IRQ_CENTRAL_DISCONNECT)
-        peripheral._close()
+        peripheral.close()
     finally:
         the_hub.stop()
 

@@ -27,8 +27,10 @@ from mpbluetooth.constants import (
     IRQ_L2CAP_SEND_READY,
     IRQ_PERIPHERAL_DISCONNECT,
 )
+from mpbluetooth.testing import DEFAULT_TIMEOUT as WAIT
+from mpbluetooth.testing import Recorder, wait_until
 
-from .conftest import WAIT, Recorder, connect, wait_until
+from .conftest import connect
 
 # The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
 pytestmark = pytest.mark.engines("sim", "rootcanal")

@@ -17,10 +17,23 @@ import pytest
 
 import mpbluetooth
 from mpbluetooth import TransportError, sim
-from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE
+from mpbluetooth.constants import IRQ_CENTRAL_DISCONNECT, IRQ_PERIPHERAL_DISCONNECT
+from mpbluetooth.testing import wait_until
+from mpbluetooth.testing.lowlevel import call_soon, on_loop
 
 from .conftest import connect
+
+#: How long ``active(True)`` waits for a controller to answer its reset, in seconds.
+POWER_ON_S = 5.0
+
+
+def free_port() -> int:
+    """A local TCP port where nothing listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
 
 ENV = {k: v for k, v in os.environ.items() if k != "MPBLUETOOTH_TRANSPORT"}
 
@@ -89,12 +102,14 @@ def test_active_false_gives_peers_their_disconnect_but_us_none(pair: Any) -> Non
     a, ra, b, rb = pair
     connect(b, rb, a, ra)
     a.active(False)
-    rb.wait(8)  # the peer sees the link go
-    assert ra.of(2) == []  # NimBLE: no DISCONNECT events on the side that stopped
+    rb.wait(IRQ_PERIPHERAL_DISCONNECT)  # the peer sees the link go
+    assert (
+        ra.of(IRQ_CENTRAL_DISCONNECT) == []
+    )  # NimBLE: no DISCONNECT events on the side that stopped
 
 
 def test_unknown_transport_fails_fast_naming_the_spec() -> None:
-    ble = BLE._new_instance("bad", transport="nonsense:1")
+    ble = mpbluetooth.open("nonsense:1", "bad")
     started = time.monotonic()
     with pytest.raises(TransportError) as info:
         ble.active(True)
@@ -103,19 +118,19 @@ def test_unknown_transport_fails_fast_naming_the_spec() -> None:
     assert "'nonsense:1'" in str(info.value) and "unknown transport scheme" in str(info.value)
     assert "\n" not in str(info.value)
     assert ble.active() is False
-    ble._close()
+    ble.close()
 
 
 def test_refused_tcp_transport() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    ble = BLE._new_instance("refused", transport=f"tcp-client:127.0.0.1:{port}")
+    ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{port}", "refused")
     with pytest.raises(TransportError) as info:
         ble.active(True)
     assert f"tcp-client:127.0.0.1:{port}" in str(info.value)
     assert "hint:" in str(info.value)
-    ble._close()
+    ble.close()
 
 
 @pytest.fixture
@@ -145,68 +160,59 @@ def silent_server() -> Iterator[int]:
     server.close()
 
 
-def test_silent_controller_times_out_instead_of_hanging(
-    silent_server: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mpbluetooth import _stack
-
-    monkeypatch.setattr(_stack, "POWER_ON_TIMEOUT", 0.5)
-    ble = BLE._new_instance("silent", transport=f"tcp-client:127.0.0.1:{silent_server}")
+def test_silent_controller_times_out_instead_of_hanging(silent_server: int) -> None:
+    ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{silent_server}", "silent")
     started = time.monotonic()
     with pytest.raises(OSError) as info:
         ble.active(True)
     assert info.value.errno == 110
     assert "did not answer" in " ".join(getattr(info.value, "__notes__", []))
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < POWER_ON_S + 3
     assert ble.active() is False
-    ble._close()
+    ble.close()
 
 
 def test_set_transport_validates_and_resets() -> None:
     with pytest.raises(ValueError):
         mpbluetooth.set_transport("")
-    mpbluetooth.set_transport("usb:0")
+    mpbluetooth.set_transport(f"tcp-client:127.0.0.1:{free_port()}")
     try:
-        from mpbluetooth._transport import configured_spec
-
-        assert configured_spec() == "usb:0"
+        # An instance with no transport of its own takes the configured one: nobody there.
+        with mpbluetooth.open() as ble, pytest.raises(mpbluetooth.TransportError) as info:
+            ble.active(True)
+        assert "tcp-client:127.0.0.1:" in str(info.value)
     finally:
         mpbluetooth.set_transport(None)
 
 
 def test_call_timeout_and_loop_thread_guard() -> None:
-    rt = runtime()
     with pytest.raises(OSError) as info:
-        rt.call(asyncio.sleep(5), "a slow thing", timeout=0.05)
+        on_loop(lambda: asyncio.sleep(5), "a slow thing", timeout=0.05)
     assert info.value.errno == 110 and "a slow thing" in str(info.value)
 
-    async def from_the_loop() -> str:
-        coro = asyncio.sleep(0)
+    def from_the_loop() -> str:
         try:
-            rt.call(coro, "nested")
+            on_loop(lambda: None, "nested")
         except RuntimeError as exc:
             return str(exc)
         return "no error"
 
-    assert "loop thread" in rt.call(from_the_loop(), "guard")
+    assert "loop thread" in on_loop(from_the_loop, "guard")
 
 
 def test_errors_on_the_loop_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    rt = runtime()
-
-    async def fail() -> None:
-        raise KeyError("lost?")
-
-    async def start() -> None:
-        rt.spawn(fail(), "failing-task")
-        await asyncio.sleep(0.01)
+    def fail() -> None:
+        raise KeyError("lost on the loop")
 
     with caplog.at_level(logging.ERROR, logger="mpbluetooth"):
-        rt.call(start(), "spawn")
-    assert any(
-        "failing-task" in r.getMessage() and r.name.startswith("mpbluetooth")
-        for r in caplog.records
-    )
+        call_soon(fail)
+        wait_until(
+            lambda: any(
+                r.name.startswith("mpbluetooth") and "lost on the loop" in repr(r.exc_info)
+                for r in caplog.records
+            ),
+            what="the loop's exception logged",
+        )
 
 
 def test_script_without_active_false_exits_promptly() -> None:
@@ -261,19 +267,3 @@ def test_environment_transport_is_used() -> None:
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("mpbluetooth.TransportError: ") and "'nonsense:1'" in last
-
-
-def test_guarded_listeners_log_instead_of_raising(caplog: pytest.LogCaptureFixture) -> None:
-    import functools
-
-    from mpbluetooth._runtime import guarded
-
-    def broken(kind: str, value: int) -> None:
-        raise ValueError(f"{kind} {value}")
-
-    with caplog.at_level(logging.ERROR, logger="tests"):
-        assert guarded(functools.partial(broken, "partial"))(1) is None
-        assert guarded(broken)("plain", 2) is None
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["error in stack callback " + broken.__qualname__] * 2
-    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["partial 1", "plain 2"]

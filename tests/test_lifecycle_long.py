@@ -16,11 +16,9 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import Counter
 from typing import Any
 
 from mpbluetooth import sim
-from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
@@ -29,8 +27,10 @@ from mpbluetooth.constants import (
     IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder, wait_until
+from mpbluetooth.testing.lowlevel import bumble_device
 
-from .conftest import ENV, wait_until
+from .conftest import ENV
 
 CYCLES = 200
 WARM_UP = 20
@@ -40,22 +40,9 @@ HEAP_TOLERANCE = 512 * 1024
 RSS_TOLERANCE = 8 * 1024 * 1024
 
 
-class Counting:
-    """A handler that counts events (keeping them would itself grow memory)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[int] = Counter()
-        self.cond = threading.Condition()
-
-    def __call__(self, event: int, data: tuple[Any, ...]) -> None:
-        with self.cond:
-            self.counts[event] += 1
-            self.cond.notify_all()
-
-    def wait(self, event: int, count: int, timeout: float = 5.0) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: self.counts[event] >= count, timeout):
-                raise AssertionError(f"event {event} seen {self.counts[event]} times, not {count}")
+def counting() -> Recorder:
+    """A handler that only counts events (keeping them would itself grow memory)."""
+    return Recorder(keep=())
 
 
 def fds() -> int:
@@ -108,7 +95,7 @@ class Usage:
 
 def test_200_active_cycles_leak_nothing(link: sim.Link, no_errors: None) -> None:
     ble = link.instance("cycles")
-    handler = Counting()
+    handler = counting()
     ble.irq(handler)  # the secret-store questions at each start go through the ring too
 
     def cycle() -> None:
@@ -129,7 +116,7 @@ def test_a_stopped_instance_stops_advertising(link: sim.Link, no_errors: None) -
     """Bumble's simulated controller went on advertising (and kept the instance alive
     through its timer) after ``active(False)``: peers saw a ghost."""
     ghost, scanner = link.instance("ghost"), link.instance("scanner")
-    seen = Counting()
+    seen = counting()
     results: list[bytes] = []
 
     def handler(event: int, data: tuple[Any, ...]) -> None:
@@ -144,13 +131,13 @@ def test_a_stopped_instance_stops_advertising(link: sim.Link, no_errors: None) -
     addr = ghost.config("mac")[1]
     ghost.active(False)
     scanner.gap_scan(300, 20000, 20000)
-    seen.wait(IRQ_SCAN_DONE, 1)
+    seen.wait_count(IRQ_SCAN_DONE, 1)
     assert addr not in results
 
 
 def test_200_connect_disconnect_cycles_leak_nothing(link: sim.Link, no_errors: None) -> None:
     peripheral, central = link.instance("p"), link.instance("c")
-    on_p, on_c = Counting(), Counting()
+    on_p, on_c = counting(), counting()
     peripheral.irq(on_p)
     central.irq(on_c)
     peripheral.active(True)
@@ -161,17 +148,17 @@ def test_200_connect_disconnect_cycles_leak_nothing(link: sim.Link, no_errors: N
     def cycle(n: int) -> None:
         peripheral.gap_advertise(20000, b"\x02\x01\x06")
         central.gap_connect(*addr)
-        on_c.wait(IRQ_PERIPHERAL_CONNECT, n)
-        on_p.wait(IRQ_CENTRAL_CONNECT, n)
-        handle = next(iter(central._stack.require().connections))
+        on_c.wait_count(IRQ_PERIPHERAL_CONNECT, n)
+        on_p.wait_count(IRQ_CENTRAL_CONNECT, n)
+        handle = next(iter(bumble_device(central).connections))
         conn_handles.add(handle)
         # Alternate which side ends the link.
         if n % 2:
             assert central.gap_disconnect(handle) is True
         else:
             assert peripheral.gap_disconnect(handle) is True
-        on_c.wait(IRQ_PERIPHERAL_DISCONNECT, n)
-        on_p.wait(IRQ_CENTRAL_DISCONNECT, n)
+        on_c.wait_count(IRQ_PERIPHERAL_DISCONNECT, n)
+        on_p.wait_count(IRQ_CENTRAL_DISCONNECT, n)
 
     for n in range(1, WARM_UP + 1):
         cycle(n)
@@ -182,13 +169,13 @@ def test_200_connect_disconnect_cycles_leak_nothing(link: sim.Link, no_errors: N
     assert on_c.counts[IRQ_PERIPHERAL_CONNECT] == on_c.counts[IRQ_PERIPHERAL_DISCONNECT]
     assert on_c.counts[IRQ_PERIPHERAL_CONNECT] == WARM_UP + CYCLES
     assert len(conn_handles) <= 2  # handles are reused, not exhausted
-    wait_until(lambda: not central._stack.require().connections, what="no links left")
+    wait_until(lambda: not bumble_device(central).connections, what="no links left")
 
 
 BUSY_EXIT = """
 import sys, threading, time
+import mpbluetooth
 from mpbluetooth import sim
-from mpbluetooth.ble import BLE
 from tests.gatt_setup import make_gatt
 
 link = sim.Link()
@@ -199,7 +186,7 @@ gatt = make_gatt(link)
 gatt.client.irq(lambda event, data: time.sleep(0.002))
 gatt.server.l2cap_listen(0x80, 512)
 gatt.client.l2cap_connect(gatt.c_conn, 0x80, 512)
-remote = BLE._new_instance("remote", transport=sys.argv[1])
+remote = mpbluetooth.open(sys.argv[1], "remote")
 remote.active(True)
 remote.gap_advertise(20000, b"\\x02\\x01\\x06")
 gatt.client.gap_connect(*remote.config("mac"))
@@ -246,7 +233,7 @@ def test_instances_made_and_discarded_leak_no_threads(link: sim.Link) -> None:
     """Each instance has a dispatcher thread; closing it ends the thread."""
     before = threading.active_count()
     for n in range(20):
-        ble = BLE._new_instance(f"short{n}", transport=link.spec)
+        ble = link.instance(f"short{n}")
         ble.active(True)
-        ble._close()
+        ble.close()
     wait_until(lambda: threading.active_count() == before, what="dispatchers to end")

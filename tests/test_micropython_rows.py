@@ -1,4 +1,4 @@
-"""Each row of MicroPython's behaviour (``compat._features``), run under ``mpbluetooth-python``.
+"""Each row of MicroPython's behaviour (``compat.features``), run under ``mpbluetooth-python``.
 
 Every test runs a small program in a subprocess and compares its output with what
 MicroPython prints (the values come from the issue's table and MicroPython's
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth.compat import _features
+from mpbluetooth.compat import features
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60
@@ -112,9 +112,9 @@ ROWS = [
         "machine",
         "from machine import Pin, ADC, PWM, SoftSPI, SPI, I2C, SoftI2C, Signal, WDT, RTC\n"
         "led = Pin(2, Pin.OUT)\nled.value(1)\nled.toggle()\nled.on()\n"
-        "sig = Signal(Pin(4, Pin.OUT), invert=True)\nsig.on()\n"
+        "p4 = Pin(4, Pin.OUT)\nsig = Signal(p4, invert=True)\nsig.on()\n"
         "pwm = PWM(Pin(5), freq=1000, duty_u16=100)\n"
-        "print(led.value(), led(), sig.value(), sig._pin.value(), ADC(Pin(34)).read_u16(),"
+        "print(led.value(), led(), sig.value(), p4.value(), ADC(Pin(34)).read_u16(),"
         " pwm.duty_u16(), pwm.freq(), I2C(0).scan(), SPI(1).read(2, 0xff))\n"
         "WDT(timeout=5000).feed()\nRTC().datetime((2024, 1, 2, 0, 3, 4, 5, 0))\n"
         "print(RTC().datetime()[:3])\n",
@@ -142,7 +142,7 @@ ROWS = [
 
 def test_every_row_has_a_test() -> None:
     tested = {row for row, *_ in ROWS} | {"str-buffer"}  # str-buffer: test_launcher
-    assert tested == set(_features.FEATURES)
+    assert tested == set(features.FEATURES)
 
 
 @pytest.mark.parametrize(("row", "program", "expected", "error"), ROWS, ids=[r[0] for r in ROWS])
@@ -162,12 +162,12 @@ def test_row_behaves_as_on_micropython(
 def test_row_switched_off_fails_with_its_hint(
     row: str, program: str, error: str, tmp_path: Path
 ) -> None:
-    hint = _features.FEATURES[row].hint()
+    hint = features.FEATURES[row].hint()
     by_option = run(program, f"--no-{row}", cwd=tmp_path)
     assert by_option.returncode == 1, by_option.stdout
     assert error in by_option.stderr
     assert hint in by_option.stderr.replace("\n", " ") or hint in by_option.stderr
-    env = {_features.FEATURES[row].env: "0"}
+    env = {features.FEATURES[row].env: "0"}
     by_env = run(program, cwd=tmp_path, **env)
     assert by_env.returncode == 1 and hint in by_env.stderr
 
@@ -259,4 +259,4 @@ def test_install_applies_the_rows_to_modules_imported_after_it(tmp_path: Path) -
 
 def test_unknown_row_name_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown"):
-        _features.configure({"no-such-row"})
+        features.configure({"no-such-row"})

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PROGRAM = textwrap.dedent(
     """
     import bluetooth
@@ -70,8 +72,14 @@ def test_printing_an_oserror_prints_what_a_board_prints(tmp_path: Path) -> None:
 
 
 def test_the_explanation_is_in_the_notes_a_traceback_shows() -> None:
-    from mpbluetooth._errors import mp_oserror
+    from mpbluetooth import sim
 
-    error = mp_oserror(22, "handle 0 is not an attribute")
+    with sim.Link("instant") as link:
+        ble = link.instance("notes")
+        ble.active(True)
+        with pytest.raises(OSError) as info:
+            ble.gatts_write(0, b"x")  # no attribute has handle 0
+    error = info.value
     assert str(error) == "[Errno 22] EINVAL" and type(error) is OSError
-    assert error.__notes__ == ["handle 0 is not an attribute"]
+    assert error.args == (22,) and error.errno == 22
+    assert error.__notes__ == ["no value with handle 0"]

@@ -18,8 +18,9 @@ import pytest
 from mpbluetooth import sim
 from mpbluetooth.constants import IRQ_CENTRAL_CONNECT, IRQ_PERIPHERAL_CONNECT
 from mpbluetooth.sim.rootcanal import ENV_BINARY, RootCanal, RootCanalError, find_binary
+from mpbluetooth.testing import Recorder
 
-from .conftest import ENV, HubMedium, Recorder, connect
+from .conftest import ENV, HubMedium, connect
 from .test_run_board import BEACON, REPO, SCANNER
 
 

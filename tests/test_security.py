@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from mpbluetooth import sim
-from mpbluetooth._security import link_security
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     EINVAL,
@@ -28,11 +27,14 @@ from mpbluetooth.constants import (
     IRQ_GATTS_READ_REQUEST,
     IRQ_GET_SECRET,
     IRQ_PASSKEY_ACTION,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SET_SECRET,
 )
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
 
-from .conftest import ENV, Recorder, connect
+from .conftest import ENV, connect
 
 # The same scenarios on our simulator and on RootCanal (tests/conftest.py, `link`).
 pytestmark = pytest.mark.engines("sim", "rootcanal")
@@ -95,9 +97,9 @@ def setup(
 
 
 def reconnect(a: BLE, ra: Secrets, ca: int, b: BLE, rb: Secrets) -> tuple[int, int]:
-    before = len(ra.of(8))
+    before = len(ra.of(IRQ_PERIPHERAL_DISCONNECT))
     a.gap_disconnect(ca)
-    ra.wait(8, count=before + 1)
+    ra.wait(IRQ_PERIPHERAL_DISCONNECT, count=before + 1)
     return connect(a, ra, b, rb)
 
 
@@ -161,8 +163,8 @@ def test_passkey_display_on_one_side_input_on_the_other(link: sim.Link, le_secur
     assert rb.wait(IRQ_ENCRYPTION_UPDATE) == (cb, 1, 1, 1, 16)
     assert ra.of(IRQ_PASSKEY_ACTION) == [(ca, 2, 0)]
     assert rb.of(IRQ_PASSKEY_ACTION) == [(cb, 3, 0)]
-    connection = b._stack.require().lookup_connection(cb)
-    assert link_security(connection) == (True, True, 16)
+    # That the GATT server's permission checks see the link as authenticated too is
+    # test_authenticated_characteristic_needs_mitm_pairing.
 
 
 def test_wrong_passkey_fails_on_both_sides(link: sim.Link) -> None:
@@ -215,18 +217,18 @@ def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) ->
     a, ra, ca, b, rb, cb = setup(link, config, config)
     a.gap_pair(ca)
     ra.wait(IRQ_ENCRYPTION_UPDATE)
-    identity = ra.of(7)[0][1:]
+    identity = ra.of(IRQ_PERIPHERAL_CONNECT)[0][1:]
     a.gap_disconnect(ca)
-    ra.wait(8)
+    ra.wait(IRQ_PERIPHERAL_DISCONNECT)
     # The peripheral now advertises from an RPA made with the IRK it gave at pairing.
     b.config(addr_mode=2)
     rpa_type, rpa = b.config("mac")
     assert rpa_type == 1 and rpa[0] >> 6 == 0b01 and (rpa_type, rpa) != identity
     b.gap_advertise(20000, b"\x02\x01\x06")
     a.gap_connect(rpa_type, rpa)
-    ca = ra.wait(7, count=2)[0]
+    ca = ra.wait(IRQ_PERIPHERAL_CONNECT, count=2)[0]
     # NimBLE reports the peer's identity address once it is resolved.
-    assert ra.of(7)[1] == (ca, *identity)
+    assert ra.of(IRQ_PERIPHERAL_CONNECT)[1] == (ca, *identity)
     a.gap_pair(ca)
     assert ra.wait(IRQ_ENCRYPTION_UPDATE, count=2) == (ca, 1, 0, 1, 16)
 

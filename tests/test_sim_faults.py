@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+import mpbluetooth
 from mpbluetooth import sim
 from mpbluetooth.ble import BLE
-from mpbluetooth.cli import sim_ctl
 from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
     IRQ_GATTC_WRITE_DONE,
@@ -27,8 +27,9 @@ from mpbluetooth.constants import (
     IRQ_PERIPHERAL_DISCONNECT,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import HubProcess, Recorder
 
-from .conftest import ENV, HubProcess, Recorder
+from .conftest import ENV
 from .test_hub import Peer
 from .test_sim_timing import connect_at
 
@@ -188,7 +189,7 @@ def test_faults_need_air_timing() -> None:
 
 @pytest.fixture
 def air_hub() -> Iterator[HubProcess]:
-    hub = HubProcess("--timing", "air")
+    hub = HubProcess("air")
     yield hub
     hub.stop()
 
@@ -208,7 +209,7 @@ def _ctl(hub: HubProcess, *args: str) -> subprocess.CompletedProcess[str]:
 def _connected_to_a_peer(hub: HubProcess) -> Iterator[tuple[BLE, Recorder, Peer]]:
     """An instance of this process on ``hub`` connecting (30 ms) to a peer process there;
     both closed afterwards."""
-    ble = BLE._new_instance("local", transport=hub.spec)
+    ble = mpbluetooth.open(hub.spec, "local")
     recorder = Recorder()
     ble.irq(recorder)
     ble.active(True)
@@ -218,7 +219,7 @@ def _connected_to_a_peer(hub: HubProcess) -> Iterator[tuple[BLE, Recorder, Peer]
         yield ble, recorder, peer
     finally:
         peer.close()
-        ble._close()
+        ble.close()
 
 
 def test_killed_process_times_out_at_its_peer_through_an_air_hub(air_hub: HubProcess) -> None:
@@ -226,9 +227,9 @@ def test_killed_process_times_out_at_its_peer_through_an_air_hub(air_hub: HubPro
     reason 0x08, not at once."""
     with _connected_to_a_peer(air_hub) as (ble, recorder, peer):
         conn = recorder.wait(IRQ_PERIPHERAL_CONNECT)[0]
-        listing = sim_ctl.send(air_hub.spec, {"op": "list"})
-        assert listing["ok"] and listing["result"]["timing"] == "air"
-        links = [c for m in listing["result"]["members"] for c in m["connections"]]
+        listing = air_hub.control("list")
+        assert listing["timing"] == "air"
+        links = [c for m in listing["members"] for c in m["connections"]]
         timeout = links[0]["timeout_ms"] / 1000
         assert links[0]["interval_ms"] == pytest.approx(30.0)
         killed = time.monotonic()
@@ -257,5 +258,5 @@ def test_sim_ctl_sets_faults_and_kills_on_a_running_hub(air_hub: HubProcess) -> 
         peer_name = next(n for n in names if n != ours)
         assert _ctl(air_hub, "kill", peer_name).returncode == 0
         recorder.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=5)
-        after = sim_ctl.send(air_hub.spec, {"op": "list"})["result"]["members"]
+        after = air_hub.members()
         assert [m["name"] for m in after] == [ours]

@@ -24,11 +24,11 @@ from mpbluetooth.constants import (
     IRQ_GATTS_WRITE,
     IRQ_PERIPHERAL_CONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SCAN_DONE,
     IRQ_SCAN_RESULT,
 )
+from mpbluetooth.testing import Recorder
 from mpbluetooth.uuid import UUID
-
-from .conftest import Recorder
 
 FLAG_READ = 0x0002
 FLAG_WRITE = 0x0008
@@ -157,7 +157,7 @@ def test_passive_scan_hears_only_in_its_window(air: sim.Link) -> None:
         ble.gap_scan(6000, 1_280_000, 11_250, False)
         time.sleep(0.16)
     for _, rec in scanners:
-        rec.wait(6, timeout=10)  # SCAN_DONE
+        rec.wait(IRQ_SCAN_DONE, timeout=10)
     found = [t for t in times if t]
     assert 1 <= len(found) <= 8, times
     for t in (x for ts in times for x in ts):

@@ -27,6 +27,35 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from mpbluetooth.constants import (
+    IRQ_CENTRAL_CONNECT,
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_CONNECTION_UPDATE,
+    IRQ_ENCRYPTION_UPDATE,
+    IRQ_GATTC_CHARACTERISTIC_DONE,
+    IRQ_GATTC_CHARACTERISTIC_RESULT,
+    IRQ_GATTC_INDICATE,
+    IRQ_GATTC_NOTIFY,
+    IRQ_GATTC_READ_DONE,
+    IRQ_GATTC_READ_RESULT,
+    IRQ_GATTC_SERVICE_DONE,
+    IRQ_GATTC_SERVICE_RESULT,
+    IRQ_GATTC_WRITE_DONE,
+    IRQ_GATTS_INDICATE_DONE,
+    IRQ_GATTS_READ_REQUEST,
+    IRQ_GATTS_WRITE,
+    IRQ_GET_SECRET,
+    IRQ_L2CAP_ACCEPT,
+    IRQ_L2CAP_CONNECT,
+    IRQ_L2CAP_DISCONNECT,
+    IRQ_L2CAP_RECV,
+    IRQ_L2CAP_SEND_READY,
+    IRQ_MTU_EXCHANGED,
+    IRQ_PERIPHERAL_CONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+    IRQ_SET_SECRET,
+)
+
 SOAK_SERVICE = "5e6d0001-50a4-4b1e-9a51-4f0a4b5e0000"
 CONTROL = "5e6d0002-50a4-4b1e-9a51-4f0a4b5e0000"
 DATA = "5e6d0003-50a4-4b1e-9a51-4f0a4b5e0000"
@@ -40,13 +69,6 @@ SDU_SIZE = 500
 WAIT = 10.0  # seconds any single step may take before it counts as a failure
 WARM_UP_CYCLES = 20  # leaks are measured from here on
 
-# IRQ codes (MicroPython's _IRQ_*).
-CENTRAL_CONNECT, CENTRAL_DISCONNECT, GATTS_WRITE, GATTS_READ_REQUEST = 1, 2, 3, 4
-PERIPHERAL_CONNECT, PERIPHERAL_DISCONNECT = 7, 8
-SERVICE_RESULT, SERVICE_DONE, CHARACTERISTIC_RESULT, CHARACTERISTIC_DONE = 9, 10, 11, 12
-READ_RESULT, READ_DONE, WRITE_DONE, NOTIFY, INDICATE = 15, 16, 17, 18, 19
-INDICATE_DONE, MTU_EXCHANGED = 20, 21
-L2CAP_ACCEPT, L2CAP_CONNECT, L2CAP_DISCONNECT, L2CAP_RECV, L2CAP_SEND_READY = 22, 23, 24, 25, 26
 ENOMEM = 12
 
 
@@ -61,43 +83,13 @@ def usage() -> dict[str, int]:
     }
 
 
-class Events:
-    """The IRQ handler of a role: events go to a queue the main thread waits on."""
+def events_recorder() -> Any:
+    """The IRQ handler of a role: keeps what a step waits for (``take``), not the kinds
+    nobody waits for (they would pile up over a long run)."""
+    from mpbluetooth.testing import Recorder
 
-    #: Kinds nobody waits for (they would pile up in the backlog).
-    IGNORED = frozenset({29, 30, 27, 28})
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[tuple[int, tuple[Any, ...]]] = queue.Queue()
-        self.backlog: list[tuple[int, tuple[Any, ...]]] = []
-
-    def __call__(self, event: int, data: tuple[Any, ...]) -> Any:
-        if event not in self.IGNORED:
-            copy = tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
-            self.queue.put((event, copy))
-
-    def wait(self, *events: int, timeout: float = WAIT) -> tuple[int, tuple[Any, ...]]:
-        """The oldest event of one of these kinds (others wait their turn); TimeoutError."""
-        for index, (event, data) in enumerate(self.backlog):
-            if event in events:
-                del self.backlog[index]
-                return event, data
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no event {events} within {timeout} s; {self.backlog[-5:]}")
-            try:
-                event, data = self.queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if event in events:
-                return event, data
-            self.backlog.append((event, data))
-
-    def clear(self) -> None:
-        """Forget what is left of a cycle (after a failure)."""
-        self.backlog.clear()
+    ignored = {IRQ_GET_SECRET, IRQ_SET_SECRET, IRQ_CONNECTION_UPDATE, IRQ_ENCRYPTION_UPDATE}
+    return Recorder(keep=set(range(64)) - ignored, timeout=WAIT)
 
 
 def retry_enomem(call: Any, *args: Any) -> Any:
@@ -115,10 +107,9 @@ def retry_enomem(call: Any, *args: Any) -> Any:
 # --- the peripheral ---------------------------------------------------------------------------
 def peripheral(spec: str) -> None:
     import mpbluetooth
-    from mpbluetooth import BLE, UUID
+    from mpbluetooth import UUID
 
-    ble = mpbluetooth.ble.BLE._new_instance("soak-peripheral", transport=spec)
-    del BLE
+    ble = mpbluetooth.open(spec, "soak-peripheral")
     counts: dict[str, int] = defaultdict(int)
     work: queue.Queue[tuple[str, Any]] = queue.Queue()
     handles: dict[str, int] = {}
@@ -130,12 +121,12 @@ def peripheral(spec: str) -> None:
         return b"%d,%d" % (counts["data writes"], counts["l2cap bytes"])
 
     def handler(event: int, data: tuple[Any, ...]) -> Any:
-        if event == CENTRAL_CONNECT:
+        if event == IRQ_CENTRAL_CONNECT:
             counts["connects"] += 1
-        elif event == CENTRAL_DISCONNECT:
+        elif event == IRQ_CENTRAL_DISCONNECT:
             counts["disconnects"] += 1
             work.put(("advertise", None))
-        elif event == GATTS_WRITE:
+        elif event == IRQ_GATTS_WRITE:
             conn, handle = data
             value = ble.gatts_read(handle)
             if handle == handles["data"]:
@@ -144,21 +135,21 @@ def peripheral(spec: str) -> None:
                 work.put(("notify", (conn, int(value[7:]))))
             elif value == b"bye":
                 work.put(("disconnect", conn))
-        elif event == GATTS_READ_REQUEST:
+        elif event == IRQ_GATTS_READ_REQUEST:
             ble.gatts_write(handles["control"], status())
             counts["reads"] += 1
-        elif event == INDICATE_DONE:
+        elif event == IRQ_GATTS_INDICATE_DONE:
             counts["indications acked" if data[2] == 0 else "indications failed"] += 1
-        elif event == L2CAP_ACCEPT:
+        elif event == IRQ_L2CAP_ACCEPT:
             return 0
-        elif event == L2CAP_CONNECT:
+        elif event == IRQ_L2CAP_CONNECT:
             channels[(data[0], data[1])] = None
             counts["l2cap channels"] += 1
-        elif event == L2CAP_RECV:
+        elif event == IRQ_L2CAP_RECV:
             while got := ble.l2cap_recvinto(data[0], data[1], buffer):
                 counts["l2cap bytes"] += got
             counts["l2cap sdus"] += 1
-        elif event == L2CAP_DISCONNECT:
+        elif event == IRQ_L2CAP_DISCONNECT:
             channels.pop((data[0], data[1]), None)
         return None
 
@@ -241,8 +232,8 @@ class Central:
         import mpbluetooth
 
         self.mpbluetooth = mpbluetooth
-        self.ble = mpbluetooth.ble.BLE._new_instance("soak-central", transport=spec)
-        self.events = Events()
+        self.ble = mpbluetooth.open(spec, "soak-central")
+        self.events = events_recorder()
         self.ble.irq(self.events)
         self.ble.active(True)
         self.peer = peer
@@ -271,8 +262,8 @@ class Central:
                 self.failures.append(f"cycle {self.cycle}: {exc!r}")
                 if conn is not None:
                     self.recover(conn)
-            if self.events.backlog:
-                self.failures.append(f"cycle {self.cycle}: unexpected {self.events.backlog[:5]}")
+            if self.events.events:
+                self.failures.append(f"cycle {self.cycle}: unexpected {self.events.events[:5]}")
                 self.events.clear()
         stats = self.mpbluetooth.irq_stats(self.ble)
         report = {
@@ -292,15 +283,15 @@ class Central:
     def recover(self, conn: int) -> None:
         try:
             if self.ble.gap_disconnect(conn):
-                self.events.wait(PERIPHERAL_DISCONNECT)
+                self.events.take(IRQ_PERIPHERAL_DISCONNECT)
         except Exception as exc:  # noqa: BLE001
             self.failures.append(f"cycle {self.cycle}: recovery: {exc!r}")
 
     def connect(self) -> int:
         started = time.monotonic()
         self.ble.gap_connect(0, self.peer, 5000)
-        event, data = self.events.wait(PERIPHERAL_CONNECT, PERIPHERAL_DISCONNECT)
-        if event != PERIPHERAL_CONNECT:
+        event, data = self.events.take(IRQ_PERIPHERAL_CONNECT, IRQ_PERIPHERAL_DISCONNECT)
+        if event != IRQ_PERIPHERAL_CONNECT:
             raise RuntimeError("connect attempt timed out")
         self.timed("connect", started)
         self.counts["connects"] += 1
@@ -312,18 +303,20 @@ class Central:
 
         if self.cycle % 4 == 0:
             ble.gattc_exchange_mtu(conn)
-            events.wait(MTU_EXCHANGED)
+            events.take(IRQ_MTU_EXCHANGED)
 
         # Discovery.
         started = time.monotonic()
         ble.gattc_discover_services(conn, UUID(SOAK_SERVICE))
-        _, (_, first, last, _) = events.wait(SERVICE_RESULT)
-        assert events.wait(SERVICE_DONE)[1][1] == 0
+        _, (_, first, last, _) = events.take(IRQ_GATTC_SERVICE_RESULT)
+        assert events.take(IRQ_GATTC_SERVICE_DONE)[1][1] == 0
         ble.gattc_discover_characteristics(conn, first, last)
         found: dict[UUID, int] = {}
         while True:
-            event, data = events.wait(CHARACTERISTIC_RESULT, CHARACTERISTIC_DONE)
-            if event == CHARACTERISTIC_DONE:
+            event, data = events.take(
+                IRQ_GATTC_CHARACTERISTIC_RESULT, IRQ_GATTC_CHARACTERISTIC_DONE
+            )
+            if event == IRQ_GATTC_CHARACTERISTIC_DONE:
                 assert data[1] == 0, f"characteristic discovery status {data[1]}"
                 break
             found[data[4]] = data[2]
@@ -335,8 +328,8 @@ class Central:
         self.write(conn, control, b"notify %d" % NOTIFICATIONS)
         received = 0
         while True:
-            event, data = events.wait(NOTIFY, INDICATE)
-            if event == NOTIFY:
+            event, data = events.take(IRQ_GATTC_NOTIFY, IRQ_GATTC_INDICATE)
+            if event == IRQ_GATTC_NOTIFY:
                 received += 1
                 continue
             break
@@ -355,8 +348,8 @@ class Central:
             self.counts["data writes unacked"] += 1
         started = time.monotonic()
         ble.gattc_read(conn, control)
-        _, result = events.wait(READ_RESULT)
-        assert events.wait(READ_DONE)[1][2] == 0
+        _, result = events.take(IRQ_GATTC_READ_RESULT)
+        assert events.take(IRQ_GATTC_READ_DONE)[1][2] == 0
         self.timed("read", started)
         self.counts["reads"] += 1
         stored = int(result[2].split(b",")[0])
@@ -369,19 +362,19 @@ class Central:
         # L2CAP: open a channel, send SDUs with flow control, close it.
         started = time.monotonic()
         ble.l2cap_connect(conn, PSM, L2CAP_MTU)
-        event, data = events.wait(L2CAP_CONNECT, L2CAP_DISCONNECT)
-        if event != L2CAP_CONNECT:
+        event, data = events.take(IRQ_L2CAP_CONNECT, IRQ_L2CAP_DISCONNECT)
+        if event != IRQ_L2CAP_CONNECT:
             raise RuntimeError(f"L2CAP connect refused: status {data[3]}")
         cid = data[1]
         self.counts["l2cap channels"] += 1
         payload = bytes(range(256)) * (SDU_SIZE // 256) + bytes(SDU_SIZE % 256)
         for _ in range(SDUS):
             if not ble.l2cap_send(conn, cid, payload):
-                events.wait(L2CAP_SEND_READY)
+                events.take(IRQ_L2CAP_SEND_READY)
             self.counts["l2cap bytes sent"] += len(payload)
             self.counts["l2cap sdus sent"] += 1
         ble.l2cap_disconnect(conn, cid)
-        assert events.wait(L2CAP_DISCONNECT)[1][3] == 0
+        assert events.take(IRQ_L2CAP_DISCONNECT)[1][3] == 0
         self.timed(f"L2CAP {SDUS * SDU_SIZE // 1000} kB", started)
 
         # Disconnect: alternately ours and the peer's.
@@ -390,14 +383,14 @@ class Central:
             assert ble.gap_disconnect(conn)
         else:
             self.write(conn, control, b"bye")
-        events.wait(PERIPHERAL_DISCONNECT)
+        events.take(IRQ_PERIPHERAL_DISCONNECT)
         self.counts["disconnects"] += 1
         self.timed("disconnect", started)
 
     def write(self, conn: int, handle: int, value: bytes, what: str = "") -> None:
         started = time.monotonic()
         self.ble.gattc_write(conn, handle, value, 1)
-        status = self.events.wait(WRITE_DONE)[1][2]
+        status = self.events.take(IRQ_GATTC_WRITE_DONE)[1][2]
         if status != 0:
             raise RuntimeError(f"write acknowledged with status {status}")
         self.counts[f"{what}writes acked"] += 1
@@ -446,24 +439,12 @@ def main() -> int:
         print(json.dumps(central.run()), flush=True)
         return 0
 
-    port = free_port()
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "mpbluetooth", "sim-hub", "--tcp", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    spec = f"tcp-client:127.0.0.1:{port}"
+    from mpbluetooth.testing import HubProcess
+
+    hub = HubProcess(spec=f"tcp-client:127.0.0.1:{free_port()}")
+    spec = hub.spec
     started = time.monotonic()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
         me = os.path.abspath(__file__)
         peripheral_proc = spawn(
             me, "--role", "peripheral", "--transport", spec, stdin=subprocess.PIPE
@@ -491,8 +472,7 @@ def main() -> int:
         peripheral_out, _ = peripheral_proc.communicate(timeout=30)
         peripheral_report = json.loads(peripheral_out.strip().splitlines()[-1])
     finally:
-        hub.terminate()
-        hub.wait(10)
+        hub.stop()
     elapsed = time.monotonic() - started
     return report(central, peripheral_report, elapsed, args.json)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .. import compat
-from ..compat import _features, strbuf
+from ..compat import features, strbuf
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
 __all__ = ["main"]
@@ -35,7 +35,7 @@ PROG: Final = "mpbluetooth-python"
 USAGE: Final = f"usage: {PROG} [option] ... [-c cmd | -m mod | file | -] [arg] ..."
 _STAY_ON_POLL_S: Final = 0.05
 _ROWS: Final = textwrap.fill(
-    ", ".join(_features.FEATURES), width=96, initial_indent=" " * 18, subsequent_indent=" " * 18
+    ", ".join(features.FEATURES), width=96, initial_indent=" " * 18, subsequent_indent=" " * 18
 ).lstrip()
 HELP: Final = f"""{USAGE}
 Runs a MicroPython program on CPython with mpbluetooth's runtime installed.
@@ -68,23 +68,23 @@ class _Options:
     args: list[str] = field(default_factory=list)
     unbuffered: bool = False
     inspect: bool = False
-    #: MicroPython rows switched off (``_features``).
+    #: MicroPython rows switched off (``features``).
     off: set[str] = field(default_factory=set)
     action: Literal["run", "help", "version"] = "run"
 
 
 def _parse(argv: list[str]) -> _Options:
     """Parse ``python``-style options up to the program; the rest belongs to the program."""
-    options = _Options(off=_features.env_off())
+    options = _Options(off=features.env_off())
     index = 0
     while index < len(argv):
         arg = argv[index]
         if arg == "--":
             index += 1
             break
-        if arg.startswith("--no-") and arg[5:] in _features.FEATURES:
+        if arg.startswith("--no-") and arg[5:] in features.FEATURES:
             options.off.add(arg[5:])
-        elif arg[2:] in _features.FEATURES:
+        elif arg[2:] in features.FEATURES:
             options.off.discard(arg[2:])
         elif arg in ("--help", "--version"):
             options.action = "help" if arg == "--help" else "version"
@@ -186,7 +186,7 @@ def _fresh_main(**attrs: Any) -> dict[str, Any]:
 
 
 def _compile(source: str | bytes, filename: str) -> types.CodeType:
-    """The program's code, with the compiler-level rows that are on (``_features``)."""
+    """The program's code, with the compiler-level rows that are on (``features``)."""
     return strbuf.compile_source(source, filename)
 
 

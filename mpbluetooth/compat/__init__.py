@@ -101,14 +101,14 @@ def install(str_buffer: bool = False, *, off: Iterable[str] = ()) -> None:
 
     The other rows of MicroPython's behaviour (``const`` without an import, ``json``
     of bytes, Yasmarang ``random``, ``machine.Pin``, ``esp32``, ``gc.mem_free``...; the
-    table is ``_features.FEATURES``) are on unless named in ``off``; the compiler-level
+    table is ``features.FEATURES``) are on unless named in ``off``; the compiler-level
     ones apply through the same import hook, to modules imported after the call.
     """
     global _installed
-    from . import _features
+    from . import features
 
     rows_off = set(off) | (set() if str_buffer else {"str-buffer"})
-    _features.configure(rows_off)
+    features.configure(rows_off)
     with _lock:
         if not _installed:
             from . import _asyncio, _sched, _time, machine, micropython
@@ -124,15 +124,15 @@ def install(str_buffer: bool = False, *, off: Iterable[str] = ()) -> None:
             sys.meta_path.append(_UAliasFinder())
             _installed = True
             logger.debug("MicroPython runtime shims installed")
-        if _features.enabled("gc"):
+        if features.enabled("gc"):
             from . import _gc
 
             _gc.patch()
-        if _features.enabled("esp32"):
+        if features.enabled("esp32"):
             from . import esp32
 
             sys.modules.setdefault("esp32", esp32)
-    if any(_features.enabled(n) for n, f in _features.FEATURES.items() if f.compiler):
+    if any(features.enabled(n) for n, f in features.FEATURES.items() if f.compiler):
         from . import _importhook
 
         _importhook.install()

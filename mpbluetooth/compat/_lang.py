@@ -1,4 +1,4 @@
-"""Runtime helpers for the compiler-level MicroPython rows (see ``_features`` and ``strbuf``).
+"""Runtime helpers for the compiler-level MicroPython rows (see ``features`` and ``strbuf``).
 
 The source transform rewrites a few constructs of the user's code into calls to
 these helpers. Each helper first does exactly what CPython does, and only when

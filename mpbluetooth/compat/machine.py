@@ -280,9 +280,9 @@ def __getattr__(name: str) -> _Any:
 
     Resolved on first use so a program that only uses ``Timer`` never loads them.
     """
-    from . import _features
+    from . import features
 
-    if name in _PERIPHERALS and _features.enabled("machine"):
+    if name in _PERIPHERALS and features.enabled("machine"):
         from . import _peripherals
 
         value = getattr(_peripherals, name)

@@ -20,7 +20,7 @@ MicroPython: ``str + bytes`` and ``bytes(str)`` raise there too; here they give
 bytes, a superset no MicroPython program can observe.
 
 The same compile step carries MicroPython's other compiler-level rows (see
-``_features``), each applied only while its row is on:
+``compat.features``), each applied only while its row is on:
 
 * ``const``, and viper's ``micropython``, ``ptr8``, ``ptr16``, ``ptr32``, ``uint`` used
   without an import -> bound by an import inserted with the helpers'
@@ -41,7 +41,8 @@ import types
 from collections.abc import Collection
 from typing import Any, Final
 
-from . import _features, _lang
+from . import _lang
+from . import features as feature_table
 
 _HELPER_MODULE: Final = __name__
 _ADD: Final = "__mpb_add__"
@@ -163,10 +164,10 @@ def call(func: Any, arg: Any, /) -> Any:
 def add_hint(exc: BaseException, *, transform_on: bool) -> None:
     """Attach the MicroPython idiom hint to a str/bytes-mix ``TypeError`` (and its chain).
 
-    Also notes the hints of the other rows that are switched off (``_features``).
+    Also notes the hints of the other rows that are switched off (``compat.features``).
     """
-    transform_on = transform_on and _features.enabled("str-buffer")
-    _features.add_hints(exc)
+    transform_on = transform_on and feature_table.enabled("str-buffer")
+    feature_table.add_hints(exc)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -455,7 +456,7 @@ def transform(tree: ast.Module | ast.Interactive, features: Collection[str] | No
 
     True if anything changed (and the helpers were imported).
     """
-    rewriter = _Rewriter(_features.on() if features is None else features)
+    rewriter = _Rewriter(feature_table.on() if features is None else features)
     rewriter.visit(tree)
     if rewriter.changed:
         _helper_import(tree.body, rewriter.used, rewriter.implicit)
@@ -474,7 +475,7 @@ def compile_source(
     ``dont_inherit`` keeps this module's own ``__future__`` flags out of user code;
     the ``annotations`` row sets that one future flag deliberately.
     """
-    features = _features.on() if features is None else features
+    features = feature_table.on() if features is None else features
     flags = __future__.annotations.compiler_flag if "annotations" in features else 0
     tree = compile(source, filename, mode, ast.PyCF_ONLY_AST | flags, dont_inherit=True)
     if not isinstance(tree, ast.Module | ast.Interactive):

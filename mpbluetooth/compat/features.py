@@ -1,5 +1,9 @@
 """The table of MicroPython behaviours emulated for the user's code, and their switches.
 
+Public (desktop only) because its row names are what a user passes to switch rows off:
+``FEATURES`` lists them, with each row's environment variable and the hint an error
+carries when its row is off.
+
 Each row can be switched off on its own (``mpbluetooth-python --no-NAME``,
 ``MPBLUETOOTH_NAME=0`` with ``-`` written ``_``, or ``install(off=[...])``), for
 example to check that a program also runs on plain CPython. With a row off, an

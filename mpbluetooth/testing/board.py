@@ -1,0 +1,238 @@
+"""A MicroPython script running as its own simulated board, in its own process.
+
+This is how ``mpbluetooth run`` runs each script (``mpbluetooth-python`` semantics, one
+process per board, all on one hub), with the test in the middle: it can wait for a line
+the script printed, wait for an IRQ event the script's handler received, see how it
+ended, and inject faults on the hub between. A script is tested exactly as it will run on
+a board, unmodified, while the test's own instances (``HubProcess.instance``) play the
+other side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from .recorder import DEFAULT_TIMEOUT, Recorder, WaitTimeout, wait_until
+
+__all__ = ["Board", "BoardExited"]
+
+#: Set by ``mpbluetooth run``: a program that returns with its radio on stays on
+#: (``mpbluetooth.cli._board``; spelled here so the test process need not import the CLI).
+_STAY_ON_ENV: Final = "MPBLUETOOTH_STAY_ON"
+_STAY_ON_MARKER: Final = "\x00mpbluetooth:stay-on"
+#: How long a stopped board may take to close its radio before it is killed.
+_STOP_GRACE_S: Final = 10.0
+_numbers = itertools.count(1)
+
+
+class BoardExited(AssertionError):
+    """The board's program ended while the test was waiting for something from it."""
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "b" in value:
+            return bytes.fromhex(value["b"])
+        if "u" in value:
+            from ..uuid import UUID
+
+            return UUID(bytes.fromhex(value["u"]))
+        return value.get("r")
+    return value
+
+
+def board_address(number: int) -> bytes:
+    """A public address for the ``number``-th board of this process, unlike any other
+    process's (the pid is in it) and any instance the hub numbers itself (0xF3 prefix)."""
+    pid = os.getpid() & 0xFFFF
+    return bytes([0xF3, pid >> 8, pid & 0xFF, 0, (number >> 8) & 0xFF, number & 0xFF])
+
+
+class Board:
+    """A running MicroPython script on the hub at ``spec``.
+
+    ``script``: a path; ``args`` go to its ``sys.argv[1:]``; ``env`` adds environment
+    variables; ``input`` is written to its stdin. Its radio gets the public address
+    ``address`` (``config('mac')`` says so), which a test connects to and names it by in
+    hub faults. ``lines`` is what it printed so far (stdout and stderr, in order);
+    ``events`` is a ``Recorder`` of every IRQ event its handler received. A script that
+    returns with its radio on stays on, as a board at its REPL does, until ``stop()``.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        script: str | os.PathLike[str],
+        *args: str,
+        env: dict[str, str] | None = None,
+        input: str | None = None,  # noqa: A002 - subprocess's name for it
+        name: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> None:
+        from .hub import child_environment
+
+        self.script = Path(script)
+        if not self.script.is_file():
+            raise FileNotFoundError(f"no such script: {self.script}")
+        self.name = name or self.script.stem
+        self.address = board_address(next(_numbers))
+        self.events = Recorder()
+        self.lines: list[str] = []
+        self.stayed_on = False
+        self._cond = threading.Condition()
+        read_fd, write_fd = os.pipe()
+        child_env = child_environment(
+            **{
+                "MPBLUETOOTH_TRANSPORT": spec,
+                "MPBLUETOOTH_SIM_ADDRESS": self.address.hex(":"),
+                "PYTHONUNBUFFERED": "1",
+                _STAY_ON_ENV: "1",
+                **(env or {}),  # the test's settings win
+            }
+        )
+        command = [sys.executable, "-m", "mpbluetooth.testing._board_main", str(write_fd)]
+        try:
+            self.process = subprocess.Popen(
+                [*command, "-u", str(self.script), *args],
+                env=child_env,
+                cwd=cwd,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        if input is not None and self.process.stdin is not None:
+            self.process.stdin.write(input.encode())
+            self.process.stdin.close()
+        self._readers = [
+            threading.Thread(target=self._read_output, name=f"board-{self.name}-out", daemon=True),
+            threading.Thread(
+                target=self._read_events,
+                args=(read_fd,),
+                name=f"board-{self.name}-irq",
+                daemon=True,
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    # --- the child's streams ------------------------------------------------------------
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            with self._cond:
+                if line == _STAY_ON_MARKER:
+                    self.stayed_on = True
+                else:
+                    self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _read_events(self, fd: int) -> None:
+        with open(fd, "rb") as pipe:
+            for raw in pipe:
+                event, data = json.loads(raw)
+                self.events(int(event), tuple(_decode(v) for v in data))
+
+    # --- what the test waits for ----------------------------------------------------------
+    @property
+    def output(self) -> str:
+        """Everything printed so far, one line per line."""
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for_line(
+        self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_TIMEOUT
+    ) -> str:
+        """Wait until the script printed a line containing ``pattern`` (a string) or
+        matching it (``re.search`` with a compiled pattern); return that line. Raises
+        ``BoardExited`` if the program ends first, ``WaitTimeout`` after ``timeout`` s."""
+
+        def matches(line: str) -> bool:
+            if isinstance(pattern, str):
+                return pattern in line
+            return pattern.search(line) is not None
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if matches(line):
+                        return line
+                if self.process.poll() is not None and not self._readers[0].is_alive():
+                    raise BoardExited(
+                        f"{self.name} exited with {self.process.returncode} before printing "
+                        f"{pattern!r}; it printed:\n{self.output}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(
+                        f"{self.name} printed no {pattern!r} within {timeout:g} s; "
+                        f"it printed:\n{self.output}"
+                    )
+                # Woken by each line; the cap notices an exit that printed nothing.
+                self._cond.wait(min(remaining, 0.2))
+
+    def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """Wait until the program ends (or stays on, radio active); return its exit status
+        (0 for a board that stayed on)."""
+        wait_until(
+            lambda: self.process.poll() is not None or self.stayed_on,
+            timeout,
+            f"{self.name} to finish; it printed:\n{self.output}",
+        )
+        return 0 if self.process.returncode is None else self.process.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once ended, else None."""
+        return self.process.poll()
+
+    def config(self, name: str) -> Any:
+        """``config('mac')``, as a ``BLE`` instance answers it: (0, the public address)."""
+        if name != "mac":
+            raise ValueError("a board answers only config('mac') from the test's side")
+        return (0, self.address)
+
+    # --- end -------------------------------------------------------------------------------
+    def stop(self) -> int:
+        """Stop the program as ``mpbluetooth run`` does (SIGTERM), kill it if it lingers;
+        return its exit status. Its radio leaves the hub, so peers see the link drop."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(_STOP_GRACE_S)
+        for reader in self._readers:
+            reader.join(_STOP_GRACE_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.process.poll() is None else f"exit {self.process.returncode}"
+        return f"<Board {self.name} {self.address.hex(':')} {state}>"

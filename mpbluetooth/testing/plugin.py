@@ -1,0 +1,139 @@
+"""The pytest plugin of ``mpbluetooth.testing`` (registered as ``mpbluetooth``).
+
+Installed with the package through the ``pytest11`` entry point, so a project that tests
+its MicroPython BLE code needs no conftest of its own. It only adds fixtures and a marker:
+nothing runs unless a test asks for a fixture, and importing it loads neither Bumble nor
+the simulator. ``pytest -p no:mpbluetooth`` switches it off.
+
+Fixtures:
+
+* ``sim_link``: a ``sim.Link`` (one simulated radio in this process), closed afterwards;
+* ``sim_instances``: ``sim_instances(n)`` -> n active ``Instance(ble, events)`` on
+  ``sim_link``, each with a ``Recorder`` as its IRQ handler;
+* ``sim_hub``: ``mpbluetooth sim-hub`` in its own process (``HubProcess``), with
+  ``sim_hub.instance(name)`` and the fault methods, stopped afterwards;
+* ``board``: ``board("sensor.py")`` -> a ``Board``, the script running as its own
+  simulated board on ``sim_hub`` (as ``mpbluetooth run`` runs it), stopped afterwards.
+
+The radio timing of what these fixtures make is ``air`` (connection events, advertising
+intervals, supervision timeouts) unless the ``mpbluetooth_timing`` ini option or
+``@pytest.mark.mpbluetooth_timing("instant")`` says otherwise; instant is faster, air
+is what a board sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ..sim import Link
+    from .board import Board
+    from .hub import HubProcess
+    from .recorder import Instance
+
+_TIMINGS = ("air", "instant")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "mpbluetooth_timing",
+        "radio timing of the links and hubs mpbluetooth's fixtures make: air or instant "
+        "(default: $MPBLUETOOTH_SIM_TIMING, else air)",
+        default=None,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mpbluetooth_timing(timing): radio timing ('air' or 'instant') of the sim_link, "
+        "sim_instances, sim_hub and board fixtures in this test",
+    )
+
+
+def timing_for(request: pytest.FixtureRequest) -> str:
+    """The test's timing: its marker, else the ini option, else the environment, else air."""
+    marker = request.node.get_closest_marker("mpbluetooth_timing")
+    timing = (
+        marker.args[0]
+        if marker is not None and marker.args
+        else request.config.getini("mpbluetooth_timing")
+        or os.environ.get("MPBLUETOOTH_SIM_TIMING")
+        or "air"
+    )
+    if timing not in _TIMINGS:
+        raise pytest.UsageError(f"mpbluetooth_timing is air or instant, not {timing!r}")
+    return str(timing)
+
+
+@pytest.fixture
+def sim_link(request: pytest.FixtureRequest) -> Iterator[Link]:
+    """One simulated radio in this process: ``sim_link.instance(name)`` makes a ``BLE``
+    on it, and its fault methods (``set_loss``, ``move``, ``kill``...) act on the air.
+    Every instance is closed after the test."""
+    from .. import sim
+
+    with sim.Link(timing_for(request)) as link:
+        yield link
+
+
+@pytest.fixture
+def sim_instances(sim_link: Link) -> Callable[..., list[Instance]]:
+    """``sim_instances(n, names=...)``: n active instances on ``sim_link``, each with a
+    ``Recorder`` as handler, ready to advertise, scan and connect to one another."""
+    from .recorder import Instance, Recorder
+
+    def make(n: int = 2, names: list[str] | None = None) -> list[Instance]:
+        made = []
+        for index in range(n):
+            ble = sim_link.instance(names[index] if names else None)
+            events = Recorder()
+            ble.irq(events)
+            ble.active(True)
+            made.append(Instance(ble, events))
+        return made
+
+    return make
+
+
+@pytest.fixture
+def sim_hub(request: pytest.FixtureRequest) -> Iterator[HubProcess]:
+    """``mpbluetooth sim-hub`` in its own process for this test: boards join it, and so do
+    the test's own instances (``sim_hub.instance(name)`` -> (ble, recorder)); faults by
+    ``set_loss``, ``move``, ``out_of_range``, ``disconnect``, ``kill`` of any member."""
+    from .hub import HubProcess
+
+    hub = HubProcess(timing_for(request))
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+@pytest.fixture
+def board(sim_hub: HubProcess) -> Iterator[Callable[..., Board]]:
+    """``board(script, *args, env=..., input=..., name=...)``: run a MicroPython script as
+    its own simulated board on ``sim_hub``; returns the running ``Board``. Every board is
+    stopped after the test (before the hub)."""
+    from .board import Board
+
+    boards: list[Board] = []
+
+    def start(script: str | os.PathLike[str], *args: str, **options: Any) -> Board:
+        started = Board(sim_hub.spec, script, *args, **options)
+        boards.append(started)
+        return started
+
+    yield start
+    errors = []
+    for started in boards:
+        try:
+            started.stop()
+        except Exception as exc:  # noqa: BLE001 - stop the others, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
