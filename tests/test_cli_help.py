@@ -144,7 +144,7 @@ def test_every_environment_variable_is_in_the_help_and_the_docs_table() -> None:
     read = set()
     for path in (REPO / "mpbluetooth").rglob("*.py"):
         read |= set(re.findall(r"MPBLUETOOTH_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8")))
-    from mpbluetooth.compat._features import FEATURES
+    from mpbluetooth.compat.features import FEATURES
 
     rows = {feature.env for feature in FEATURES.values()}
     internal = {"MPBLUETOOTH_STAY_ON"}  # set by `run` for its scripts
