@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import errno as _errno
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,18 @@ def hci_oserror(status: int, detail: str | None = None) -> OSError:
     """A controller's HCI error status as NimBLE's binding reports it: ``OSError(-(0x200 +
     status))``, e.g. Invalid HCI Command Parameters (0x12) is ``OSError(-530)``."""
     return mp_oserror(-(HCI_ERROR_BASE + status), detail)
+
+
+async def controller_answer(work: Awaitable[_T]) -> _T:
+    """Await a Bumble call whose HCI command the controller may refuse; a refusal (Bumble's
+    ``HCI_Error``, e.g. Invalid HCI Command Parameters for an advertising interval under
+    20 ms) is :func:`hci_oserror`, as NimBLE reports a refused command."""
+    from bumble.hci import HCI_Error
+
+    try:
+        return await work
+    except HCI_Error as exc:
+        raise hci_oserror(exc.error_code, f"the controller refused: {exc.error_name}") from None
 
 
 class TransportError(OSError):
