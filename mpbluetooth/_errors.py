@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno as _errno
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 
@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 #: NimBLE's ``BLE_HS_ERR_HCI_BASE``: a controller status ``x`` reaches the binding as
 #: ``0x200 + x``, which ``ble_hs_err_to_errno`` passes through negated.
 HCI_ERROR_BASE = 0x200
+_HCI_UNSPECIFIED_ERROR = 0x1F
 
 
 def mp_oserror(code: int, detail: str | None = None) -> OSError:
@@ -54,7 +55,13 @@ async def controller_answer(work: Awaitable[_T]) -> _T:
     try:
         return await work
     except HCI_Error as exc:
-        raise hci_oserror(exc.error_code, f"the controller refused: {exc.error_name}") from None
+        raise hci_oserror(hci_status(exc), f"the controller refused: {exc.error_name}") from None
+
+
+def hci_status(error: Any) -> int:
+    """The controller's status in Bumble's ``HCI_Error`` (Unspecified Error if it has none)."""
+    code = error.error_code
+    return int(code) if code is not None else _HCI_UNSPECIFIED_ERROR
 
 
 class TransportError(OSError):

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._convert import address_to_mp, adv_type, interval_us_to_ms
-from ._errors import controller_answer, hci_oserror, mp_oserror
+from ._errors import controller_answer, hci_oserror, hci_status, mp_oserror
 from ._runtime import guarded
 from .constants import (
     CONN_HANDLE_NONE,
@@ -311,7 +311,7 @@ class Gap:
         except HCI_Error as exc:
             logger.debug("%s: connect to %s refused: %r", self.stack.name, peer, exc)
             if self._initiating:
-                return int(exc.error_code)
+                return hci_status(exc)
             if self.stack.reporting:
                 self.ring.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         except Exception as exc:  # noqa: BLE001 - timeout, cancel or refusal: all the same IRQ
