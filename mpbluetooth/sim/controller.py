@@ -202,7 +202,16 @@ class SimController(Controller):
     # --- vendor commands ---------------------------------------------------------------
     def on_hci_command(self, command: hci.HCI_Command) -> Any:
         if command.op_code != SET_PUBLIC_ADDRESS_OPCODE:
-            return super().on_hci_command(command)
+            if isinstance(command, hci.HCI_SyncCommand):
+                return super().on_hci_command(command)
+            # The stock answer to a command it does not implement is a Command Complete,
+            # which the dispatcher drops for a command answered by Command Status (LE Set
+            # PHY...): the host would wait for ever. A controller answers Unknown Command.
+            logger.debug("%s: %s not supported", self.name, command.name)
+            self._send_hci_command_status(
+                hci.HCI_ErrorCode.UNKNOWN_HCI_COMMAND_ERROR, command.op_code
+            )
+            return None
         # Bumble dispatches opcodes it does not know as asynchronous commands: the handler
         # sends its own Command Complete.
         status = self._set_public_address(bytes(command.parameters or b""))
