@@ -314,6 +314,9 @@ class BLE:
 
         The outcome is ``_IRQ_PERIPHERAL_CONNECT``, or ``_IRQ_PERIPHERAL_DISCONNECT`` with
         handle 65535 when the attempt times out after ``scan_duration_ms`` or is cancelled.
+        Parameters the controller refuses (an interval outside 7.5 ms .. 4 s, a minimum
+        above the maximum, a maximum of 1.28 s or more, which two intervals of the 2.56 s
+        supervision timeout cannot hold) raise ``OSError(-530)``, as NimBLE reports it.
         """
         if addr is _UNSET:
             if addr_type is not None:
