@@ -43,6 +43,7 @@ _DEFAULT_MIN_CONN_US = 30000
 _DEFAULT_MAX_CONN_US = 50000
 #: NimBLE's advertising interval when 0 is asked for (BLE_GAP_ADV_FAST_INTERVAL1_MIN).
 _DEFAULT_ADV_UNITS = 48
+_MAX_LEGACY_PAYLOAD = 31
 #: The longest interval LE Set Advertising Parameters takes (Core Vol 4, Part E, 7.8.5).
 _LEGACY_ADV_UNITS_MAX = 0x4000
 _SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
@@ -71,6 +72,17 @@ def _c_units(microseconds: int, unit: int) -> int:
 _LINK_WORK_TIMEOUT = 0.5
 #: Seconds gap_connect waits for the controller to accept the connection request.
 _INITIATE_TIMEOUT = 2.0
+
+
+def _legacy_payload(data: bytes) -> bytes:
+    """A legacy advertising payload; over 31 bytes NimBLE's host refuses it itself
+    (``ble_gap_adv_set_data`` returns the raw 0x12, which the binding passes through as
+    ``OSError(-18)``), before any HCI command."""
+    if len(data) > _MAX_LEGACY_PAYLOAD:
+        raise mp_oserror(
+            -_INVALID_HCI_PARAMETERS, f"payload longer than {_MAX_LEGACY_PAYLOAD} bytes"
+        )
+    return data
 
 
 class Gap:
@@ -128,13 +140,15 @@ class Gap:
         units = _c_units(interval_us, 625)
         if units == 0:
             units = _DEFAULT_ADV_UNITS
-        if adv is not None:
-            self.adv_data = adv
-        if resp is not None:
-            self.resp_data = resp
+        # In mp_bluetooth_gap_advertise_start's order: stop, set each payload, then the
+        # parameters; whatever fails leaves advertising stopped and the payloads set so far.
         if self.advertising:
             await device.stop_advertising()
             self.advertising = False
+        if adv is not None:
+            self.adv_data = _legacy_payload(adv)
+        if resp is not None:
+            self.resp_data = _legacy_payload(resp)
         if units > _LEGACY_ADV_UNITS_MAX:
             # NimBLE sends LE Set Advertising Parameters, whose controller refuses an
             # interval above 10.24 s; Bumble sends the extended command, which takes up to

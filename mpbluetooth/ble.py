@@ -44,9 +44,6 @@ _UNSET: Any = object()
 _GET_KEYS = ("mac", "gap_name", "mtu", "rxbuf")
 _MAX_GAP_NAME = 31
 _MTU_RANGE = range(23, 528)
-_MAX_LEGACY_ADV = 31
-#: What a board answers for a payload over 31 bytes: NimBLE's host code 18 negated.
-_ADV_DATA_TOO_LONG = -18
 #: NimBLE's BLE_HS_EAPP (the application refused), passed through as ``OSError(-9)``.
 _BLE_HS_EAPP = 9
 
@@ -249,7 +246,8 @@ class BLE:
         NimBLE's default); ``None`` stops.
 
         ``None`` payloads keep the previous call's, ``b''`` clears. Legacy payloads are at
-        most 31 bytes (``OSError(EINVAL)``). Non-connectable advertising is ADV_SCAN_IND.
+        most 31 bytes (``OSError(-18)``, NimBLE's answer; advertising has stopped, as on a
+        board). Non-connectable advertising is ADV_SCAN_IND.
         An interval outside 20 ms .. 10.24 s is refused by the controller (Invalid HCI
         Command Parameters), which NimBLE reports as ``OSError(-530)``.
         """
@@ -262,12 +260,6 @@ class BLE:
         adv = None if adv_data is None else buffer_bytes(adv_data)
         resp = None if resp_data is None else buffer_bytes(resp_data)
         self._stack.require()
-        for payload in (adv, resp):
-            if payload is not None and len(payload) > _MAX_LEGACY_ADV:
-                # NimBLE's own answer (ble_gap_adv_set_data), before the controller sees it.
-                raise mp_oserror(
-                    _ADV_DATA_TOO_LONG, f"advertising payload longer than {_MAX_LEGACY_ADV} bytes"
-                )
         self._call(self._gap.advertise(interval, adv, resp, bool(connectable)), "advertise")
         return None
 

@@ -27,6 +27,8 @@ from mpbluetooth.constants import (
     IRQ_GATTS_READ_REQUEST,
     IRQ_L2CAP_CONNECT,
     IRQ_L2CAP_DISCONNECT,
+    IRQ_SCAN_DONE,
+    IRQ_SCAN_RESULT,
 )
 from mpbluetooth.uuid import UUID
 
@@ -130,7 +132,25 @@ def first_value_handle(g: Gatt) -> int:
     return int(handle)
 
 
+def long_payload_stops_advertising(g: Gatt) -> tuple[int, bool, bool]:
+    """MicroPython stops advertising before it sets the new payload, which NimBLE refuses
+    (-18): the device is no longer advertising afterwards."""
+    addr = g.client.config("mac")[1]
+
+    def heard() -> bool:
+        before, results = len(g.rs.of(IRQ_SCAN_DONE)), len(g.rs.of(IRQ_SCAN_RESULT))
+        g.server.gap_scan(300, 20_000, 20_000)
+        g.rs.wait(IRQ_SCAN_DONE, count=before + 1)
+        return any(result[1] == addr for result in g.rs.of(IRQ_SCAN_RESULT)[results:])
+
+    g.client.gap_advertise(20_000, b"\x02\x01\x06", connectable=False)
+    advertising = heard()
+    code = errno_of(g.client.gap_advertise, 20_000, bytes(32))
+    return code, advertising, heard()
+
+
 ROWS: list[tuple[str, Callable[[Gatt], Any], Any]] = [
+    ("adv_data of 32 bytes stops advertising", long_payload_stops_advertising, (-18, True, False)),
     ("two gattc_discover_services at once", two_discoveries_at_once, ((0, 10), True)),
     ("l2cap_connect while a channel is open", connect_while_a_channel_is_open, errno.EALREADY),
     ("l2cap_listen after a failed connect", listen_after_a_failed_connect, errno.EALREADY),
