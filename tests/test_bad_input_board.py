@@ -245,90 +245,85 @@ def test_refused_connect_prints_nothing(link: sim.Link, capfd: pytest.CaptureFix
 
 
 # --- the controller's own checks ----------------------------------------------------------------
-def _adv(**changes: Any) -> hci.HCI_Command:
-    fields = dict(
-        advertising_interval_min=0x100,
-        advertising_interval_max=0x100,
-        advertising_type=0,
-        own_address_type=0,
-        peer_address_type=0,
-        peer_address=hci.Address.ANY,
-        advertising_channel_map=7,
-        advertising_filter_policy=0,
-    )
-    return hci.HCI_LE_Set_Advertising_Parameters_Command(**{**fields, **changes})
+def _builder(command: Any, **defaults: Any) -> Callable[..., hci.HCI_Command]:
+    """A maker of ``command`` with valid ``defaults``, each call changing some fields."""
 
+    def build(**changes: Any) -> hci.HCI_Command:
+        built: hci.HCI_Command = command(**{**defaults, **changes})
+        return built
 
-def _scan(**changes: Any) -> hci.HCI_Command:
-    fields = dict(
-        le_scan_type=0,
-        le_scan_interval=0x10,
-        le_scan_window=0x10,
-        own_address_type=0,
-        scanning_filter_policy=0,
-    )
-    return hci.HCI_LE_Set_Scan_Parameters_Command(**{**fields, **changes})
+    return build
 
 
 PEER = hci.Address("00:11:22:33:44:66", hci.Address.PUBLIC_DEVICE_ADDRESS)
-
-
-def _connect(**changes: Any) -> hci.HCI_Command:
-    fields = dict(
-        le_scan_interval=0x10,
-        le_scan_window=0x10,
-        initiator_filter_policy=0,
-        peer_address_type=0,
-        peer_address=PEER,
-        own_address_type=0,
-        connection_interval_min=24,
-        connection_interval_max=40,
-        max_latency=0,
-        supervision_timeout=256,
-        min_ce_length=0,
-        max_ce_length=0,
-    )
-    return hci.HCI_LE_Create_Connection_Command(**{**fields, **changes})
-
-
-def _ext_connect(**changes: Any) -> hci.HCI_Command:
-    fields: dict[str, Any] = dict(
-        initiator_filter_policy=0,
-        own_address_type=0,
-        peer_address_type=0,
-        peer_address=PEER,
-        initiating_phys=1,
-        scan_intervals=[0x10],
-        scan_windows=[0x10],
-        connection_interval_mins=[24],
-        connection_interval_maxs=[40],
-        max_latencies=[0],
-        supervision_timeouts=[256],
-        min_ce_lengths=[0],
-        max_ce_lengths=[0],
-    )
-    return hci.HCI_LE_Extended_Create_Connection_Command(**{**fields, **changes})
-
-
-def _ext_adv(**changes: Any) -> hci.HCI_Command:
-    fields = dict(
-        advertising_handle=0,
-        advertising_event_properties=0x13,
-        primary_advertising_interval_min=0x100,
-        primary_advertising_interval_max=0x100,
-        primary_advertising_channel_map=7,
-        own_address_type=0,
-        peer_address_type=0,
-        peer_address=hci.Address.ANY,
-        advertising_filter_policy=0,
-        advertising_tx_power=0x7F,
-        primary_advertising_phy=1,
-        secondary_advertising_max_skip=0,
-        secondary_advertising_phy=1,
-        advertising_sid=0,
-        scan_request_notification_enable=0,
-    )
-    return hci.HCI_LE_Set_Extended_Advertising_Parameters_Command(**{**fields, **changes})
+_adv = _builder(
+    hci.HCI_LE_Set_Advertising_Parameters_Command,
+    advertising_interval_min=0x100,
+    advertising_interval_max=0x100,
+    advertising_type=0,
+    own_address_type=0,
+    peer_address_type=0,
+    peer_address=hci.Address.ANY,
+    advertising_channel_map=7,
+    advertising_filter_policy=0,
+)
+_scan = _builder(
+    hci.HCI_LE_Set_Scan_Parameters_Command,
+    le_scan_type=0,
+    le_scan_interval=0x10,
+    le_scan_window=0x10,
+    own_address_type=0,
+    scanning_filter_policy=0,
+)
+_connect = _builder(
+    hci.HCI_LE_Create_Connection_Command,
+    le_scan_interval=0x10,
+    le_scan_window=0x10,
+    initiator_filter_policy=0,
+    peer_address_type=0,
+    peer_address=PEER,
+    own_address_type=0,
+    connection_interval_min=24,
+    connection_interval_max=40,
+    max_latency=0,
+    supervision_timeout=256,
+    min_ce_length=0,
+    max_ce_length=0,
+)
+_ext_connect = _builder(
+    hci.HCI_LE_Extended_Create_Connection_Command,
+    initiator_filter_policy=0,
+    own_address_type=0,
+    peer_address_type=0,
+    peer_address=PEER,
+    initiating_phys=1,
+    scan_intervals=[0x10],
+    scan_windows=[0x10],
+    connection_interval_mins=[24],
+    connection_interval_maxs=[40],
+    max_latencies=[0],
+    supervision_timeouts=[256],
+    min_ce_lengths=[0],
+    max_ce_lengths=[0],
+)
+_ext_adv = _builder(
+    hci.HCI_LE_Set_Extended_Advertising_Parameters_Command,
+    advertising_handle=0,
+    advertising_event_properties=0x13,
+    primary_advertising_interval_min=0x100,
+    primary_advertising_interval_max=0x100,
+    primary_advertising_channel_map=7,
+    own_address_type=0,
+    peer_address_type=0,
+    peer_address=hci.Address.ANY,
+    advertising_filter_policy=0,
+    advertising_tx_power=0x7F,
+    primary_advertising_phy=1,
+    secondary_advertising_max_skip=0,
+    secondary_advertising_phy=1,
+    advertising_sid=0,
+    scan_request_notification_enable=0,
+)
 
 
 def _ext_scan(interval: int = 0x10, window: int = 0x10, phys: int = 1) -> hci.HCI_Command:

@@ -117,6 +117,18 @@ def _connection(
     )
 
 
+def _connection_of(c: Any) -> str | None:
+    """:func:`_connection` for LE Create Connection and LE Connection Update."""
+    return _connection(
+        c.connection_interval_min,
+        c.connection_interval_max,
+        c.max_latency,
+        c.supervision_timeout,
+        c.min_ce_length,
+        c.max_ce_length,
+    )
+
+
 def _phys(name: str, all_phys: int, tx: int, rx: int) -> str | None:
     """Set Default PHY / Set PHY (7.8.48, 7.8.49): a direction with a preference names
     at least one PHY, and only the three that exist."""
@@ -247,14 +259,7 @@ def _create_connection(c: Any) -> str | None:
         _most("initiator filter policy", c.initiator_filter_policy, 1),
         _most("peer address type", c.peer_address_type, 3),
         _most("own address type", c.own_address_type, MAX_OWN_ADDRESS_TYPE),
-        _connection(
-            c.connection_interval_min,
-            c.connection_interval_max,
-            c.max_latency,
-            c.supervision_timeout,
-            c.min_ce_length,
-            c.max_ce_length,
-        ),
+        _connection_of(c),
     )
 
 
@@ -289,14 +294,7 @@ def _extended_create_connection(c: Any) -> str | None:
 def _connection_update(c: Any) -> str | None:
     return _first(
         _most("connection handle", c.connection_handle, MAX_HANDLE),
-        _connection(
-            c.connection_interval_min,
-            c.connection_interval_max,
-            c.max_latency,
-            c.supervision_timeout,
-            c.min_ce_length,
-            c.max_ce_length,
-        ),
+        _connection_of(c),
     )
 
 
