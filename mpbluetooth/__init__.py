@@ -30,6 +30,9 @@ from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_W
 from .uuid import UUID
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+# Bumble logs a refused HCI command as a warning: never on the user's terminal (a board
+# prints nothing) unless logging is configured, or MPBLUETOOTH_LOG=...,bumble.
+logging.getLogger("bumble").addHandler(logging.NullHandler())
 configure_logging_from_env()
 check_bumble_version()
 

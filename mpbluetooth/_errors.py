@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import errno as _errno
 import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from ._status import HCI_ERROR_BASE
 
+_T = TypeVar("_T")
 logger = logging.getLogger(__name__)
+_HCI_UNSPECIFIED_ERROR = 0x1F
 
 
 def mp_oserror(code: int, detail: str | None = None) -> OSError:
@@ -37,6 +41,24 @@ def hci_oserror(status: int, detail: str | None = None) -> OSError:
     """A controller's HCI error status as NimBLE's binding reports it: ``OSError(-(0x200 +
     status))``, e.g. Invalid HCI Command Parameters (0x12) is ``OSError(-530)``."""
     return mp_oserror(-(HCI_ERROR_BASE + status), detail)
+
+
+async def controller_answer(work: Awaitable[_T]) -> _T:
+    """Await a Bumble call whose HCI command the controller may refuse; a refusal (Bumble's
+    ``HCI_Error``, e.g. Invalid HCI Command Parameters for an advertising interval under
+    20 ms) is :func:`hci_oserror`, as NimBLE reports a refused command."""
+    from bumble.hci import HCI_Error
+
+    try:
+        return await work
+    except HCI_Error as exc:
+        raise hci_oserror(hci_status(exc), f"the controller refused: {exc.error_name}") from None
+
+
+def hci_status(error: Any) -> int:
+    """The controller's status in Bumble's ``HCI_Error`` (Unspecified Error if it has none)."""
+    code = error.error_code
+    return int(code) if code is not None else _HCI_UNSPECIFIED_ERROR
 
 
 class TransportError(OSError):

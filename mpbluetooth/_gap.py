@@ -13,8 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._convert import address_to_mp, adv_type, mp_to_address
-from ._errors import hci_oserror, mp_oserror
+from ._errors import controller_answer, hci_oserror, hci_status, mp_oserror
 from ._runtime import guarded, runtime
+from ._status import HCI_INVALID_PARAMETERS, HS_ADV_DATA_TOO_LONG
 from .constants import (
     CONN_HANDLE_NONE,
     EALREADY,
@@ -43,14 +44,15 @@ DEFAULT_MIN_CONN_US = 30000
 DEFAULT_MAX_CONN_US = 50000
 #: NimBLE's advertising interval when 0 is asked for (BLE_GAP_ADV_FAST_INTERVAL1_MIN).
 _DEFAULT_ADV_UNITS = 48
-_ADV_UNITS = range(0x20, 0x4001)
+_MAX_LEGACY_PAYLOAD = 31
+#: The longest interval LE Set Advertising Parameters takes (Core Vol 4, Part E, 7.8.5).
+_LEGACY_ADV_UNITS_MAX = 0x4000
 _SCAN_UNITS_MIN, _SCAN_UNITS_MAX = 4, 0x4000
-#: The HCI range of a connection interval, in 1.25 ms units (Core Vol 4, Part E, 7.8.12).
-_CONN_UNITS_MIN, _CONN_UNITS_MAX = 6, 0x0C80
+#: NimBLE's supervision timeout for gap_connect (BLE_GAP_INITIAL_SUPERVISION_TIMEOUT,
+#: 0x100 units of 10 ms): a controller refuses a max interval of 1.28 s or more with it.
+_SUPERVISION_TIMEOUT_MS = 2560
 #: NimBLE accepts peer address types 0..3 (public, random, public identity, random identity).
 _MAX_ADDR_TYPE = 3
-#: HCI status Invalid HCI Command Parameters.
-_INVALID_HCI_PARAMETERS = 0x12
 
 
 def _c_div(microseconds: int, unit: int) -> int:
@@ -71,6 +73,15 @@ _LINK_WORK_TIMEOUT = 0.5
 _INITIATE_TIMEOUT = 2.0
 
 
+def _legacy_payload(data: bytes) -> bytes:
+    """A legacy advertising payload; over 31 bytes NimBLE's host refuses it itself
+    (``ble_gap_adv_set_data`` returns the raw 0x12, which the binding passes through as
+    ``OSError(-18)``), before any HCI command."""
+    if len(data) > _MAX_LEGACY_PAYLOAD:
+        raise mp_oserror(-HS_ADV_DATA_TOO_LONG, f"payload longer than {_MAX_LEGACY_PAYLOAD} bytes")
+    return data
+
+
 class Gap:
     """The GAP roles of one instance."""
 
@@ -85,6 +96,8 @@ class Gap:
         self.scanning = False
         self._scan_timer: asyncio.TimerHandle | None = None
         self.connecting: asyncio.Task[Any] | None = None
+        #: gap_connect is waiting for the controller's answer to its request.
+        self._initiating = False
         #: Links whose termination the controller accepted (until their disconnection).
         self._terminating: set[int] = set()
         stack.on_power_on.append(self._attach)
@@ -145,31 +158,36 @@ class Gap:
         units = _c_units(interval_us, 625)
         if units == 0:
             units = _DEFAULT_ADV_UNITS
-        if units not in _ADV_UNITS:
-            # What a controller answers (Core Vol 4, Part E, 7.8.5), mapped as NimBLE does.
-            raise hci_oserror(
-                _INVALID_HCI_PARAMETERS, "advertising interval must be 20 ms .. 10.24 s"
-            )
-        if adv is not None:
-            self.adv_data = adv
-        if resp is not None:
-            self.resp_data = resp
+        # In mp_bluetooth_gap_advertise_start's order: stop, set each payload, then the
+        # parameters; whatever fails leaves advertising stopped and the payloads set so far.
         if self.advertising:
             await device.stop_advertising()
             self.advertising = False
+        if adv is not None:
+            self.adv_data = _legacy_payload(adv)
+        if resp is not None:
+            self.resp_data = _legacy_payload(resp)
+        if units > _LEGACY_ADV_UNITS_MAX:
+            # NimBLE sends LE Set Advertising Parameters, whose controller refuses an
+            # interval above 10.24 s; Bumble sends the extended command, which takes up to
+            # 0xFFFFFF units. So the refusal a board shows is made here (after stopping, as
+            # there). Shorter than 20 ms the controller refuses itself, as both commands do.
+            raise hci_oserror(HCI_INVALID_PARAMETERS, "advertising interval longer than 10.24 s")
         interval_ms = units * 0.625
-        await device.start_advertising(
-            advertising_type=(
-                AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE
-                if connectable
-                else AdvertisingType.UNDIRECTED_SCANNABLE
-            ),
-            own_address_type=self.stack.own_address.hci_type(),
-            auto_restart=False,
-            advertising_data=self.adv_data,
-            scan_response_data=self.resp_data,
-            advertising_interval_min=interval_ms,
-            advertising_interval_max=interval_ms,
+        await controller_answer(
+            device.start_advertising(
+                advertising_type=(
+                    AdvertisingType.UNDIRECTED_CONNECTABLE_SCANNABLE
+                    if connectable
+                    else AdvertisingType.UNDIRECTED_SCANNABLE
+                ),
+                own_address_type=self.stack.own_address.hci_type(),
+                auto_restart=False,
+                advertising_data=self.adv_data,
+                scan_response_data=self.resp_data,
+                advertising_interval_min=interval_ms,
+                advertising_interval_max=interval_ms,
+            )
         )
         self.advertising = True
 
@@ -280,18 +298,11 @@ class Gap:
             raise mp_oserror(EINVAL, "address type must be 0..3")
         if self.connecting is not None:
             raise mp_oserror(EALREADY)
+        # NimBLE checks none of these (its LE Create Connection carries whatever the uint16_t
+        # fields hold): the controller refuses what it cannot take, e.g. an interval outside
+        # 7.5 ms .. 4 s, or one whose two intervals do not fit in the supervision timeout.
         min_units = _c_units(min_us, 1250) if min_us else DEFAULT_MIN_CONN_US // 1250
         max_units = _c_units(max_us, 1250) if max_us else DEFAULT_MAX_CONN_US // 1250
-        if not (
-            _CONN_UNITS_MIN <= min_units <= _CONN_UNITS_MAX
-            and _CONN_UNITS_MIN <= max_units <= _CONN_UNITS_MAX
-            and min_units <= max_units
-        ):
-            # Checked here, before Bumble's encoder (which would print a traceback): the
-            # controller's answer to such an LE Create Connection, as NimBLE maps it.
-            raise hci_oserror(
-                _INVALID_HCI_PARAMETERS, "connection interval must be 7.5 ms .. 4 s, min <= max"
-            )
         peer = mp_to_address(addr_type, addr)
         for connection in device.connections.values():
             if connection.peer_address == peer:
@@ -301,6 +312,10 @@ class Gap:
         preferences = ConnectionParametersPreferences(
             connection_interval_min=min_units * 1.25,
             connection_interval_max=max_units * 1.25,
+            max_latency=0,
+            supervision_timeout=_SUPERVISION_TIMEOUT_MS,
+            min_ce_length=0,
+            max_ce_length=0,
         )
         if scan_ms < 0:
             # NimBLE's timer has expired already: the attempt ends at once, as a timeout.
@@ -312,13 +327,26 @@ class Gap:
         self.connecting = task
         # Return once the controller has accepted the request, as NimBLE's gap_connect
         # does: a gap_connect(None) that follows must find something to cancel.
-        deadline = asyncio.get_running_loop().time() + _INITIATE_TIMEOUT
-        while not (device.is_le_connecting or task.done()):
-            if asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.001)
+        self._initiating = True
+        try:
+            deadline = asyncio.get_running_loop().time() + _INITIATE_TIMEOUT
+            while not (device.is_le_connecting or task.done()):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.001)
+        finally:
+            self._initiating = False
+        if task.done() and not task.cancelled() and (status := task.result()) is not None:
+            raise hci_oserror(status, "the controller refused the connection request")
 
-    async def _connect(self, device: Device, peer: Any, preferences: Any, timeout: float) -> None:
+    async def _connect(
+        self, device: Device, peer: Any, preferences: Any, timeout: float
+    ) -> int | None:
+        """The connection attempt; returns the controller's status if it refused the
+        request while :meth:`connect` waits for its answer (NimBLE's ``ble_gap_connect``
+        returns that refusal, and no event follows)."""
+        from bumble.hci import HCI_Error
+
         try:
             await device.connect(
                 peer,
@@ -328,11 +356,17 @@ class Gap:
             )
         except asyncio.CancelledError:
             self.stack.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
+        except HCI_Error as exc:
+            logger.debug("%s: connect to %s refused: %r", self.stack.name, peer, exc)
+            if self._initiating:
+                return hci_status(exc)
+            self.stack.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         except Exception as exc:  # timeout, cancel or refusal: all the same IRQ
             logger.debug("%s: connect to %s ended: %r", self.stack.name, peer, exc)
             self.stack.post(IRQ_PERIPHERAL_DISCONNECT, CONN_HANDLE_NONE, 255, _NO_ADDR)
         finally:
             self.connecting = None
+        return None
 
     async def cancel_connect(self) -> None:
         device = self.stack.require()

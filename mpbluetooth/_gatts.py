@@ -36,6 +36,7 @@ from ._status import (
     link_status,
 )
 from .constants import (
+    CONN_HANDLE_NONE,
     EBUSY,
     EINVAL,
     ENOMEM,
@@ -473,7 +474,14 @@ class GattServer:
     # --- notify / indicate (loop thread) ----------------------------------------------
     def send_update(self, handle: int) -> None:
         """``gatts_write(..., True)``: to each link whose CCCD subscribes, a notification
-        if its notify bit is set (notify wins), else an indication."""
+        if its notify bit is set (notify wins), else an indication.
+
+        As NimBLE (``ble_gatts_chr_updated``): the links are picked now, the updates go
+        out afterwards, and each reads the stored value through the access callback
+        first: the handler gets ``_IRQ_GATTS_READ_REQUEST(65535, h)`` once per link, not
+        nested in the ``gatts_write`` (which has returned), may refresh the value, and a
+        non-zero answer skips that link's update.
+        """
         from bumble.att import is_enhanced_bearer
 
         device = self.stack.require()
@@ -481,16 +489,31 @@ class GattServer:
             value = self._values.get(handle)
             if value is None or not value.updates:
                 return
-            data = value.data
+        links = []
         for bearer, cccds in list(device.gatt_server.subscribers.items()):
             cccd = cccds.get(handle)
-            if not cccd or is_enhanced_bearer(bearer):
+            if cccd and cccd[0] & 0x03 and not is_enhanced_bearer(bearer):
+                links.append((bearer, bool(cccd[0] & 0x01)))
+        if links:
+            self.stack.spawn(self._send_updates(device, handle, links), "send update")
+
+    async def _send_updates(
+        self, device: Device, handle: int, links: list[tuple[Connection, bool]]
+    ) -> None:
+        for connection, notify in links:
+            answer = await wait_answer(
+                self.ring.ask(IRQ_GATTS_READ_REQUEST, CONN_HANDLE_NONE, handle),
+                "the read of an updated value",
+            )
+            data = self.stored(handle)
+            refused = isinstance(answer, int) and answer & 0xFF
+            if refused or data is None or device.lookup_connection(connection.handle) is None:
                 continue
-            if cccd[0] & 0x01:
+            if notify:
                 if not backlog_full(device):
-                    self._notify(device, bearer, handle, data)
-            elif cccd[0] & 0x02 and len(self._indications) < MAX_PENDING_INDICATIONS:
-                self._indicate(device, bearer, handle, data)
+                    self._notify(device, connection, handle, data)
+            elif len(self._indications) < MAX_PENDING_INDICATIONS:
+                self._indicate(device, connection, handle, data)
 
     def notify(self, conn_handle: int, handle: int, data: bytes | None) -> None:
         """Any thread: raise what NimBLE would raise now, then send without waiting."""

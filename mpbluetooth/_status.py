@@ -55,6 +55,8 @@ HS_EENCRYPT_KEY_SZ: Final = 26
 ATT_ERROR_BASE: Final = 0x100
 #: BLE_HS_ERR_HCI_BASE: a controller status ``x`` reaches the binding as ``0x200 + x``.
 HCI_ERROR_BASE: Final = 0x200
+#: HCI status Invalid HCI Command Parameters (Core Vol 1, Part F).
+HCI_INVALID_PARAMETERS: Final = 0x12
 
 # --- L2CAP LE credit-based connection results (Core Vol 3, Part A, 4.23) ----------------
 L2CAP_SUCCESS: Final = 0x0000

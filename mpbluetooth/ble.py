@@ -24,7 +24,7 @@ from ._l2cap import L2cap, clamp_mtu
 from ._runtime import runtime
 from ._security import Security
 from ._stack import Stack
-from ._status import HS_ADV_DATA_TOO_LONG, HS_EAPP
+from ._status import HS_EAPP
 from .constants import (
     CONN_HANDLE_NONE,
     E2BIG,
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 _UNSET = UNSET
 _MAX_GAP_NAME = 31
-_MAX_LEGACY_ADV = 31
 
 
 def _not_yet(feature: str, issue: str) -> NotImplementedError:
@@ -186,7 +185,8 @@ class BLE:
         NimBLE's default); ``None`` stops.
 
         ``None`` payloads keep the previous call's, ``b''`` clears. Legacy payloads are at
-        most 31 bytes (``OSError(EINVAL)``). Non-connectable advertising is ADV_SCAN_IND.
+        most 31 bytes (``OSError(-18)``, NimBLE's answer; advertising has stopped, as on a
+        board). Non-connectable advertising is ADV_SCAN_IND.
         An interval outside 20 ms .. 10.24 s is refused by the controller (Invalid HCI
         Command Parameters), which NimBLE reports as ``OSError(-530)``.
         """
@@ -199,13 +199,6 @@ class BLE:
         adv = None if adv_data is None else buffer_bytes(adv_data)
         resp = None if resp_data is None else buffer_bytes(resp_data)
         self._stack.require()
-        for payload in (adv, resp):
-            if payload is not None and len(payload) > _MAX_LEGACY_ADV:
-                # NimBLE's own answer (ble_gap_adv_set_data), before the controller sees it.
-                raise mp_oserror(
-                    -HS_ADV_DATA_TOO_LONG,
-                    f"advertising payload longer than {_MAX_LEGACY_ADV} bytes",
-                )
         self._call(self._gap.advertise, interval, adv, resp, bool(connectable), what="advertise")
         return None
 
@@ -246,6 +239,9 @@ class BLE:
 
         The outcome is ``_IRQ_PERIPHERAL_CONNECT``, or ``_IRQ_PERIPHERAL_DISCONNECT`` with
         handle 65535 when the attempt times out after ``scan_duration_ms`` or is cancelled.
+        Parameters the controller refuses (an interval outside 7.5 ms .. 4 s, a minimum
+        above the maximum, a maximum of 1.28 s or more, which two intervals of the 2.56 s
+        supervision timeout cannot hold) raise ``OSError(-530)``, as NimBLE reports it.
         """
         if addr is _UNSET:
             if addr_type is not None:

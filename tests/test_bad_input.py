@@ -963,7 +963,8 @@ def test_bad_input(rig: Rig, name: str, call: Callable[[Rig], Any], outcome: Any
 def test_every_public_method_is_in_the_table() -> None:
     names = {name.split(":")[0] for name, _, _ in ROWS}
     covered = " ".join(sorted(names))
-    methods = [m for m in dir(BLE) if not m.startswith("_")]
+    desktop_only = {"close"}  # not MicroPython's: no board answer to compare with
+    methods = [m for m in dir(BLE) if not m.startswith("_") and m not in desktop_only]
     aliases = {
         "gap_advertise": "advertise",
         "gap_scan": "scan",

@@ -14,13 +14,18 @@ scan-response data for the receiving controller to report faithfully.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from bumble import hci, ll
 from bumble.controller import AdvertisingSet, Controller, LegacyAdvertiser
 
+from .hci_checks import invalid_parameters
+
 if TYPE_CHECKING:
     from .link import SimLink
+
+logger = logging.getLogger(__name__)
 
 # Advertising event properties (Core Vol 4, Part E, 7.8.53), as carried on our adverts.
 _CONNECTABLE = 0x01
@@ -172,10 +177,41 @@ class SimController(Controller):
             advertising_set.stop()
         self.le_legacy_advertiser.stop()
 
+    # --- parameter checks -----------------------------------------------------------------
+    def on_hci_command_packet(self, command: hci.HCI_Command) -> None:
+        """Refuse a command whose parameters a real controller would refuse (see
+        ``hci_checks``) with Invalid HCI Command Parameters, in the Command Complete or
+        Command Status the command is answered with; the stock controller takes them all."""
+        problem = invalid_parameters(command)
+        if problem is None:
+            super().on_hci_command_packet(command)
+            return
+        logger.debug("%s: %s refused: %s", self.name, command.name, problem)
+        status = hci.HCI_ErrorCode.INVALID_COMMAND_PARAMETERS_ERROR
+        if isinstance(command, hci.HCI_SyncCommand):
+            self.send_hci_packet(
+                hci.HCI_Command_Complete_Event(
+                    num_hci_command_packets=1,
+                    command_opcode=command.op_code,
+                    return_parameters=hci.HCI_StatusReturnParameters(status),
+                )
+            )
+        else:
+            self._send_hci_command_status(status, command.op_code)
+
     # --- vendor commands ---------------------------------------------------------------
     def on_hci_command(self, command: hci.HCI_Command) -> Any:
         if command.op_code != SET_PUBLIC_ADDRESS_OPCODE:
-            return super().on_hci_command(command)
+            if isinstance(command, hci.HCI_SyncCommand):
+                return super().on_hci_command(command)
+            # The stock answer to a command it does not implement is a Command Complete,
+            # which the dispatcher drops for a command answered by Command Status (LE Set
+            # PHY...): the host would wait for ever. A controller answers Unknown Command.
+            logger.debug("%s: %s not supported", self.name, command.name)
+            self._send_hci_command_status(
+                hci.HCI_ErrorCode.UNKNOWN_HCI_COMMAND_ERROR, command.op_code
+            )
+            return None
         # Bumble dispatches opcodes it does not know as asynchronous commands: the handler
         # sends its own Command Complete.
         status = self._set_public_address(bytes(command.parameters or b""))
