@@ -136,7 +136,7 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def _render_rich(rows: list[tuple[str, ...]], status: str, width: int) -> Any:
+def render_rich(rows: list[tuple[str, ...]], status: str, width: int) -> Any:
     """The table for rich, in the same columns and widths as :func:`render`."""
     from rich.console import Group
     from rich.table import Table as RichTable
@@ -229,7 +229,7 @@ def _show_rich(table: Table, started: float) -> None:
     console = Console()
 
     def view(status: str) -> Any:
-        return _render_rich(table.rows(), status, console.width)
+        return render_rich(table.rows(), status, console.width)
 
     with Live(view(""), console=console, refresh_per_second=4) as live:
         try:
