@@ -109,7 +109,8 @@ def test_run_fails_when_a_script_fails_and_stops_the_rest(
 
 
 def test_run_timeout_stops_everything(scripts: tuple[Path, Path]) -> None:
-    result = cli("run", str(scripts[0]), "--timeout", "1")
+    # 3 s: a busy CI machine may take over a second to start the script's interpreter.
+    result = cli("run", str(scripts[0]), "--timeout", "3")
     assert result.returncode == 124
     assert "[peripheral] advertising" in result.stdout
     assert "--timeout" in result.stderr
