@@ -317,7 +317,7 @@ class RawPair:
             for connection in list(device.connections.values()):
                 try:
                     await connection.disconnect()
-                except Exception:  # noqa: BLE001 - the peer may be gone already
+                except Exception:  # the peer may be gone already
                     pass
             await device.power_off()
 

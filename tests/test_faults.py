@@ -343,7 +343,7 @@ def test_eight_threads_calling_at_once_all_complete(link: sim.Link, no_errors: N
                     if exc.errno != 12:  # ENOMEM: GATT procedures or ACL buffers busy
                         raise
                 done[index] += 1
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.append(f"thread {index}: {exc!r}")
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]

@@ -206,7 +206,7 @@ def test_two_threads_sending_on_one_channel_corrupt_nothing(
                         assert ready.wait(WAIT), "no SEND_READY after a False"
                         ready.clear()
                     break
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
     interval = sys.getswitchinterval()

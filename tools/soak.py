@@ -258,7 +258,7 @@ class Central:
             try:
                 conn = self.connect()
                 self.one_cycle(conn)
-            except Exception as exc:  # noqa: BLE001 - counted and reported; the soak goes on
+            except Exception as exc:  # counted and reported; the soak goes on
                 self.failures.append(f"cycle {self.cycle}: {exc!r}")
                 if conn is not None:
                     self.recover(conn)
@@ -284,7 +284,7 @@ class Central:
         try:
             if self.ble.gap_disconnect(conn):
                 self.events.take(IRQ_PERIPHERAL_DISCONNECT)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.failures.append(f"cycle {self.cycle}: recovery: {exc!r}")
 
     def connect(self) -> int:

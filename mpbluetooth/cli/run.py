@@ -242,7 +242,7 @@ async def _supervise(
         if not str_buffer:
             args.append("--no-str-buffer")
         args += ["-m", script.module] if script.module is not None else [str(script.path)]
-        stdin_file = open(script.stdin, "rb") if script.stdin is not None else None  # noqa: SIM115
+        stdin_file = open(script.stdin, "rb") if script.stdin is not None else None
         try:
             script.process = await asyncio.create_subprocess_exec(
                 *args,

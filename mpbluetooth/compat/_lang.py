@@ -153,19 +153,19 @@ class _Pointer:
         self._view[start : start + self._size] = (value & mask).to_bytes(self._size, sys.byteorder)
 
 
-class ptr8(_Pointer):  # noqa: N801 - viper's name
+class ptr8(_Pointer):  # viper's name
     """Viper's ``ptr8(buf)``: bytes of ``buf``."""
 
     _size = 1
 
 
-class ptr16(_Pointer):  # noqa: N801 - viper's name
+class ptr16(_Pointer):  # viper's name
     """Viper's ``ptr16(buf)``: 16-bit units of ``buf``."""
 
     _size = 2
 
 
-class ptr32(_Pointer):  # noqa: N801 - viper's name
+class ptr32(_Pointer):  # viper's name
     """Viper's ``ptr32(buf)``: 32-bit units of ``buf``."""
 
     _size = 4

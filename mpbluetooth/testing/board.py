@@ -74,7 +74,7 @@ class Board:
         script: str | os.PathLike[str],
         *args: str,
         env: dict[str, str] | None = None,
-        input: str | None = None,  # noqa: A002 - subprocess's name for it
+        input: str | None = None,  # subprocess's name for it
         name: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
     ) -> None:

@@ -208,7 +208,7 @@ class HubProcess:
         for ble in self._instances:
             try:
                 ble.close()
-            except Exception as exc:  # noqa: BLE001 - the hub must still stop
+            except Exception as exc:  # the hub must still stop
                 errors.append(exc)
         self._instances.clear()
         if self.process.poll() is None:

@@ -133,7 +133,7 @@ def board(sim_hub: HubProcess) -> Iterator[Callable[..., Board]]:
     for started in boards:
         try:
             started.stop()
-        except Exception as exc:  # noqa: BLE001 - stop the others, then report
+        except Exception as exc:  # stop the others, then report
             errors.append(exc)
     if errors:
         raise errors[0]
