@@ -28,9 +28,11 @@ back to a thread of its own (the event ring's dispatcher).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
+import select
 import signal
 import sys
 import sysconfig
@@ -109,6 +111,10 @@ class Scheduler:
         self._armed: list[types.FrameType] | None = None
         #: Event rings delivering here; their answered events are run during BLE calls.
         self._rings: list[Any] = []
+        #: A pipe that wakes the main thread from ``wait_readable`` (made on first use),
+        #: and whether it waits there now.
+        self._fd_wake: tuple[int, int] | None = None
+        self._fd_waiting = False
 
     # --- set-up (main thread) --------------------------------------------------------
     @property
@@ -179,6 +185,10 @@ class Scheduler:
                 self._cond.notify_all()
 
     def _wake_locked(self) -> None:
+        if self._fd_waiting and self._fd_wake is not None:
+            self._fd_waiting = False
+            os.write(self._fd_wake[1], b"\0")
+            return
         if self._waiting:
             self._cond.notify_all()
             return
@@ -330,6 +340,37 @@ class Scheduler:
                 finally:
                     self._waiting = False
         run()
+
+    def wait_readable(self, fd: int) -> None:
+        """An idle point for a blocking read of ``fd`` (the program's stdin): a board's
+        stdin loop runs the scheduler while it waits for a character, so a program blocked
+        in ``sys.stdin.readline()`` still has its handlers run, and a stack that waits for
+        a handler's answer (a read request) is not held up until the next line arrives.
+        Returns once ``fd`` is readable; at once off the main thread or inside a handler."""
+        if not self._enabled or self._running or threading.current_thread() is not self._main:
+            return
+        if self._fd_wake is None:
+            self._fd_wake = os.pipe()
+            os.set_blocking(self._fd_wake[0], False)
+        wake = self._fd_wake[0]
+        while True:
+            self.run_pending()
+            with self._cond:
+                if self._queue and not self._locked:
+                    continue  # more arrived meanwhile, or a long batch was cut
+                self._fd_waiting = True
+            try:
+                ready, _, _ = select.select([fd, wake], [], [])
+            except (OSError, ValueError):
+                return  # the read itself will report what is wrong with the descriptor
+            finally:
+                with self._cond:
+                    self._fd_waiting = False
+            if wake in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake, 512)
+            if fd in ready:
+                return
 
     def sleep(self, seconds: float) -> None:
         """``time.sleep`` for the main thread: handlers run while it sleeps."""

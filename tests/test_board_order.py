@@ -298,3 +298,43 @@ def test_scheduled_calls_and_disable_irq_on_the_main_thread(tmp_path: Path) -> N
         "held while disabled: True",
         "then run on the main thread: True True",
     ]
+
+
+def test_handlers_run_while_the_program_waits_for_a_line_on_stdin(tmp_path: Path) -> None:
+    """A board's stdin loop runs the scheduler while it waits for a character: a program
+    blocked in ``sys.stdin.readline()`` (as MicroPython's multitest helper is, waiting for
+    the other instance) still has its handlers run, so a peer waiting on one of them (a
+    read request's answer) is not held up until the line arrives."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import micropython, sys, threading
+            def handler(_):
+                print("handled while waiting")
+            threading.Timer(0.2, micropython.schedule, (handler, None)).start()
+            print("line:", sys.stdin.readline().strip())
+            """
+        )
+    )
+    program = subprocess.Popen(
+        [sys.executable, "-m", "mpbluetooth.cli.python", str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert program.stdout is not None and program.stdin is not None
+        first = threading.Thread(target=lambda: said.append(program.stdout.readline()))
+        said: list[str] = []
+        first.start()
+        first.join(RUN_TIMEOUT)
+        assert said == ["handled while waiting\n"]  # before any line was written
+        program.stdin.write("go\n")
+        program.stdin.close()
+        assert program.stdout.read() == "line: go\n"
+        assert program.wait(RUN_TIMEOUT) == 0
+    finally:
+        program.kill()
+        program.wait()

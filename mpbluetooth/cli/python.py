@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .. import compat
+from .._scheduler import scheduler
 from ..compat import features, strbuf
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 
@@ -121,6 +122,51 @@ def _parse(argv: list[str]) -> _Options:
         options.target = rest[0] if rest else ""
     options.args = rest[1:]
     return options
+
+
+class _StdinReader(io.RawIOBase):
+    """The program's stdin, read through the scheduler's idle point: on a board the
+    scheduler runs while the program waits for input (``sys.stdin.readline()``,
+    ``input()`` on a pipe), so its IRQ handlers do too. The buffered reader above it
+    calls ``readinto`` only when it has nothing left, which is exactly when a read
+    would block."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: Any) -> int:
+        scheduler().wait_readable(self._fd)
+        data = os.read(self._fd, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_stdin_through_the_scheduler() -> None:
+    """Replace a piped ``sys.stdin`` by one that waits in the scheduler (see
+    :class:`_StdinReader`). A terminal keeps CPython's own line editing."""
+    stdin = sys.stdin
+    if stdin is None or not scheduler().enabled:
+        return
+    try:
+        fd = stdin.fileno()
+        if os.isatty(fd):
+            return
+    except (OSError, ValueError):
+        return
+    wrapper = io.TextIOWrapper(
+        io.BufferedReader(_StdinReader(fd)),
+        encoding=stdin.encoding,
+        errors=stdin.errors,
+        line_buffering=bool(stdin.line_buffering),
+    )
+    sys.stdin = wrapper
 
 
 def _unbuffer() -> None:
@@ -322,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     str_buffer = "str-buffer" not in options.off
     compat.install(str_buffer=str_buffer, off=options.off - {"str-buffer"})
     _install_hooks(str_buffer)
+    _read_stdin_through_the_scheduler()
     inspect = options.inspect or bool(os.environ.get("PYTHONINSPECT"))
     try:
         status = _run(options)
