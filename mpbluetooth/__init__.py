@@ -46,9 +46,11 @@ def deliver_on_main_thread() -> bool:
     Call it from the main thread, before the first ``BLE`` call that matters. Handlers
     then run between two bytecodes of the program (which is paused meanwhile) or while it
     waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an asyncio loop, so a
-    program that blocks elsewhere (``input()``, ``threading.Event.wait``) holds them back,
-    as a board does. Returns False, and keeps the dispatcher thread, where the platform
-    cannot interrupt the main thread (no ``signal.SIGURG``) or when not called from it.
+    program that blocks elsewhere (``threading.Event.wait``, a socket read, ``input()``)
+    holds them back until it returns (``mpbluetooth-python`` also reads a piped stdin
+    through the scheduler, as a board's stdin loop does). Returns False, and keeps the
+    dispatcher thread, where the platform cannot interrupt the main thread (no
+    ``signal.SIGURG``) or when not called from it.
     """
     return _scheduler().enable()
 
