@@ -85,7 +85,7 @@ class Runtime:
 
     def call(
         self,
-        fn: Callable[..., Any] | Coroutine[Any, Any, T],
+        fn: Callable[..., Any],
         *args: Any,
         what: str | None = None,
         timeout: float | None = DEFAULT_CALL_TIMEOUT,
@@ -96,19 +96,15 @@ class Runtime:
         ``fn`` is a coroutine function (real async work) or a plain function, which runs on
         the loop thread because Bumble state may only change there. The exception it
         raises is re-raised here with its own type. On timeout the work is cancelled on
-        the loop and ``OSError(ETIMEDOUT)`` names ``what``. (A coroutine object is
-        accepted too, as ``call(coro, what)``: the form callers outside the package used.)
+        the loop and ``OSError(ETIMEDOUT)`` names ``what``.
 
         On the main thread under main-thread delivery the wait is an idle point of the
         scheduler: events that hold the stack waiting for a handler's answer are handled
         meanwhile, and with ``drain`` every event is (as NimBLE's calls that wait, such
         as ``active(True)``, run the scheduler while they wait).
         """
-        if asyncio.iscoroutine(fn):
-            coro: Coroutine[Any, Any, Any] = fn
-            if what is None and args:
-                what, args = str(args[0]), args[1:]
-        elif asyncio.iscoroutinefunction(fn):
+        coro: Coroutine[Any, Any, Any]
+        if asyncio.iscoroutinefunction(fn):
             coro = fn(*args)
         else:
             coro = _plain(fn, args)

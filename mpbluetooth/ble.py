@@ -107,9 +107,6 @@ class BLE:
         finally:
             self._ring.close()
 
-    # Kept for one release: the old private name used by tools outside the package.
-    _close = close
-
     def __enter__(self) -> BLE:
         return self
 

@@ -42,7 +42,7 @@ def on_loop(
             return await result
         return result
 
-    return runtime().call(run(), what, timeout=timeout)
+    return runtime().call(run, what=what, timeout=timeout)
 
 
 def call_soon(fn: Callable[..., object], *args: object) -> None:
