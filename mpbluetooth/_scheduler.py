@@ -68,35 +68,39 @@ _JUMPS: Final = frozenset(dis.hasjrel + dis.hasjabs) - _NOT_CHECK_POINTS
 
 
 @functools.cache
-def _lock_holding_roots() -> tuple[str, ...]:
-    """Code that may hold a lock a handler could need: mpbluetooth itself (the runtime's
-    hand-over lock, the ring, the compat shims), the thread and queue machinery of the
-    standard library, and the import system. A branch there is no check point."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    roots = [os.path.dirname(os.path.abspath(__file__))]
-    roots += [os.path.join(stdlib, name) for name in _LOCKING_STDLIB]
-    return tuple(os.path.realpath(root) for root in roots)
+def _roots() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Folders whose code has no check points, folders inside them that do, and the rest.
+
+    No check points: mpbluetooth itself (its locks, and the compat modules that stand in
+    for MicroPython's C code) and CPython's standard library, whose Python code is C
+    inside MicroPython (``json``, ``weakref`` callbacks, ``threading``, the import
+    system), with one exception: ``asyncio``, Python code on MicroPython too. Third-party
+    packages (site-packages) are the program's, as a board's ``/lib`` is."""
+    paths = sysconfig.get_paths()
+    ours = os.path.dirname(os.path.abspath(__file__))
+    stdlib = (paths["stdlib"], paths["platstdlib"])
+    programs = (paths["purelib"], paths["platlib"], os.path.join(paths["stdlib"], "asyncio"))
+    return _real((ours,)), _real(stdlib), _real(programs)
 
 
-_LOCKING_STDLIB: Final = (
-    "threading.py",
-    "queue.py",
-    "concurrent",
-    "importlib",
-    "multiprocessing",
-    "subprocess.py",
-)
+def _real(paths: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple({os.path.join(os.path.realpath(path), "") for path in paths})
 
 
 @functools.lru_cache(maxsize=1024)
 def _may_interrupt(filename: str) -> bool:
-    """True if a handler may run at a branch of code from ``filename``."""
+    """True if a branch in code from ``filename`` is a check point."""
     if filename.startswith("<frozen"):
         return False  # the import system: module locks
     if not filename or filename.startswith("<"):
         return True  # -c code, exec'd strings, the REPL: the program's own
+    ours, stdlib, programs = _roots()
     path = os.path.realpath(filename)
-    return not path.startswith(_lock_holding_roots())
+    if path.startswith(ours):
+        return False
+    if path.startswith(programs):
+        return True
+    return not path.startswith(stdlib)
 
 
 class _TraceCheckPoints:
@@ -279,7 +283,7 @@ class Scheduler:
         if threading.current_thread() is not self._main:
             logger.info("main-thread delivery must be enabled from the main thread")
             return False
-        _lock_holding_roots()
+        _roots()
         if _SIGNUM is None:
             logger.info(
                 "this platform cannot interrupt a computing main thread: IRQ handlers "
@@ -403,6 +407,12 @@ class Scheduler:
                 self._check_points.arm(frame)
 
     def _at_check_point(self) -> None:
+        if self._in_call:
+            # Python code run inside a BLE call's wait (a weakref callback): never a check
+            # point; the call arms them again as it returns.
+            if self._check_points is not None:
+                self._check_points.disarm()
+            return
         self.run_pending()
 
     def run_pending(self) -> None:
