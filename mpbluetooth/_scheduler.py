@@ -513,6 +513,9 @@ class Scheduler:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake, 512)
             if fd in ready:
+                # Work that woke it together with the input runs now: nothing else will
+                # wake the main thread for it.
+                self.run_pending()
                 return
 
     def wait_call(
@@ -534,10 +537,7 @@ class Scheduler:
                 self.wait(remaining, answered_only=not drain, until=future.done)
         finally:
             self._in_call = False
-        with self._cond:
-            pending = bool(self._queue) and not self._running and not self._locked
-        if pending and self._check_points is not None:
-            self._check_points.arm(sys._getframe(2))
+        self._arm_if_pending(sys._getframe(2))
 
     def sleep(self, seconds: float) -> None:
         """``time.sleep`` for the main thread: handlers run while it sleeps."""
@@ -596,8 +596,19 @@ class Scheduler:
         loop.call_soon(self.run_pending)
 
     def _loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop may have stopped before running the wake-up handed to it: what is
+        pending runs at the program's next check point."""
         if self._main_loop is loop:
             self._main_loop = None
+        self._poked = False
+        self._arm_if_pending(sys._getframe(1))
+
+    def _arm_if_pending(self, frame: types.FrameType | None) -> None:
+        """On the main thread: have pending work run at the next check point."""
+        with self._cond:
+            pending = bool(self._queue) and not self._running and not self._locked
+        if pending and self._check_points is not None:
+            self._check_points.arm(frame)
 
 
 def _interrupt_main() -> None:
