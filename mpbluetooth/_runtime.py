@@ -2,7 +2,7 @@
 
 Bumble is asyncio-only and its objects must be created and used on one loop. MicroPython's
 API is synchronous and may be called from any thread (the main program, the IRQ
-dispatcher, user threads). So one daemon thread runs the loop for the whole process and
+IRQ context, user threads). So one daemon thread runs the loop for the whole process and
 every ``BLE`` call is marshalled onto it with a deadline. A call made *from* the loop
 thread would deadlock, so it is refused at once.
 """

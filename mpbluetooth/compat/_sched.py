@@ -60,7 +60,7 @@ DELIVERY_ENV: Final = "MPBLUETOOTH_DELIVERY"
 def enable_main_thread() -> bool:
     """Run IRQ handlers and scheduled calls on the main thread, unless switched off."""
     if os.environ.get(DELIVERY_ENV, "main").strip().lower() == "thread":
-        logger.debug("%s=thread: IRQ handlers stay on the dispatcher thread", DELIVERY_ENV)
+        logger.debug("%s=thread: IRQ handlers run on the fallback thread", DELIVERY_ENV)
         return False
     return scheduler().enable()
 
