@@ -64,7 +64,7 @@ async def open_controller(spec: str | None, name: str, address: OwnAddress) -> O
     """Open the controller for an instance: ``spec``, else the configured one, else the
     default simulated link. ``address`` keeps what the instance's addresses need across
     openings (a simulated controller's public address, a hub's stable one)."""
-    spec = spec if spec is not None else configured_spec() or SIM_SPEC
+    spec = resolve_spec(spec)
     engine = engine_for(spec)
     if engine is None and spec == SIM_SPEC:
         from .sim.transport import default_engine
@@ -82,6 +82,12 @@ async def open_controller(spec: str | None, name: str, address: OwnAddress) -> O
 
     opened.after_power_on = after_power_on
     return opened
+
+
+def resolve_spec(spec: str | None) -> str:
+    """The transport an instance opens: its own spec, else the configured one, else the
+    default simulated link."""
+    return spec if spec is not None else configured_spec() or SIM_SPEC
 
 
 async def open_spec(spec: str) -> OpenedTransport:
