@@ -23,7 +23,7 @@ from mpbluetooth.constants import (
     IRQ_CENTRAL_DISCONNECT,
     IRQ_PERIPHERAL_DISCONNECT,
 )
-from mpbluetooth.testing import Recorder, wait_until
+from mpbluetooth.testing import wait_until
 from mpbluetooth.testing.lowlevel import call_soon, on_loop
 
 from .conftest import connect
@@ -86,17 +86,12 @@ def test_inactive_radio_raises_enodev(link: sim.Link) -> None:
 
 
 @pytest.mark.engines("sim", "hub", "rootcanal")
-def test_identity_survives_active_false_and_peers_reconnect_to_it(link: sim.Link) -> None:
+def test_identity_survives_active_false_and_peers_reconnect_to_it(pair: Any) -> None:
     """A board keeps its address across ``active(False)``/``active(True)`` (SPEC D6), on
     every engine: RootCanal makes a new controller, with a new address, per connection,
     so the instance keeps its controller while off (aioble's ``ble_shutdown`` depends on
     it: the central reconnects to the address it was given at the start)."""
-    peripheral, central = link.instance("peripheral"), link.instance("central")
-    rp, rc = Recorder(), Recorder()
-    peripheral.irq(rp)
-    central.irq(rc)
-    central.active(True)
-    peripheral.active(True)
+    peripheral, rp, central, rc = pair
     identity = peripheral.config("mac")
     for cycle in range(3):
         if cycle:
