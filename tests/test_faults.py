@@ -467,9 +467,13 @@ def test_l2cap_data_that_arrived_before_the_close_is_still_readable(
     assert a.l2cap_send(conn, cid, sent[:100]) is True
     assert a.l2cap_send(conn, cid, sent[100:]) is True
     wait_until(lambda: len(rb.of(IRQ_L2CAP_RECV)) == 0 and busy_started.is_set(), what="busy")
+    queued = mpbluetooth.irq_stats(a).queued
     a.l2cap_disconnect(conn, cid)
-    ra.wait(IRQ_L2CAP_DISCONNECT)
+    # The close has gone through both stacks once the sender's DISCONNECT is queued (its
+    # handler shares the process's one IRQ context with the busy receiver's).
+    wait_until(lambda: mpbluetooth.irq_stats(a).queued > queued, what="the channel closed")
     busy.set()
+    ra.wait(IRQ_L2CAP_DISCONNECT)
     rb.wait(IRQ_L2CAP_DISCONNECT)
     assert failures == []
     assert bytes(got) == sent
