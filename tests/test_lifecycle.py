@@ -104,6 +104,23 @@ def test_identity_survives_active_false_and_peers_reconnect_to_it(pair: Any) -> 
         rc.wait(IRQ_PERIPHERAL_DISCONNECT, count=cycle + 1)
 
 
+def test_the_kept_controller_is_closed_by_close(hub_spec: str) -> None:
+    """``active(False)`` keeps a transport's controller open (and so the address);
+    ``close()`` releases it: no socket is left behind."""
+    with mpbluetooth.open(hub_spec, "warm-up") as first:  # the runtime's own descriptors
+        first.active(True)
+    before = _fds()
+    ble = mpbluetooth.open(hub_spec, "kept")
+    ble.active(True)
+    address = ble.config("mac")
+    ble.active(False)
+    assert _fds() > before  # still connected to the hub, idle
+    ble.active(True)
+    assert ble.config("mac") == address
+    ble.close()
+    wait_until(lambda: _fds() == before, what="the transport closed")
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
