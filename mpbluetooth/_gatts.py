@@ -25,7 +25,12 @@ from ._errors import mp_oserror
 from ._events import wait_answer
 from ._flow import acl_packets, backlog_full
 from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
-from ._overrides import ignore_late_confirmations, reset_gatt_database, take_write_commands
+from ._overrides import (
+    ignore_late_confirmations,
+    refuse_mtu_exchange,
+    reset_gatt_database,
+    take_write_commands,
+)
 from ._runtime import runtime
 from ._status import (
     ATT_INSUFFICIENT_AUTHENTICATION,
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
 
     from ._security import Security
     from ._stack import Stack
+    from .boards import Board
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +82,43 @@ MAX_PENDING_INDICATIONS = 4
 DEFAULT_MTU = 256
 _MTU_RANGE = range(23, 528)
 _LAST_HANDLE = 0xFFFF
+
+
+def _last_handle(device: Device) -> int:
+    attributes = device.gatt_server.attributes
+    return int(attributes[-1].handle) if attributes else 0
+
+
+def _we_are_central(bearer: Any) -> bool:
+    from bumble.hci import Role
+
+    return getattr(bearer, "role", None) == Role.CENTRAL
+
+
+def _builtin_services(board: Board) -> list[Any]:
+    """The board's own GAP and GATT services as Bumble services (the Device Name value
+    is served by ``Stack.set_gap_name``)."""
+    from bumble.att import Attribute
+    from bumble.core import UUID as BumbleUUID
+    from bumble.gatt import Characteristic, Service
+
+    services = []
+    for builtin in board.builtin_services:
+        characteristics = []
+        for uuid, properties, value in builtin.characteristics:
+            permissions = Attribute.Permissions.READABLE
+            if properties & Characteristic.Properties.WRITE:
+                permissions |= Attribute.Permissions.WRITEABLE
+            characteristics.append(
+                Characteristic(
+                    BumbleUUID.from_16_bits(uuid),
+                    Characteristic.Properties(properties),
+                    permissions,
+                    value,
+                )
+            )
+        services.append(Service(BumbleUUID.from_16_bits(builtin.uuid), characteristics))
+    return services
 
 
 # --- stored values --------------------------------------------------------------------
@@ -156,6 +199,12 @@ class GattServer:
         # Write Commands run synchronously here: Bumble would run each in its own task.
         take_write_commands(server, self._on_write_command)
         ignore_late_confirmations(server)
+        board = self.stack.board
+        if not board.peer_starts_mtu_as_central:
+            refuse_mtu_exchange(server, _we_are_central)
+        # The board's built-in services, numbered from 1 as the stack's start numbers them.
+        reset_gatt_database(device, _builtin_services(board))
+        self.stack.set_gap_name(self.stack.gap_name)
 
     def set_mtu(self, mtu: int) -> None:
         """``config(mtu=)`` (caller's thread): 23..527, offered in later MTU exchanges."""
@@ -194,7 +243,11 @@ class GattServer:
             raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
         with self._lock:
             self._values = {}
-        reset_gatt_database(device)
+        board = self.stack.board
+        # MicroPython's NimBLE empties its attribute list but never resets the handle
+        # counter (ble_att_svr_reset): each registration numbers on from the last one.
+        first = _last_handle(device) + 1 if board.handles_continue else 1
+        reset_gatt_database(device, _builtin_services(board), first)
         self.stack.set_gap_name(self.stack.gap_name)
 
     def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
@@ -209,7 +262,7 @@ class GattServer:
 
         device = self.stack.require()
         server = device.gatt_server
-        if len(server.attributes) + attribute_count(services) > _LAST_HANDLE:
+        if _last_handle(device) + attribute_count(services) > _LAST_HANDLE:
             # NimBLE runs out of attribute memory long before; Bumble would fail half-way
             # with a struct.error when a handle passes 0xFFFF.
             raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")
