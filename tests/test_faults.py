@@ -251,7 +251,7 @@ def test_a_blocked_handler_drops_counted_events_while_stack_and_other_links_work
     other.active(True)
     other_handles = other.gatts_register_services(SERVICES)
     my_conn, other_conn = connect(blocked, rec, other, other_rec)
-    blocked.config(rxbuf=512)
+    mpbluetooth.set_rxbuf(512, blocked)
     stuck, release = threading.Event(), threading.Event()
 
     def handler(event: int, data: tuple[Any, ...]) -> Any:
