@@ -284,7 +284,7 @@ def test_a_blocked_handler_drops_counted_events_while_stack_and_other_links_work
         reads = len(other_rec.of(IRQ_GATTC_READ_DONE))
         other.gattc_read(other_conn, GAP_NAME_HANDLE)
         assert other_rec.wait(IRQ_GATTC_READ_DONE, count=reads + 1, timeout=1)[2] == 0
-        assert other_rec.of(IRQ_GATTC_READ_RESULT)[-1][2] == b"MPY BUMBLE"
+        assert other_rec.of(IRQ_GATTC_READ_RESULT)[-1][2] == b"MPY NIMBLE"
         blocked.gattc_write(my_conn, other_handles[0][2], b"still here", 1)
         other_rec.wait(IRQ_GATTS_WRITE, lambda d: d[1] == other_handles[0][2], timeout=1)
         assert other.gatts_read(other_handles[0][2]) == b"still here"
