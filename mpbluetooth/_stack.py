@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _transport
-from .boards import Board
 from ._address import OwnAddress
 from ._errors import TransportError, mp_oserror
 from ._events import EventRing
@@ -26,6 +25,7 @@ from ._flow import FlowControl
 from ._overrides import report_transport_lost, serve_gap_name
 from ._runtime import runtime
 from ._trace import Trace
+from .boards import Board
 from .constants import ENODEV, ENOTCONN, ETIMEDOUT
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ POWER_OFF_TIMEOUT = 2.0
 #: Seconds a lost transport's operations in flight get to report their outcome (status 7,
 #: as for a lost link) before what is left is cancelled silently.
 LOSS_SETTLE_TIMEOUT = 1.0
+
 
 class Stack:
     """The Bumble objects behind one ``BLE`` instance, and the settings it keeps."""

@@ -106,8 +106,8 @@ def _where(handler: Callable[..., Any]) -> tuple[str, int]:
     target: Any = getattr(handler, "__func__", handler)
     code = getattr(target, "__code__", None)
     if code is None:
-        call = getattr(type(handler), "__call__", None)
-        code = getattr(getattr(call, "__func__", call), "__code__", None)
+        call = type(handler).__dict__.get("__call__")
+        code = getattr(call, "__code__", None)
     if code is None:
         return "<IRQ handler>", 0
     return code.co_filename, code.co_firstlineno

@@ -31,7 +31,13 @@ _INDICATE: Final = 0x20
 #: MicroPython's version the profiles were read from (``py/mpconfig.h``).
 _MICROPYTHON: Final = "1.29.0"
 
-_L2CAP: Final = ("l2cap_listen", "l2cap_connect", "l2cap_disconnect", "l2cap_send", "l2cap_recvinto")
+_L2CAP: Final = (
+    "l2cap_listen",
+    "l2cap_connect",
+    "l2cap_disconnect",
+    "l2cap_send",
+    "l2cap_recvinto",
+)
 _PAIRING: Final = ("gap_pair", "gap_passkey")
 _PAIRING_KEYS: Final = ("bond", "mitm", "le_secure", "io")
 _BASE_KEYS: Final = ("mac", "gap_name", "mtu", "addr_mode")
@@ -115,8 +121,7 @@ class Board:
             ),
             (
                 "first user handle",
-                f"{first_value} (one service with one characteristic; registered again: "
-                f"{again})",
+                f"{first_value} (one service with one characteristic; registered again: {again})",
             ),
             ("first connection handle", str(self.first_conn_handle)),
             ("gap_name", repr(self.gap_name)),

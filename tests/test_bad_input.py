@@ -248,9 +248,17 @@ def rows() -> list[Row]:
         ("config: mtu 528", lambda r: r.server.config(mtu=528), Errno(errno.EINVAL)),
         # rxbuf exists on no board profile (synchronous events); the ring's size is
         # mpbluetooth.set_rxbuf's, with the range MicroPython's config(rxbuf=) checks.
-        ("config: rxbuf", lambda r: r.spare.config(rxbuf=100), Raises(ValueError, "unknown config param")),
+        (
+            "config: rxbuf",
+            lambda r: r.spare.config(rxbuf=100),
+            Raises(ValueError, "unknown config param"),
+        ),
         ("set_rxbuf 15", lambda r: mpbluetooth.set_rxbuf(15, r.spare), Raises(ValueError, "")),
-        ("set_rxbuf 65536", lambda r: mpbluetooth.set_rxbuf(65536, r.spare), Raises(ValueError, "")),
+        (
+            "set_rxbuf 65536",
+            lambda r: mpbluetooth.set_rxbuf(65536, r.spare),
+            Raises(ValueError, ""),
+        ),
         (
             "set_rxbuf a float",
             lambda r: mpbluetooth.set_rxbuf(1.5, r.spare),  # type: ignore[arg-type]

@@ -18,7 +18,6 @@ from mpbluetooth.constants import (
     IRQ_GATTC_SERVICE_DONE,
     IRQ_GATTC_SERVICE_RESULT,
     IRQ_MTU_EXCHANGED,
-    IRQ_PERIPHERAL_CONNECT,
 )
 from mpbluetooth.testing import Recorder
 
@@ -83,7 +82,10 @@ def test_a_peer_discovers_the_boards_builtin_services(
     conn, _ = connect(central, rc, peripheral, rp)
     central.gattc_discover_services(conn)
     rc.wait(IRQ_GATTC_SERVICE_DONE)
-    found = [(start, end, int.from_bytes(bytes(uuid), "little")) for _, start, end, uuid in rc.of(IRQ_GATTC_SERVICE_RESULT)]
+    found = [
+        (start, end, int.from_bytes(bytes(uuid), "little"))
+        for _, start, end, uuid in rc.of(IRQ_GATTC_SERVICE_RESULT)
+    ]
     assert found == services
 
 
@@ -191,7 +193,7 @@ def test_the_environment_chooses_the_default_board(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.mpbluetooth_board("esp32")
 def test_the_pytest_marker_sets_the_board(sim_instances) -> None:  # type: ignore[no-untyped-def]
-    (ble, _), = sim_instances(1)
+    ((ble, _),) = sim_instances(1)
     assert ble.config("gap_name") == b"MPY ESP32" and not hasattr(ble, "l2cap_connect")
 
 

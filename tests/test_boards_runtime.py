@@ -21,7 +21,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, timeout: float = 90, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, timeout: float = 90, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd, env=clean_env(**env),
@@ -59,7 +61,9 @@ def test_platform_uname_port_modules_and_the_lib_folder(
     (app / "lib" / "BLE").mkdir(parents=True)
     (app / "lib" / "BLE" / "__init__.py").write_text("WHO = 'lib'\n")
     (app / "main.py").write_text(PLATFORM)
-    result = run(["mpbluetooth.cli.python", str(app / "main.py")], tmp_path, MPBLUETOOTH_BOARD=board)
+    result = run(
+        ["mpbluetooth.cli.python", str(app / "main.py")], tmp_path, MPBLUETOOTH_BOARD=board
+    )
     assert result.returncode == 0, result.stderr
     first, *rest = result.stdout.splitlines()
     assert first.startswith(f"{platform} ") and first.endswith(" lib")
@@ -100,7 +104,8 @@ def server_irq(event, data):
 link = sim.Link("instant")
 server, central = link.instance("server"), link.instance("central")
 server.irq(server_irq); server.active(True); central.irq(central_irq); central.active(True)
-((value,),) = server.gatts_register_services([(UUID(0x180F), ((UUID(0x2A19), FLAG_READ | FLAG_NOTIFY),))])
+battery = (UUID(0x180F), ((UUID(0x2A19), FLAG_READ | FLAG_NOTIFY),))
+((value,),) = server.gatts_register_services([battery])
 server.gap_advertise(20000, b"\\x02\\x01\\x06")
 central.gap_connect(*server.config("mac"))
 while not links:
@@ -128,7 +133,9 @@ def test_a_kept_view_reads_after_the_handler_with_one_warning(tmp_path: Path) ->
     assert "content changes when the stack reuses the buffer" in warnings[0]
 
 
-@pytest.mark.parametrize(("options", "env"), [(("--strict",), {}), ((), {"MPBLUETOOTH_STRICT": "1"})])
+@pytest.mark.parametrize(
+    ("options", "env"), [(("--strict",), {}), ((), {"MPBLUETOOTH_STRICT": "1"})]
+)
 def test_strict_mode_releases_the_view_at_return(
     tmp_path: Path, options: tuple[str, ...], env: dict[str, str]
 ) -> None:
@@ -205,8 +212,14 @@ def test_run_refuses_an_unknown_board(tmp_path: Path) -> None:
 def test_info_board_prints_the_profile(tmp_path: Path) -> None:
     result = run(["mpbluetooth", "info", "--board", "unix"], tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in result.stdout.splitlines()}
-    assert rows["first user handle"].startswith("21 ") and "registered again: 33" in rows["first user handle"]
+    rows = {
+        line.split("  ", 1)[0]: line.split("  ", 1)[1].strip()
+        for line in result.stdout.splitlines()
+    }
+    assert (
+        rows["first user handle"].startswith("21 ")
+        and "registered again: 33" in rows["first user handle"]
+    )
     assert rows["gap_name"] == "b'MPY NIMBLE'"
     assert rows["methods compiled out"] == "hci_cmd"
     esp32 = run(["mpbluetooth", "info", "--board", "esp32"], tmp_path).stdout

@@ -231,4 +231,10 @@ async def _vendor_command(device: Device, opcode: int, parameters: bytes, what: 
     return int(getattr(parameters_back, "status", 0) or 0)
 
 
-__all__ = ["Medium", "number_connections_from", "default_engine", "claim_stable_address", "new_public_address"]
+__all__ = [
+    "Medium",
+    "number_connections_from",
+    "default_engine",
+    "claim_stable_address",
+    "new_public_address",
+]

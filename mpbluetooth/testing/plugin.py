@@ -80,12 +80,16 @@ def pytest_configure(config: pytest.Config) -> None:
     if _STRICT_ENV not in os.environ:
         # The session, and every board it starts, runs strict (SPEC D5) unless told not to.
         os.environ[_STRICT_ENV] = "1" if config.getini("mpbluetooth_strict") else "0"
-        config.add_cleanup(lambda: os.environ.pop(_STRICT_ENV, None))
+        config.add_cleanup(_forget_strict)
     config.addinivalue_line(
         "markers",
         "mpbluetooth_timing(timing): radio timing ('air' or 'instant') of the sim_link, "
         "sim_instances, sim_hub and board fixtures in this test",
     )
+
+
+def _forget_strict() -> None:
+    os.environ.pop(_STRICT_ENV, None)
 
 
 def timing_for(request: pytest.FixtureRequest) -> str:
