@@ -21,16 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _gatts_defs as defs
+from . import _overrides
 from ._errors import mp_oserror
 from ._events import wait_answer
 from ._flow import acl_packets, backlog_full
 from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
-from ._overrides import (
-    ignore_late_confirmations,
-    refuse_mtu_exchange,
-    reset_gatt_database,
-    take_write_commands,
-)
 from ._runtime import runtime
 from ._status import (
     ATT_INSUFFICIENT_AUTHENTICATION,
@@ -64,7 +60,6 @@ if TYPE_CHECKING:
 
     from ._security import Security
     from ._stack import Stack
-    from .boards import Board
 
 logger = logging.getLogger(__name__)
 
@@ -82,43 +77,6 @@ MAX_PENDING_INDICATIONS = 4
 DEFAULT_MTU = 256
 _MTU_RANGE = range(23, 528)
 _LAST_HANDLE = 0xFFFF
-
-
-def _last_handle(device: Device) -> int:
-    attributes = device.gatt_server.attributes
-    return int(attributes[-1].handle) if attributes else 0
-
-
-def _we_are_central(bearer: Any) -> bool:
-    from bumble.hci import Role
-
-    return getattr(bearer, "role", None) == Role.CENTRAL
-
-
-def _builtin_services(board: Board) -> list[Any]:
-    """The board's own GAP and GATT services as Bumble services (the Device Name value
-    is served by ``Stack.set_gap_name``)."""
-    from bumble.att import Attribute
-    from bumble.core import UUID as BumbleUUID
-    from bumble.gatt import Characteristic, Service
-
-    services = []
-    for builtin in board.builtin_services:
-        characteristics = []
-        for uuid, properties, value in builtin.characteristics:
-            permissions = Attribute.Permissions.READABLE
-            if properties & Characteristic.Properties.WRITE:
-                permissions |= Attribute.Permissions.WRITEABLE
-            characteristics.append(
-                Characteristic(
-                    BumbleUUID.from_16_bits(uuid),
-                    Characteristic.Properties(properties),
-                    permissions,
-                    value,
-                )
-            )
-        services.append(Service(BumbleUUID.from_16_bits(builtin.uuid), characteristics))
-    return services
 
 
 # --- stored values --------------------------------------------------------------------
@@ -197,13 +155,11 @@ class GattServer:
         server = device.gatt_server
         server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
-        take_write_commands(server, self._on_write_command)
-        ignore_late_confirmations(server)
-        board = self.stack.board
-        if not board.peer_starts_mtu_as_central:
-            refuse_mtu_exchange(server, _we_are_central)
-        # The board's built-in services, numbered from 1 as the stack's start numbers them.
-        reset_gatt_database(device, _builtin_services(board))
+        _overrides.take_write_commands(server, self._on_write_command)
+        _overrides.ignore_late_confirmations(server)
+        if not self.stack.board.peer_starts_mtu_as_central:
+            _overrides.refuse_mtu_exchange_as_central(server)
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board))
         self.stack.set_gap_name(self.stack.gap_name)
 
     def set_mtu(self, mtu: int) -> None:
@@ -243,11 +199,10 @@ class GattServer:
             raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
         with self._lock:
             self._values = {}
-        board = self.stack.board
-        # MicroPython's NimBLE empties its attribute list but never resets the handle
-        # counter (ble_att_svr_reset): each registration numbers on from the last one.
-        first = _last_handle(device) + 1 if board.handles_continue else 1
-        reset_gatt_database(device, _builtin_services(board), first)
+        # NimBLE empties its attribute list but never resets its handle counter
+        # (ble_att_svr_reset): each registration numbers on from the last (docs/boards.md).
+        first = defs.last_handle(device) + 1 if self.stack.board.handles_continue else 1
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board), first)
         self.stack.set_gap_name(self.stack.gap_name)
 
     def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
@@ -262,7 +217,7 @@ class GattServer:
 
         device = self.stack.require()
         server = device.gatt_server
-        if _last_handle(device) + attribute_count(services) > _LAST_HANDLE:
+        if defs.last_handle(device) + attribute_count(services) > _LAST_HANDLE:
             # NimBLE runs out of attribute memory long before; Bumble would fail half-way
             # with a struct.error when a handle passes 0xFFFF.
             raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")

@@ -104,19 +104,20 @@ def reset_gatt_database(
         device.add_services(services)
 
 
-def refuse_mtu_exchange(server: Server, refused: Callable[[Any], bool]) -> None:
-    """Answer an Exchange MTU Request with Request Not Supported on links ``refused``
-    names (BTstack as central: "it does not support a remote peripheral initiating the
-    MTU exchange", MicroPython's docs).
+def refuse_mtu_exchange_as_central(server: Server) -> None:
+    """Answer an Exchange MTU Request with Request Not Supported on links where we are
+    the central (BTstack: "it does not support a remote peripheral initiating the MTU
+    exchange", MicroPython's docs).
 
     Gap: Bumble's server always answers it.
     """
     from bumble.att import ATT_REQUEST_NOT_SUPPORTED_ERROR, ATT_Error_Response
+    from bumble.hci import Role
 
     default = server.on_att_exchange_mtu_request
 
     def on_exchange_mtu_request(bearer: Any, request: Any) -> None:
-        if not refused(bearer):
+        if getattr(bearer, "role", None) != Role.CENTRAL:
             default(bearer, request)
             return
         server.send_response(
@@ -324,7 +325,7 @@ __all__ = [
     "check_bumble_version",
     "serve_gap_name",
     "reset_gatt_database",
-    "refuse_mtu_exchange",
+    "refuse_mtu_exchange_as_central",
     "report_transport_lost",
     "take_write_commands",
     "ignore_late_confirmations",

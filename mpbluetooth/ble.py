@@ -84,7 +84,7 @@ class BLE:
         cls, name: str, transport: str | None = None, board: str | boards.Board | None = None
     ) -> BLE:
         profile = boards.get(board)
-        self = object.__new__(_board_class(cls, profile))
+        self = object.__new__(boards.without_absent_methods(cls, profile))
         rt = runtime()
         self._board = profile
         self._ring = EventRing(name, lambda: rt.loop)
@@ -538,10 +538,9 @@ def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
 
 
 def set_rxbuf(size: int, ble: BLE | None = None) -> None:
-    """Desktop only: the capacity in bytes (16..65535, default 16384) of an instance's
-    event ring (SPEC D1), discarding queued events as ``config(rxbuf=)`` does on a
-    ring-buffer port. The ring is always there; ``config('rxbuf')`` exists only where the
-    board profile has it (no synchronous-events port does). ``irq_stats`` reads it back."""
+    """Desktop only: an instance's event ring capacity, 16..65535 bytes (default 16384),
+    discarding queued events as a ring-buffer port's ``config(rxbuf=)``, which no board
+    profile has (SPEC D1, D10). ``irq_stats(ble).capacity`` reads it back."""
     (ble or BLE())._ring.set_capacity(_rxbuf_arg(size))
 
 
@@ -589,36 +588,6 @@ def open(
 def set_transport(spec: str | None) -> None:
     """Desktop only: see :func:`mpbluetooth._transport.set_transport`."""
     _transport.set_transport(spec)
-
-
-class _Absent:
-    """A method the board's port compiles out: reading it raises ``AttributeError`` (so
-    ``hasattr`` is False), as on the board."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> Any:
-        raise AttributeError(f"'BLE' object has no attribute '{self._name}'")
-
-
-_board_classes: dict[tuple[type, str], type] = {}
-
-
-def _board_class(cls: type[BLE], board: boards.Board) -> type[BLE]:
-    """``cls`` without the board's compiled-out methods (cached per board). It keeps the
-    name ``BLE`` and is a subclass, so ``isinstance(ble, BLE)`` holds."""
-    if not board.absent_methods:
-        return cls
-    made = _board_classes.get((cls, board.name))
-    if made is None:
-        namespace: dict[str, Any] = {name: _Absent() for name in board.absent_methods}
-        namespace["__qualname__"] = cls.__qualname__
-        namespace["__module__"] = cls.__module__
-        namespace["__doc__"] = cls.__doc__
-        made = type(cls.__name__, (cls,), namespace)
-        _board_classes[(cls, board.name)] = made
-    return made
 
 
 __all__ = ["BLE", "irq_stats", "set_l2cap_multichannel", "set_rxbuf", "set_transport", "ENODEV"]

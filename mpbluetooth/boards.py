@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, TypeVar
 
-__all__ = ["BOARDS", "DEFAULT_BOARD", "ENV_BOARD", "Board", "BuiltinService", "get", "current"]
+__all__ = [
+    "BOARDS", "DEFAULT_BOARD", "ENV_BOARD", "Board", "BuiltinService", "current", "get",
+    "without_absent_methods",
+]  # fmt: skip
 
 ENV_BOARD: Final = "MPBLUETOOTH_BOARD"
 DEFAULT_BOARD: Final = "unix"
@@ -226,6 +229,37 @@ BOARDS: Final[dict[str, Board]] = {
         ),
     )
 }
+
+
+class _Absent:
+    """A method the board's port compiles out: reading it raises ``AttributeError`` (so
+    ``hasattr`` is False), as on the board."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        raise AttributeError(f"'BLE' object has no attribute '{self._name}'")
+
+
+_classes: dict[tuple[type, str], type] = {}
+_C = TypeVar("_C", bound=type)
+
+
+def without_absent_methods(cls: _C, board: Board) -> _C:
+    """``cls`` (``BLE``) without the board's compiled-out methods, cached per board. It
+    keeps the class's name and is a subclass, so ``isinstance(ble, BLE)`` holds."""
+    if not board.absent_methods:
+        return cls
+    made = _classes.get((cls, board.name))
+    if made is None:
+        namespace: dict[str, Any] = {name: _Absent() for name in board.absent_methods}
+        namespace["__qualname__"] = cls.__qualname__
+        namespace["__module__"] = cls.__module__
+        namespace["__doc__"] = cls.__doc__
+        made = type(cls.__name__, (cls,), namespace)
+        _classes[(cls, board.name)] = made
+    return made  # type: ignore[return-value]
 
 
 def get(name: str | Board | None) -> Board:

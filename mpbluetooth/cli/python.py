@@ -273,12 +273,12 @@ def _micropython_path() -> list[str]:
 
 def _add_micropython_path() -> None:
     """Put the MicroPython module path right after the program's own ``sys.path[0]``:
-    first the program folder's ``lib/`` (what ``mpremote cp -r lib :`` puts in a board's
-    ``/lib``, on every board's default path), then the unix port's path."""
+    the unix port's path (where ``mip`` installs), then the program folder's ``lib/``
+    (what ``mpremote cp -r lib :`` puts in a board's ``/lib``, on every board's path)."""
     position = 0 if sys.flags.safe_path or sys.flags.isolated else 1
     folder = sys.path[0] if position and sys.path and sys.path[0] else os.getcwd()
     lib = os.path.join(folder, "lib")
-    for offset, entry in enumerate([lib, *_micropython_path()]):
+    for offset, entry in enumerate([*_micropython_path(), lib]):
         if entry not in sys.path:
             sys.path.insert(min(position + offset, len(sys.path)), entry)
 
