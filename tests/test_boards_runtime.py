@@ -145,6 +145,13 @@ def test_strict_mode_releases_the_view_at_return(
     assert "KeptViewWarning" not in result.stderr
 
 
+def test_run_strict_releases_the_view_in_every_script(tmp_path: Path) -> None:
+    (tmp_path / "keeper.py").write_text(KEEPER)
+    result = run(["mpbluetooth", "run", "--strict", "keeper.py", "--timeout", "60"], tmp_path)
+    assert result.returncode == 1
+    assert "ValueError: operation forbidden on released memoryview object" in result.stdout
+
+
 ESP32_SERVER = """
 import bluetooth, time
 from micropython import const
