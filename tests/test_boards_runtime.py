@@ -231,3 +231,42 @@ def test_info_board_prints_the_profile(tmp_path: Path) -> None:
     assert rows["methods compiled out"] == "hci_cmd"
     esp32 = run(["mpbluetooth", "info", "--board", "esp32"], tmp_path).stdout
     assert "first connection handle  0" in esp32 and "l2cap_listen" in esp32
+
+
+USER_TEST = """
+import os
+
+from mpbluetooth import UUID
+from mpbluetooth.testing.recorder import wait_until
+
+
+def test_board_and_strictness(sim_instances):
+    (a, ea), (b, eb) = sim_instances(2)
+    kept = []
+    ((value,),) = a.gatts_register_services([(UUID(0x180F), ((UUID(0x2A19), 0x12),))])
+    b.irq(lambda event, data: kept.append(data[2]) if event == 18 else eb(event, data))
+    a.gap_advertise(20000, b"\\x02\\x01\\x06")
+    b.gap_connect(*a.config("mac"))
+    a.gatts_notify(ea.wait(1)[0], value, b"kept")
+    wait_until(lambda: kept, what="the notification")
+    print("BOARD", a.config("gap_name"), hasattr(a, "gap_pair"), os.environ["MPBLUETOOTH_STRICT"])
+    assert bytes(kept[0]) == b"kept"
+"""
+
+
+@pytest.mark.parametrize(
+    ("ini", "outcome"),
+    [
+        ("", "ValueError: operation forbidden on released memoryview object"),
+        ("[pytest]\nmpbluetooth_board = rp2\nmpbluetooth_strict = false\n",
+         "BOARD b'MPY BTSTACK' False 0"),
+    ],
+)  # fmt: skip
+def test_the_plugin_runs_strict_unless_told_and_takes_a_board(
+    tmp_path: Path, ini: str, outcome: str
+) -> None:
+    (tmp_path / "test_user.py").write_text(USER_TEST)
+    (tmp_path / "pytest.ini").write_text(ini or "[pytest]\n")
+    result = run(["pytest", "-q", "-s", "-p", "no:cacheprovider", "test_user.py"], tmp_path)
+    assert outcome in result.stdout, result.stdout + result.stderr
+    assert result.returncode == (1 if not ini else 0)
