@@ -69,6 +69,7 @@ def test_sixty_registrations_number_on_to_729_on_nimble(link: sim.Link) -> None:
     ("board", "services"),
     [
         ("unix", [(10, 14, 0x1800), (15, 18, 0x1801), (19, 22, 0x180F)]),
+        ("stm32", [(10, 14, 0x1800), (15, 18, 0x1801), (19, 22, 0x180F)]),
         ("esp32", [(1, 5, 0x1800), (6, 13, 0x1801), (14, 17, 0x180F)]),
         ("rp2", [(1, 3, 0x1800), (4, 6, 0x1801), (7, 10, 0x180F)]),
     ],
@@ -135,7 +136,7 @@ def test_the_done_when_rows_esp32_has_no_l2cap_and_rp2_no_gap_pair(link: sim.Lin
     assert hasattr(link.instance("u"), "l2cap_listen")  # unix, the default
 
 
-@pytest.mark.parametrize(("board", "first"), [("esp32", 0), ("unix", 1), ("rp2", 1)])
+@pytest.mark.parametrize(("board", "first"), [("esp32", 0), ("unix", 1), ("stm32", 1), ("rp2", 1)])
 def test_connection_handles_start_at_the_boards_first(link: sim.Link, board: str, first: int):
     a, ra = active(link, board, "a")
     b, rb = active(link, board, "b")
@@ -170,8 +171,11 @@ def test_rp2_as_central_refuses_the_peripherals_mtu_exchange(link: sim.Link) -> 
     assert rp.wait(IRQ_MTU_EXCHANGED) == (p_conn, 256)
 
 
-def test_unix_as_central_lets_the_peripheral_start_the_mtu_exchange(link: sim.Link) -> None:
-    central, rc = active(link, "unix", "c")
+@pytest.mark.parametrize("board", ["unix", "esp32", "stm32"])
+def test_nimble_as_central_lets_the_peripheral_start_the_mtu_exchange(
+    link: sim.Link, board: str
+) -> None:
+    central, rc = active(link, board, "c")
     peripheral, rp = active(link, "rp2", "p")
     conn, p_conn = connect(central, rc, peripheral, rp)
     peripheral.gattc_exchange_mtu(p_conn)
@@ -212,3 +216,32 @@ def test_info_rows_name_every_fact(board: str) -> None:
         "port modules", "sys.path",
     ):  # fmt: skip
         assert rows[fact], fact
+
+
+def test_handle_0_works_for_every_link_operation(link: sim.Link) -> None:
+    """An ESP32's links are numbered from 0, and 0 is a handle like any other: reads,
+    indications, pairing, disconnection and a reconnection that gets 0 again."""
+    from mpbluetooth.constants import (
+        IRQ_CENTRAL_DISCONNECT,
+        IRQ_ENCRYPTION_UPDATE,
+        IRQ_GATTC_INDICATE,
+        IRQ_GATTS_INDICATE_DONE,
+        IRQ_PERIPHERAL_DISCONNECT,
+    )
+
+    server, rs = active(link, "esp32", "server")
+    ((value,),) = server.gatts_register_services([BATTERY])
+    server.gatts_write(value, b"\x07")
+    central, rc = active(link, "esp32", "central")
+    assert connect(central, rc, server, rs) == (0, 0)
+    central.gattc_read(0, value)
+    assert rc.wait(IRQ_GATTC_READ_RESULT) == (0, value, b"\x07")
+    server.gatts_indicate(0, value, b"\x08")
+    assert rc.wait(IRQ_GATTC_INDICATE) == (0, value, b"\x08")
+    assert rs.wait(IRQ_GATTS_INDICATE_DONE) == (0, value, 0)
+    central.gap_pair(0)
+    assert rc.wait(IRQ_ENCRYPTION_UPDATE)[:2] == (0, 1)
+    assert central.gap_disconnect(0) is True
+    rc.wait(IRQ_PERIPHERAL_DISCONNECT)
+    rs.wait(IRQ_CENTRAL_DISCONNECT)
+    assert connect(central, rc, server, rs) == (0, 0)
