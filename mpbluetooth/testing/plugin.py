@@ -1,9 +1,10 @@
 """The pytest plugin of ``mpbluetooth.testing`` (registered as ``mpbluetooth``).
 
 Installed with the package through the ``pytest11`` entry point, so a project that tests
-its MicroPython BLE code needs no conftest of its own. It only adds fixtures and a marker:
-nothing runs unless a test asks for a fixture, and importing it loads neither Bumble nor
-the simulator. ``pytest -p no:mpbluetooth`` switches it off.
+its MicroPython BLE code needs no conftest of its own. It adds fixtures and markers, sets
+``MPBLUETOOTH_STRICT`` for the session (below) and ``MPBLUETOOTH_BOARD`` for a test that
+asks; nothing else runs unless a test asks for a fixture, and importing it loads neither
+Bumble nor the simulator. ``pytest -p no:mpbluetooth`` switches it off.
 
 Fixtures:
 
@@ -20,9 +21,10 @@ intervals, supervision timeouts) unless the ``mpbluetooth_timing`` ini option or
 ``@pytest.mark.mpbluetooth_timing("instant")`` says otherwise; instant is faster, air
 is what a board sees.
 
-Board profile (``mpbluetooth.boards``): the ``mpbluetooth_board`` ini option or
-``@pytest.mark.mpbluetooth_board("esp32")`` sets ``MPBLUETOOTH_BOARD`` for the test, so
-its boards and its own instances behave as that port (default ``unix``).
+Board profile (``mpbluetooth.boards``): the ``mpbluetooth_board`` ini option (also
+``pytest -o mpbluetooth_board=esp32``) or ``@pytest.mark.mpbluetooth_board("esp32")`` sets
+``MPBLUETOOTH_BOARD`` for the test, so its boards and its own instances behave as that
+port (default ``unix``).
 
 Memoryviews from event tuples are released when the handler returns (strict mode, SPEC D5):
 a test is where a program that keeps one should fail. ``mpbluetooth_strict = false`` in the
