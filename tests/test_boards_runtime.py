@@ -270,3 +270,16 @@ def test_the_plugin_runs_strict_unless_told_and_takes_a_board(
     result = run(["pytest", "-q", "-s", "-p", "no:cacheprovider", "test_user.py"], tmp_path)
     assert outcome in result.stdout, result.stdout + result.stderr
     assert result.returncode == (1 if not ini else 0)
+
+
+@pytest.mark.mpbluetooth_board("rp2")
+@pytest.mark.mpbluetooth_timing("instant")
+def test_the_marker_reaches_the_board_fixtures_process(board, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "pico.py"
+    script.write_text(
+        "import bluetooth, sys\nble = bluetooth.BLE()\nble.active(True)\n"
+        "print(sys.platform, ble.config('gap_name'), hasattr(ble, 'gap_pair'))\n"
+        "ble.active(False)\n"
+    )
+    pico = board(script)
+    pico.wait_for_line("rp2 b'MPY BTSTACK' False")
