@@ -18,10 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-__all__ = [
-    "BOARDS", "DEFAULT_BOARD", "ENV_BOARD", "Board", "BuiltinService", "current", "get",
-    "without_absent_methods",
-]  # fmt: skip
+__all__ = ["BOARDS", "DEFAULT_BOARD", "ENV_BOARD", "Board", "BuiltinService", "current", "get"]
 
 ENV_BOARD: Final = "MPBLUETOOTH_BOARD"
 DEFAULT_BOARD: Final = "unix"
