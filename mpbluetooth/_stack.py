@@ -25,6 +25,7 @@ from ._flow import FlowControl
 from ._overrides import report_transport_lost, serve_gap_name
 from ._runtime import runtime
 from ._trace import Trace
+from .boards import Board
 from .constants import ENODEV, ENOTCONN, ETIMEDOUT
 
 if TYPE_CHECKING:
@@ -40,19 +41,19 @@ POWER_OFF_TIMEOUT = 2.0
 #: as for a lost link) before what is left is cancelled silently.
 LOSS_SETTLE_TIMEOUT = 1.0
 
-DEFAULT_GAP_NAME = b"MPY BUMBLE"
-
 
 class Stack:
     """The Bumble objects behind one ``BLE`` instance, and the settings it keeps."""
 
-    def __init__(self, name: str, ring: EventRing, spec: str | None) -> None:
+    def __init__(self, name: str, ring: EventRing, spec: str | None, board: Board) -> None:
         self.name = name
         self.ring = ring
         #: The transport spec of this instance (None: the configured one, else the sim).
         self.spec = spec
+        #: The board profile: built-in services, default name, connection numbering...
+        self.board = board
         # Kept across active(False)/active(True), as MicroPython keeps them.
-        self.gap_name = DEFAULT_GAP_NAME
+        self.gap_name = board.gap_name
         self.own_address = OwnAddress()
         # Valid while active.
         self.device: Device | None = None
@@ -91,7 +92,9 @@ class Stack:
             await self.power_off()
         transport = self._take_kept()
         if transport is None:
-            transport = await _transport.open_controller(self.spec, self.name, self.own_address)
+            transport = await _transport.open_controller(
+                self.spec, self.name, self.own_address, self.board.first_conn_handle
+            )
         try:
             device = self._make_device(transport)
             for prepare in self.on_device_created:
