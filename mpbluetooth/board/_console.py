@@ -34,9 +34,7 @@ class SerialText(io.TextIOBase):
         self._line = line
         self.buffer = _SerialBytes(line)
 
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
+    encoding = "utf-8"
 
     def writable(self) -> bool:
         return True

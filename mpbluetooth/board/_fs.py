@@ -127,9 +127,9 @@ class BoardFs:
     def _listdir(self, path: Any = None) -> list[Any]:
         listdir = self._real["listdir"]
         if not self._from_board():
-            return listdir(path)  # type: ignore[no-any-return]
+            return listdir(path)
         with _mp_errors():
-            return listdir(self.host("." if path is None else path))  # type: ignore[no-any-return]
+            return listdir(self.host("." if path is None else path))
 
     def _ilistdir(self, path: Any = ".") -> Iterator[tuple[Any, int, int, int]]:
         """MicroPython's ``os.ilistdir``: (name, type, inode, size) per entry (the board's

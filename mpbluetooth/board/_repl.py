@@ -232,7 +232,8 @@ class Repl:
 
     # --- the friendly REPL -----------------------------------------------------------------
     def _friendly_repl(self) -> bool:
-        self._write(f"{banner()}\r\nType \"help()\" for more information.\r\n".encode())
+        welcome = f'{banner()}\r\nType "help()" for more information.\r\n'.encode()
+        self._write(welcome)
         while True:
             key, text = self._readline(b">>> ")
             if key == CTRL_A:
@@ -240,7 +241,7 @@ class Repl:
                 self._raw = True
                 return False
             if key == CTRL_B:
-                self._write(f"\r\n{banner()}\r\n".encode())
+                self._write(b"\r\n" + welcome)
                 continue
             if key in (CTRL_C, CTRL_D):
                 self._write(b"\r\n")

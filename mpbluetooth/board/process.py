@@ -42,9 +42,7 @@ class BoardProcess:
             args += ["--transport", transport]
         if tcp is not None:
             args += ["--tcp", tcp]
-        child_env = {
-            k: v for k, v in os.environ.items() if k not in ("MPBLUETOOTH_TRANSPORT",)
-        }
+        child_env = {k: v for k, v in os.environ.items() if k not in ("MPBLUETOOTH_TRANSPORT",)}
         child_env.update(env or {})
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
