@@ -27,7 +27,8 @@ class BoardProcess:
     """A board serving the folder ``root``, its controller ``transport`` (a Bumble spec:
     a hub's ``unix:PATH``/``tcp-client:HOST:PORT``, a RootCanal's, a real controller;
     None: the board's default). ``device`` is its pseudo-terminal, ``url`` its
-    ``socket://`` address when ``tcp`` (``"HOST:PORT"``, ``":0"``) asks for one."""
+    ``socket://`` address when ``tcp`` (``"HOST:PORT"``, ``":0"``) asks for one; ``link``
+    is a symlink to the pseudo-terminal; ``extra``: more options of ``mpbluetooth board``."""
 
     def __init__(
         self,
@@ -35,6 +36,8 @@ class BoardProcess:
         transport: str | None = None,
         *,
         tcp: str | None = None,
+        link: str | os.PathLike[str] | None = None,
+        extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> None:
         args = [sys.executable, "-m", "mpbluetooth", "board", "--root", os.fspath(root)]
@@ -42,6 +45,9 @@ class BoardProcess:
             args += ["--transport", transport]
         if tcp is not None:
             args += ["--tcp", tcp]
+        if link is not None:
+            args += ["--link", os.fspath(link)]
+        args += extra
         child_env = {k: v for k, v in os.environ.items() if k not in ("MPBLUETOOTH_TRANSPORT",)}
         child_env.update(env or {})
         self._log = tempfile.TemporaryFile()
@@ -54,6 +60,8 @@ class BoardProcess:
         )
         self.device = ""
         self.url: str | None = None
+        #: The spec of the engine the board started itself (``--engine rootcanal``).
+        self.engine: str | None = None
         self._text: str | None = None
         try:
             self._wait_ready(tcp is not None)
@@ -62,13 +70,13 @@ class BoardProcess:
             raise
 
     def _wait_ready(self, tcp: bool) -> None:
+        """Read the board's stdout lines (``serial DEVICE``, ``tcp URL``, ``engine
+        --transport SPEC``) until those asked for have come."""
         assert self.process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
-        wanted = 2 if tcp else 1
-        lines: list[str] = []
         fd = self.process.stdout.fileno()
         pending = b""
-        while len(lines) < wanted:
+        while not self.device or (tcp and self.url is None):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RuntimeError(f"the board printed no serial device within {START_TIMEOUT:g} s")
@@ -79,14 +87,15 @@ class BoardProcess:
             if not chunk:
                 raise RuntimeError(f"the board exited: {self.log()}")
             pending += chunk
-            *done, pending = pending.split(b"\n")
-            lines += [line.decode().strip() for line in done]
-        for line in lines:
-            kind, _, value = line.partition(" ")
-            if kind == "serial":
-                self.device = value
-            elif kind == "tcp":
-                self.url = value
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                kind, _, value = line.decode().strip().partition(" ")
+                if kind == "serial":
+                    self.device = value
+                elif kind == "tcp":
+                    self.url = value
+                elif kind == "engine":
+                    self.engine = value.removeprefix("--transport ")
 
     def log(self) -> str:
         """What the board wrote on its console (stderr) so far."""
