@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mpbt-boards-"))
     suites = ["micropython", "aioble"] if args.suite == "all" else [args.suite]
     passed = failed = 0
+    from mpbluetooth.sim.rootcanal import RootCanalError
+
     try:
         for suite in suites:
             for path in tests_of(args.conformance, suite):
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     took = time.monotonic() - start
                     passed, failed = passed + ok, failed + (not ok)
                     print(f"{'pass' if ok else 'FAIL'} {suite}/{name} ({took:.1f} s)", flush=True)
+    except RootCanalError as exc:
+        print(f"board conformance: RootCanal cannot start here: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"transcripts in {logs}")
