@@ -8,6 +8,7 @@ user's tools do: mpremote from PyPI in a process of its own, or bytes on the pse
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -146,16 +147,30 @@ def test_a_package_copied_into_lib_is_imported_by_a_script_that_advertises(
         events.wait(IRQ_SCAN_RESULT, where=lambda data: b"pkg-board-27" in bytes(data[4]))
 
 
-def test_mpremote_fs_works_inside_the_folder_only(serial_board: BoardProcess) -> None:
+def test_mpremote_fs_works_inside_the_folder_only(
+    serial_board: BoardProcess, tmp_path: Path
+) -> None:
     root = Path(os.path.realpath(_root(serial_board)))
     (root / "data.txt").write_text("hello board")
     device = serial_board.device
-    cat = mpremote(device, "fs", "cat", ":data.txt")
-    assert cat.stdout == "hello board"
-    listed = mpremote(device, "fs", "ls", ":")
-    assert "data.txt" in listed.stdout
-    removed = mpremote(device, "fs", "rm", ":data.txt")
-    assert removed.returncode == 0 and not (root / "data.txt").exists()
+
+    def fs(*args: str) -> subprocess.CompletedProcess[str]:
+        result = mpremote(device, "fs", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    assert fs("cat", ":data.txt").stdout == "hello board"
+    assert "data.txt" in fs("ls", ":").stdout
+    fs("cp", ":data.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "hello board"
+    digest = hashlib.sha256(b"hello board").hexdigest()
+    assert digest in fs("sha256sum", ":data.txt").stdout
+    fs("touch", ":empty.txt")
+    assert (root / "empty.txt").read_bytes() == b""
+    fs("mkdir", ":sub")
+    fs("rmdir", ":sub")
+    fs("rm", ":data.txt")
+    assert not (root / "data.txt").exists() and not (root / "sub").exists()
     missing = mpremote(device, "fs", "cat", ":data.txt")
     assert missing.returncode == 1 and "No such file or directory" in missing.stderr
 
@@ -164,19 +179,22 @@ import os
 os.mkdir("/d")
 with open("/d/f.bin", "wb") as f:
     f.write(b"12345")
-print(os.listdir("/"), list(os.ilistdir("/d")), os.stat("/d/f.bin")[:7], os.getcwd())
-print(len(os.statvfs("/")))
+print(sorted(os.listdir("/")), list(os.ilistdir("/d")), os.stat("/d/f.bin")[:7])
+os.rename("/d/f.bin", "/d/g.bin")
+os.chdir("/d")
+print(os.getcwd(), open("g.bin").read(), len(os.statvfs("/")))
+os.chdir("..")
 try:
     open("/../../../etc/hostname")
 except OSError as e:
-    print(e.errno)
+    print(e.errno, os.getcwd())
 """)  # fmt: skip
     assert board_view.stdout.splitlines() == [
-        "['d'] [('f.bin', 32768, 0, 5)] (32768, 0, 0, 0, 0, 0, 5) /",
-        "10",
-        "2",
+        "['d', 'empty.txt'] [('f.bin', 32768, 0, 5)] (32768, 0, 0, 0, 0, 0, 5)",
+        "/d 12345 10",
+        "2 /",
     ], board_view.stdout + board_view.stderr
-    assert (root / "d" / "f.bin").read_bytes() == b"12345"
+    assert (root / "d" / "g.bin").read_bytes() == b"12345"
     failed = mpremote(device, "exec", "import os; os.remove('/nope')")
     assert failed.stdout.strip().splitlines()[-1] == "OSError: [Errno 2] ENOENT", failed
 
@@ -210,10 +228,15 @@ def test_the_raw_repl_answers_as_pyboard_expects(terminal: Terminal) -> None:
     terminal.read_until(b">>> ")
 
 
-def test_ctrl_c_interrupts_a_loop_a_sleep_and_a_read(terminal: Terminal) -> None:
+def test_ctrl_c_interrupts_a_loop_a_sleep_a_read_and_an_event_wait(terminal: Terminal) -> None:
     terminal.friendly()
-    for line in (b"while True: pass\r\r", b"import time; time.sleep(100)\r",
-                 b"import sys; sys.stdin.readline()\r"):  # fmt: skip
+    for line in (
+        b"while True: pass\r\r",
+        b"import time; time.sleep(100)\r",
+        b"import sys; sys.stdin.readline()\r",
+        b"while True: __import__('machine').idle()\r\r",
+        b"import asyncio; asyncio.run(asyncio.ThreadSafeFlag().wait())\r",
+    ):
         terminal.send(line)
         terminal.read_until(line.rstrip(b"\r").replace(b"\r", b"\r\n... ") + b"\r\n")
         terminal.send(b"\x03")

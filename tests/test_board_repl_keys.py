@@ -201,3 +201,22 @@ def test_a_bad_tcp_address_is_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "expected HOST:PORT" in result.stderr
+
+
+SCAN_AND_RETURN = b"""\
+import bluetooth
+def irq(event, data):
+    if event == 6:  # _IRQ_SCAN_DONE
+        print("scan done, at the prompt")
+ble = bluetooth.BLE()
+ble.irq(irq)
+ble.active(True)
+ble.gap_scan(300, 30000, 30000)
+"""
+
+
+def test_irq_handlers_run_while_the_repl_waits_for_a_key(term: Terminal) -> None:
+    raw(term)
+    term.send(SCAN_AND_RETURN + b"\x04")
+    assert term.read_until(b"\x04>") == b"OK\x04\x04>"  # the program has returned
+    assert term.read_until(b"\r\n") == b"scan done, at the prompt\r\n"
