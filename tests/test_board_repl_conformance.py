@@ -49,8 +49,9 @@ def test_run_multitests_drives_two_boards_on_rootcanal() -> None:
         find_binary()
     except RootCanalError as exc:
         pytest.skip(str(exc))
+    # No connection in it: issue 22's disconnect race on RootCanal cannot make it flaky.
     result = board_conformance(
-        "--engine", "rootcanal", "--suite", "micropython", "-k", "ble_gattc_discover_services"
+        "--engine", "rootcanal", "--suite", "micropython", "-k", "ble_gap_advertise"
     )
     if "cannot start" in result.stderr:
         pytest.skip(result.stderr.strip().splitlines()[-1])
