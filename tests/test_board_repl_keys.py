@@ -220,3 +220,29 @@ def test_irq_handlers_run_while_the_repl_waits_for_a_key(term: Terminal) -> None
     term.send(SCAN_AND_RETURN + b"\x04")
     assert term.read_until(b"\x04>") == b"OK\x04\x04>"  # the program has returned
     assert term.read_until(b"\r\n") == b"scan done, at the prompt\r\n"
+
+
+def test_with_no_controller_given_a_board_has_one_all_the_same(tmp_path: Path) -> None:
+    """The sim-hub on the default port when one runs, else a simulated link of its own."""
+    with BoardProcess(tmp_path) as board:
+        code = "import bluetooth\nb = bluetooth.BLE()\nb.active(True)\nprint(b.active())"
+        result = mpremote(board.device, "exec", code)
+        log = board.log()
+    assert result.stdout == "True\n", result.stderr + log
+    if "no sim-hub on 127.0.0.1:10723" in log:
+        assert "controller: a simulated link of its own" in log, log
+    else:
+        assert "controller: tcp-client:127.0.0.1:10723" in log, log
+
+
+def test_a_link_never_replaces_a_file(tmp_path: Path) -> None:
+    kept = tmp_path / "notes.txt"
+    kept.write_text("mine")
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth", "board", "--root", str(tmp_path),
+         "--transport", "tcp-client:127.0.0.1:1", "--link", str(kept)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "exists, not a symlink" in result.stderr
+    assert kept.read_text() == "mine"

@@ -57,8 +57,11 @@ class SerialLine:
         os.set_blocking(self._master, False)
         self.link = link
         if link is not None:
+            if os.path.lexists(link) and not os.path.islink(link):
+                os.close(self._master)
+                raise FileExistsError(errno.EEXIST, f"--link {link}: exists, not a symlink")
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(link)
+                os.unlink(link)  # a board's link left from an earlier run
             os.symlink(self.device, link)
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
