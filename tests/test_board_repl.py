@@ -246,19 +246,25 @@ def test_ctrl_c_interrupts_a_loop_a_sleep_a_read_and_an_event_wait(terminal: Ter
     assert terminal.read_until(b">>> ").endswith(b"still here\r\n>>> ")
 
 
+BOOT = """\
+with open("runs.txt", "a") as runs:
+    runs.write("boot ")
+"""
+
 MAIN = """\
 with open("runs.txt", "a") as runs:
-    runs.write("run\\n")
+    runs.write("main ")
 print("main.py ran")
 """
 
 
 def test_soft_reset_ends_a_program_and_runs_main_py_again(hub_spec: str, tmp_path: Path) -> None:
+    (tmp_path / "boot.py").write_text(BOOT)
     (tmp_path / "main.py").write_text(MAIN)
     runs = tmp_path / "runs.txt"
     with BoardProcess(tmp_path, hub_spec) as board:
-        # main.py runs at power-up, once the line is open, before anyone connected.
-        wait_until(lambda: runs.exists() and runs.read_text() == "run\n", WAIT_S, "main.py")
+        # At power-up, once the line is open, before anyone connected.
+        wait_until(lambda: runs.exists() and runs.read_text() == "boot main ", WAIT_S, "main.py")
         started = mpremote(board.device, "exec", "--no-follow", "x = 5\nwhile True: pass")
         assert started.returncode == 0, started.stderr
         # Ctrl-C from mpremote's raw REPL entry stops it; `resume` keeps its globals.
@@ -266,8 +272,9 @@ def test_soft_reset_ends_a_program_and_runs_main_py_again(hub_spec: str, tmp_pat
         assert kept.stdout == "5\n", kept.stderr
         fresh = mpremote(board.device, "soft-reset", "exec", "print('x' in globals())")
         assert fresh.stdout == "False\n", fresh.stderr
-        # mpremote soft-resets in the raw REPL, where a board skips main.py (pyexec.c).
-        assert runs.read_text() == "run\n"
+        # Two soft resets in the raw REPL (mpremote's automatic one before its first exec,
+        # and soft-reset): boot.py runs, main.py does not, as on a board (pyexec.c).
+        assert runs.read_text() == "boot main boot boot "
 
         terminal = Terminal(board.device)
         try:
@@ -283,7 +290,7 @@ def test_soft_reset_ends_a_program_and_runs_main_py_again(hub_spec: str, tmp_pat
         finally:
             terminal.close()
     assert shown.startswith(b"\r\nMPY: soft reboot\r\nmain.py ran\r\nMicroPython v1.")
-    assert runs.read_text() == "run\nrun\n"
+    assert runs.read_text() == "boot main boot boot boot main "
 
 
 def test_a_soft_reset_turns_the_radio_off_and_forgets_the_boards_modules(
