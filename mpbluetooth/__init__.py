@@ -10,7 +10,7 @@ of this namespace is desktop only:
 * ``irq_stats(ble)``: delivered / dropped counters of an instance's event ring;
 * ``deliver_on_main_thread()``: run IRQ handlers on the main thread, between bytecodes
   and while it waits, as MicroPython's scheduler does (the default under
-  ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps a dispatcher thread);
+  ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps one fallback thread);
 * ``mpbluetooth.sim``: several instances on a simulated link in one process;
 * ``mpbluetooth.compat.install()``: MicroPython's ``micropython``/``machine``/``time``
   additions for ordinary Python programs (``mpbluetooth-python`` does it for you).
@@ -44,12 +44,12 @@ def deliver_on_main_thread() -> bool:
     scheduler does (SPEC D2; ``docs/design.md``, "Who runs the handler").
 
     Call it from the main thread, before the first ``BLE`` call that matters. Handlers
-    then run between two bytecodes of the program (which is paused meanwhile) or while it
-    waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an asyncio loop, so a
-    program that blocks elsewhere (``threading.Event.wait``, a socket read, ``input()``)
-    holds them back until it returns (``mpbluetooth-python`` also reads a piped stdin
-    through the scheduler, as a board's stdin loop does). Returns False, and keeps the
-    dispatcher thread, where the platform cannot interrupt the main thread (no
+    then run at MicroPython's check points: after a branch of the program (which is paused
+    meanwhile), or while it waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an
+    asyncio loop, so a program that blocks elsewhere (``threading.Event.wait``, a socket
+    read, ``input()``) holds them back until it returns (``mpbluetooth-python`` also reads
+    a piped stdin through the scheduler, as a board's stdin loop does). Returns False, and
+    keeps the fallback thread, where the platform cannot interrupt the main thread (no
     ``signal.SIGURG``) or when not called from it.
     """
     return _scheduler().enable()

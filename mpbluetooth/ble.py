@@ -99,7 +99,7 @@ class BLE:
         return runtime().call(fn, *args, what=f"{self._stack.name}: {what}", drain=drain)
 
     def close(self) -> None:
-        """Desktop only: deactivate and stop the event dispatcher, for an instance made by
+        """Desktop only: deactivate and stop delivering events, for an instance made by
         :func:`mpbluetooth.open` (or ``sim.Link.instance``) that is being discarded. MicroPython
         has no such method: a board's radio lives as long as the program."""
         try:

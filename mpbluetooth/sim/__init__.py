@@ -196,7 +196,7 @@ class Link:
         return ble
 
     def close(self) -> None:
-        """Deactivate every instance made by this link and stop their dispatchers."""
+        """Deactivate every instance made by this link."""
         try:
             for ble in self._instances:
                 ble.close()
