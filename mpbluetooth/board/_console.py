@@ -17,7 +17,7 @@ import threading
 import types
 from typing import Any, Final
 
-from .._scheduler import Scheduler
+from .._scheduler import scheduler
 from ._serial import SerialLine
 
 #: The signal the reader thread sends the main thread for Ctrl-C; never sent by the OS here.
@@ -90,11 +90,6 @@ class Interrupter:
         self._armed = False
         self._pending = False
         self._main = threading.main_thread().ident
-        self._handler_codes = {
-            code
-            for name in ("run_pending", "run_answered")
-            if (code := getattr(getattr(Scheduler, name, None), "__code__", None)) is not None
-        }
 
     def install(self) -> None:
         signal.signal(_SIGNAL, self._on_signal)
@@ -134,17 +129,10 @@ class Interrupter:
         if not self._armed:
             self._pending = False
             return
-        if self._in_handler(frame):
+        if scheduler().in_handler():
             return
         self._pending = False
         raise KeyboardInterrupt
-
-    def _in_handler(self, frame: types.FrameType | None) -> bool:
-        while frame is not None:
-            if frame.f_code in self._handler_codes:
-                return True
-            frame = frame.f_back
-        return False
 
 
 def kbd_intr_char() -> int:
