@@ -171,6 +171,9 @@ def test_mpremote_fs_works_inside_the_folder_only(
     fs("rmdir", ":sub")
     fs("rm", ":data.txt")
     assert not (root / "data.txt").exists() and not (root / "sub").exists()
+    df = mpremote(device, "df")
+    row = df.stdout.splitlines()[1]
+    assert df.returncode == 0 and row.startswith("<VfsPosix>") and row.endswith(" /"), df.stdout
     missing = mpremote(device, "fs", "cat", ":data.txt")
     assert missing.returncode == 1 and "No such file or directory" in missing.stderr
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import functools
 import importlib.machinery
 import os
 import posixpath
 import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -91,6 +93,7 @@ class BoardFs:
         os.ilistdir = self._ilistdir  # type: ignore[attr-defined]
         self._real["open"] = builtins.open
         builtins.open = self._open
+        sys.modules.setdefault("vfs", _vfs_module())
         sys.path_hooks.insert(0, self._path_hook)
         sys.dont_write_bytecode = True  # no __pycache__ folders appearing on the board
 
@@ -190,6 +193,31 @@ class BoardFs:
             return open_(file, *args, **kwargs)
         with _mp_errors():
             return open_(self.host(file), *args, **kwargs)
+
+
+class _FolderVfs:
+    """The one filesystem, mounted at ``/``, as ``vfs.mount()`` lists it."""
+
+    def __repr__(self) -> str:
+        return "<VfsPosix>"
+
+
+def _vfs_module() -> types.ModuleType:
+    """MicroPython's ``vfs``, as far as a folder has it: ``mount()`` lists the folder at
+    ``/`` (what mpremote's ``df`` asks); mounting or unmounting anything is refused."""
+    module = types.ModuleType("vfs", "MicroPython's vfs module: one filesystem, at /.")
+    mounted = [(_FolderVfs(), "/")]
+
+    def mount(*args: Any, **kwargs: Any) -> list[tuple[Any, str]] | None:
+        if args or kwargs:
+            raise mp_oserror(errno.EPERM)
+        return list(mounted)
+
+    def umount(*args: Any) -> None:
+        raise mp_oserror(errno.EPERM)
+
+    module.__dict__.update(mount=mount, umount=umount, VfsPosix=_FolderVfs)
+    return module
 
 
 #: The loaders of a standard path entry, for the folders the path hook serves.
