@@ -66,13 +66,27 @@ def test_output_written_before_a_host_opened_the_line_is_not_queued(term: Termin
 def test_the_line_editor_echoes_erases_recalls_and_indents(term: Terminal) -> None:
     term.friendly()
     term.send(b"1+2\x7f3\r")
-    assert term.read_until(b">>> ") == b"1+2\b \b3\r\n4\r\n>>> "
+    assert term.read_until(b">>> ") == b"1+2\b\x1b[K3\r\n4\r\n>>> "
     term.send(b"\x1b[A")  # up: the last line again
     term.read_until(b"\x1b[K")
     term.send(b"\r")
     assert term.read_until(b">>> ").endswith(b"\r\n4\r\n>>> ")
     term.send(b"for i in (5, 6):\r\tprint(i)\r\r")
     assert term.read_until(b">>> ").endswith(b"...     print(i)\r\n... \r\n5\r\n6\r\n>>> ")
+
+
+def test_auto_indent_as_micropythons_docs_show_it(term: Terminal) -> None:
+    term.friendly()
+    # A level after the colon, kept on the next line; Return twice ends the statement (two
+    # blank lines get no indent), a third runs it.
+    term.send(b"for i in range(2):\rprint(i)\r\r\r\r")
+    shown = term.read_until(b">>> ")
+    assert shown.startswith(b"for i in range(2):\r\n...     print(i)\r\n...     \r\n...     ")
+    assert shown.endswith(b"\r\n... \r\n0\r\n1\r\n>>> "), shown
+    # Backspace takes back a whole level; then Return on the empty line runs it.
+    term.send(b"if 1:\rprint(7)\r\x7f\r")
+    shown = term.read_until(b">>> ")
+    assert b"...     \b\b\b\b\x1b[K\r\n7\r\n>>> " in shown, shown
 
 
 def test_paste_mode_runs_what_was_pasted(term: Terminal) -> None:

@@ -22,7 +22,6 @@ run at its check points, and while the REPL waits for a key.
 from __future__ import annotations
 
 import builtins
-import codeop
 import errno
 import logging
 import os
@@ -38,6 +37,7 @@ from .. import __version__
 from ..compat import strbuf
 from ._console import Interrupter, kbd_intr_char, reset_kbd_intr, serial_stdin
 from ._fs import BoardFs
+from ._readline import LineEditor, continues
 from ._serial import SerialLine
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ class Repl:
         self._fs = fs
         self._raw = False
         self._namespace: dict[str, Any] = {}
-        self._history: list[str] = []
-        self._last_nl = 0
+        self._editor = LineEditor(line.read_byte, line.write)
         self._interrupt = Interrupter()
         line.interrupt_char = lambda: kbd_intr_char() if self._interrupt.armed else -1
         line.on_interrupt = self._interrupt.request
@@ -235,7 +234,7 @@ class Repl:
         welcome = f'{banner()}\r\nType "help()" for more information.\r\n'.encode()
         self._write(welcome)
         while True:
-            key, text = self._readline(b">>> ")
+            key, text = self._editor.readline(b">>> ")
             if key == CTRL_A:
                 self._write(b"\r\n")
                 self._raw = True
@@ -256,8 +255,8 @@ class Repl:
             if not text:
                 continue
             source: str | None = text
-            while source is not None and _incomplete(source):
-                key, more = self._readline(b"... ")
+            while source is not None and continues(source):
+                key, more = self._editor.readline(b"... ", source + "\n")
                 if key == CTRL_C:
                     self._write(b"\r\n")
                     source = None
@@ -281,69 +280,6 @@ class Repl:
                 return pasted.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
             pasted.append(char)
             self._write(b"\r\n=== " if char == 13 else bytes([char]))
-
-    def _readline(self, prompt: bytes) -> tuple[int, str]:
-        """One line with echo and MicroPython's keys: (0, text) for a line, (key, '') for
-        Ctrl-A..E on an empty line or Ctrl-C on any."""
-        self._write(prompt)
-        line = bytearray()
-        recall = len(self._history)
-        escape = 0
-        while True:
-            char = self._line.read_byte()
-            if escape:
-                escape, recall = self._escape(escape, char, line, prompt, recall)
-                continue
-            if (CTRL_A <= char <= CTRL_E and not line) or char == CTRL_C:
-                return char, ""
-            if char in (10, 13):
-                if self._last_nl in (0, char):
-                    self._last_nl = char
-                    self._write(b"\r\n")
-                    text = line.decode("utf-8", "replace")
-                    if text.strip() and (not self._history or self._history[-1] != text):
-                        self._history.append(text)
-                    return 0, text
-                self._last_nl = 0
-                continue
-            self._last_nl = 0
-            if char == 27:
-                escape = 1
-            elif char in (8, 127):
-                if line:
-                    del line[-1]
-                    while line and 0x80 <= line[-1] < 0xC0:  # the rest of a UTF-8 character
-                        del line[-1]
-                    self._write(b"\b \b")
-            elif char == 9:
-                line += b"    "
-                self._write(b"    ")
-            elif char >= 32:
-                line.append(char)
-                self._write(bytes([char]))
-
-    def _escape(
-        self, state: int, char: int, line: bytearray, prompt: bytes, recall: int
-    ) -> tuple[int, int]:
-        """ESC [ A / ESC [ B recall the history; other sequences are read and ignored."""
-        if state == 1:
-            return (2 if char in (0x4F, 0x5B) else 0), recall  # 'O' or '['
-        if 0x30 <= char <= 0x3F:
-            return 2, recall  # a parameter byte
-        if char in (0x41, 0x42) and self._history:  # 'A' up, 'B' down
-            recall = max(0, recall - 1) if char == 0x41 else min(len(self._history), recall + 1)
-            text = self._history[recall] if recall < len(self._history) else ""
-            line[:] = text.encode()
-            self._write(b"\r" + prompt + bytes(line) + b"\x1b[K")
-        return 0, recall
-
-
-def _incomplete(source: str) -> bool:
-    """Whether the friendly REPL asks for another line (``...``), as CPython's console does."""
-    try:
-        return codeop.compile_command(source, "<stdin>", "single") is None
-    except (SyntaxError, ValueError, OverflowError):
-        return False
 
 
 def exception_line(exc: BaseException) -> str:
