@@ -6,8 +6,9 @@ The facts come from MicroPython's ``shared/runtime/pyexec.c`` and a port's main 
 * at reset: ``boot.py``, then ``main.py`` (only in the friendly REPL), then the REPL;
   ``sys.exit()`` or Ctrl-D at an empty prompt is a soft reset: ``MPY: soft reboot``, the
   radio off, modules of the board forgotten, a fresh ``__main__``, and again;
-* friendly REPL: the banner, ``>>>``/``...`` with echo, Ctrl-A to the raw REPL, Ctrl-B
-  for the banner again, Ctrl-C to drop the line, Ctrl-E for paste mode;
+* friendly REPL: the banner, ``>>>``/``...`` (the line editor is ``_readline``), Ctrl-A
+  to the raw REPL, Ctrl-B for the banner again, Ctrl-C to drop the line, Ctrl-E for paste
+  mode;
 * raw REPL: ``raw REPL; CTRL-B to exit`` and ``>``; input without echo until Ctrl-D, then
   ``OK``, the output, ``\\x04``, the error, ``\\x04``; Ctrl-D alone soft-resets, Ctrl-B
   leaves, Ctrl-C clears the input;
