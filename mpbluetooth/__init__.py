@@ -3,11 +3,15 @@
 The MicroPython surface is ``BLE``, ``UUID`` and the five ``FLAG_*`` constants. The rest
 of this namespace is desktop only:
 
-* ``open(transport=None, name=None)``: a new ``BLE`` instance of its own (a context
+* ``open(transport=None, name=None, board=None)``: a new ``BLE`` instance of its own (a context
   manager; ``close()`` when done), beside the process singleton ``BLE()``;
 * ``set_transport(spec)``: choose the HCI controller (else ``MPBLUETOOTH_TRANSPORT``,
   else the in-process simulated controller);
 * ``irq_stats(ble)``: delivered / dropped counters of an instance's event ring;
+  ``set_rxbuf(size, ble)`` its capacity (``config('rxbuf')`` only exists on ring-buffer
+  ports, which no board profile is);
+* ``mpbluetooth.boards``: the board profiles (``open(board="esp32")``,
+  ``MPBLUETOOTH_BOARD``);
 * ``deliver_on_main_thread()``: run IRQ handlers on the main thread, between bytecodes
   and while it waits, as MicroPython's scheduler does (the default under
   ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps one fallback thread);
@@ -25,7 +29,7 @@ from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
 from ._overrides import check_bumble_version
 from ._scheduler import scheduler as _scheduler
-from .ble import BLE, irq_stats, open, set_transport
+from .ble import BLE, irq_stats, open, set_rxbuf, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
 from .uuid import UUID
 
@@ -68,5 +72,6 @@ __all__ = [
     "deliver_on_main_thread",
     "irq_stats",
     "open",
+    "set_rxbuf",
     "set_transport",
 ]

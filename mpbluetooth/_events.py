@@ -30,6 +30,7 @@ from typing import Any
 
 from ._runtime import YIELD_SECONDS, runtime
 from ._scheduler import scheduler
+from ._views import EventViews
 from .constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
@@ -421,23 +422,23 @@ class EventRing:
         handler = self.handler
         result: Any = None
         if handler is not None:
-            views: list[memoryview] = []
             values = pending.values
-            if any(type(v) is bytes for v in values):
-                values = tuple(_view(v, views) if type(v) is bytes else v for v in values)
+            views = EventViews(values) if any(type(v) is bytes for v in values) else None
+            failed = False
             try:
-                result = handler(pending.event, values)
+                result = handler(pending.event, values if views is None else views.values)
                 self._delivered += 1
             except BaseException as exc:  # reported exactly like MicroPython
                 # SPEC D4: report, uninstall the handler, let the stack take the default.
+                failed = True
                 self.handler = None
                 result = None
                 _report_handler_exception(exc)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     logger.warning("%s: %r raised in the IRQ handler", self._name, exc)
             finally:
-                for view in views:
-                    view.release()
+                if views is not None:
+                    views.settle(handler, pending.event, failed)
         self._finish(pending, result)
         return result
 
@@ -467,12 +468,6 @@ def _run_hooks(before: Callable[[], None] | None, after: Callable[[], None] | No
                 hook()
             except Exception:
                 logger.exception("error in the hook of an IRQ event")
-
-
-def _view(value: bytes, views: list[memoryview]) -> memoryview:
-    view = memoryview(value)
-    views.append(view)
-    return view
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

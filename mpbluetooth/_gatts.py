@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _gatts_defs as defs
+from . import _overrides
 from ._errors import mp_oserror
 from ._events import wait_answer
 from ._flow import acl_packets, backlog_full
 from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
-from ._overrides import ignore_late_confirmations, reset_gatt_database, take_write_commands
 from ._runtime import runtime
 from ._status import (
     ATT_INSUFFICIENT_AUTHENTICATION,
@@ -149,8 +150,12 @@ class GattServer:
         server = device.gatt_server
         server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
-        take_write_commands(server, self._on_write_command)
-        ignore_late_confirmations(server)
+        _overrides.take_write_commands(server, self._on_write_command)
+        _overrides.ignore_late_confirmations(server)
+        if not self.stack.board.peer_starts_mtu_as_central:
+            _overrides.refuse_mtu_exchange_as_central(server)
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board))
+        self.stack.set_gap_name(self.stack.gap_name)
 
     def set_mtu(self, mtu: int) -> None:
         """``config(mtu=)`` (caller's thread): 23..527, offered in later MTU exchanges."""
@@ -183,7 +188,10 @@ class GattServer:
             raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
         with self._lock:
             self._values = {}
-        reset_gatt_database(device)
+        # NimBLE empties its attribute list but never resets its handle counter
+        # (ble_att_svr_reset): each registration numbers on from the last (docs/boards.md).
+        first = defs.last_handle(device) + 1 if self.stack.board.handles_continue else 1
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board), first)
         self.stack.set_gap_name(self.stack.gap_name)
 
     def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
@@ -198,7 +206,7 @@ class GattServer:
 
         device = self.stack.require()
         server = device.gatt_server
-        if len(server.attributes) + attribute_count(services) > _LAST_HANDLE:
+        if defs.last_handle(device) + attribute_count(services) > _LAST_HANDLE:
             # NimBLE runs out of attribute memory long before; Bumble would fail half-way
             # with a struct.error when a handle passes 0xFFFF.
             raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")

@@ -64,7 +64,7 @@ def test_tiny_rxbuf_flood_drops_are_counted_and_later_events_arrive(
             release.wait(10)  # a slow handler: the ring fills behind it
 
     scanner.irq(handler)
-    scanner.config(rxbuf=64)  # room for two 24-byte scan results
+    mpbluetooth.set_rxbuf(64, scanner)  # room for two 24-byte scan results
     scanner.active(True)
     caplog.set_level(logging.INFO, logger="mpbluetooth")
     scanner.gap_scan(0, 30000, 30000)
@@ -99,7 +99,7 @@ def test_full_ring_evicts_old_scan_results_for_other_events(link: sim.Link) -> N
         recorder(event, data)
 
     scanner.irq(handler)
-    scanner.config(rxbuf=70)  # three 22-byte scan results fill it: no room for a connect
+    mpbluetooth.set_rxbuf(70, scanner)  # three 22-byte scan results fill it: no room for a connect
     scanner.active(True)
     scanner.gap_advertise(20000, ADV)
     scanner.gap_scan(0, 30000, 30000)
@@ -128,10 +128,10 @@ def test_payload_truncated_to_the_per_event_cap(link: sim.Link) -> None:
     gatt.client.config(mtu=247)
     gatt.client.gattc_exchange_mtu(gatt.c_conn)
     gatt.rc.wait(IRQ_MTU_EXCHANGED)
-    gatt.client.config(rxbuf=128)
+    mpbluetooth.set_rxbuf(128, gatt.client)
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"y" * 100)
     assert gatt.rc.wait(IRQ_GATTC_NOTIFY)[2] == b"y" * 64
-    gatt.client.config(rxbuf=2000)
+    mpbluetooth.set_rxbuf(2000, gatt.client)
     gatt.server.gatts_notify(gatt.s_conn, gatt.tx, b"z" * 100)
     assert gatt.rc.wait(IRQ_GATTC_NOTIFY, count=2)[2] == b"z" * 100
 
@@ -311,7 +311,7 @@ def test_answered_events_are_never_dropped(link: sim.Link) -> None:
     gatt = make_gatt(link)
     authorized = gatt.secure(3)
     gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
-    gatt.server.config(rxbuf=64)
+    mpbluetooth.set_rxbuf(64, gatt.server)
     gatt.rs.on[IRQ_SCAN_RESULT] = lambda data: time.sleep(0.002)  # a slow handler
     flood(link, 4)
     gatt.server.gap_scan(0, 30000, 30000)

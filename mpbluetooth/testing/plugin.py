@@ -1,9 +1,10 @@
 """The pytest plugin of ``mpbluetooth.testing`` (registered as ``mpbluetooth``).
 
 Installed with the package through the ``pytest11`` entry point, so a project that tests
-its MicroPython BLE code needs no conftest of its own. It only adds fixtures and a marker:
-nothing runs unless a test asks for a fixture, and importing it loads neither Bumble nor
-the simulator. ``pytest -p no:mpbluetooth`` switches it off.
+its MicroPython BLE code needs no conftest of its own. It adds fixtures and markers, sets
+``MPBLUETOOTH_STRICT`` for the session (below) and ``MPBLUETOOTH_BOARD`` for a test that
+asks; nothing else runs unless a test asks for a fixture, and importing it loads neither
+Bumble nor the simulator. ``pytest -p no:mpbluetooth`` switches it off.
 
 Fixtures:
 
@@ -19,6 +20,15 @@ The radio timing of what these fixtures make is ``air`` (connection events, adve
 intervals, supervision timeouts) unless the ``mpbluetooth_timing`` ini option or
 ``@pytest.mark.mpbluetooth_timing("instant")`` says otherwise; instant is faster, air
 is what a board sees.
+
+Board profile (``mpbluetooth.boards``): the ``mpbluetooth_board`` ini option (also
+``pytest -o mpbluetooth_board=esp32``) or ``@pytest.mark.mpbluetooth_board("esp32")`` sets
+``MPBLUETOOTH_BOARD`` for the test, so its boards and its own instances behave as that
+port (default ``unix``).
+
+Memoryviews from event tuples are released when the handler returns (strict mode, SPEC D5):
+a test is where a program that keeps one should fail. ``mpbluetooth_strict = false`` in the
+ini file (or ``MPBLUETOOTH_STRICT=0``) keeps them readable, as on a board.
 """
 
 from __future__ import annotations
@@ -36,9 +46,25 @@ if TYPE_CHECKING:
     from .recorder import Instance
 
 _TIMINGS = ("air", "instant")
+_BOARDS = ("unix", "esp32", "stm32", "rp2")  # mpbluetooth.boards.BOARDS, without importing it
+_STRICT_ENV = "MPBLUETOOTH_STRICT"
+_BOARD_ENV = "MPBLUETOOTH_BOARD"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "mpbluetooth_board",
+        "board profile of the instances and boards of every test: unix, esp32, stm32 or rp2 "
+        "(default: $MPBLUETOOTH_BOARD, else unix)",
+        default=None,
+    )
+    parser.addini(
+        "mpbluetooth_strict",
+        "release event memoryviews when the IRQ handler returns (default true; "
+        "$MPBLUETOOTH_STRICT wins when set)",
+        type="bool",
+        default=True,
+    )
     parser.addini(
         "mpbluetooth_timing",
         "radio timing of the links and hubs mpbluetooth's fixtures make: air or instant "
@@ -50,9 +76,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "mpbluetooth_board(name): board profile (unix, esp32, stm32, rp2) of this test's "
+        "instances and boards",
+    )
+    if _STRICT_ENV not in os.environ:
+        # The session, and every board it starts, runs strict (SPEC D5) unless told not to.
+        os.environ[_STRICT_ENV] = "1" if config.getini("mpbluetooth_strict") else "0"
+        config.add_cleanup(_forget_strict)
+    config.addinivalue_line(
+        "markers",
         "mpbluetooth_timing(timing): radio timing ('air' or 'instant') of the sim_link, "
         "sim_instances, sim_hub and board fixtures in this test",
     )
+
+
+def _forget_strict() -> None:
+    os.environ.pop(_STRICT_ENV, None)
 
 
 def timing_for(request: pytest.FixtureRequest) -> str:
@@ -68,6 +107,22 @@ def timing_for(request: pytest.FixtureRequest) -> str:
     if timing not in _TIMINGS:
         raise pytest.UsageError(f"mpbluetooth_timing is air or instant, not {timing!r}")
     return str(timing)
+
+
+@pytest.fixture(autouse=True)
+def _mpbluetooth_board(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's board profile, from its marker or the ini option (else the environment)."""
+    marker = request.node.get_closest_marker("mpbluetooth_board")
+    name = (
+        marker.args[0]
+        if marker is not None and marker.args
+        else request.config.getini("mpbluetooth_board")
+    )
+    if not name:
+        return
+    if name not in _BOARDS:
+        raise pytest.UsageError(f"mpbluetooth_board is one of {', '.join(_BOARDS)}, not {name!r}")
+    monkeypatch.setenv(_BOARD_ENV, str(name))
 
 
 @pytest.fixture
