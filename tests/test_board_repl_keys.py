@@ -4,6 +4,7 @@ the line editor, paste mode, raw-paste's refusal, Ctrl-C's rules, soft resets, t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -260,3 +261,21 @@ def test_a_link_never_replaces_a_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "exists, not a symlink" in result.stderr
     assert kept.read_text() == "mine"
+
+
+def test_a_board_profile_is_the_boards_own(hub_spec: str, tmp_path: Path) -> None:
+    code = (
+        "import sys, os, bluetooth\n"
+        "print(sys.platform, os.uname().machine, hasattr(bluetooth.BLE(), 'l2cap_listen'))"
+    )
+    with BoardProcess(tmp_path, hub_spec, extra=("--board", "esp32")) as board:
+        result = mpremote(board.device, "exec", code)
+        assert result.stdout == "esp32 Generic ESP32 module with ESP32 False\n", result.stderr
+        term = Terminal(board.device)
+        try:
+            term.send(b"\r\x03\x02")
+            shown = term.read_until(b"more information.\r\n>>> ")
+        finally:
+            term.close()
+    banner = rb"MicroPython v1\.\d+\.\d+\S* on \S+; Generic ESP32 module with ESP32\r\n"
+    assert re.search(banner, shown), shown

@@ -35,8 +35,8 @@ def run(
     main thread: the board's code runs there, as ``mpbluetooth-python``'s does."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("a board runs on the main thread")
-    from .. import compat
-    from ..compat import features
+    from .. import boards, compat
+    from ..compat import _board, features
     from ._console import SerialText
     from ._fs import BoardFs
     from ._repl import BoardStop, Repl, deinit_bluetooth
@@ -44,6 +44,7 @@ def run(
 
     off = features.env_off()
     compat.install(str_buffer="str-buffer" not in off, off=off - {"str-buffer"})
+    _board.apply(boards.current())  # MPBLUETOOTH_BOARD: sys.platform, os.uname(), modules
     fs = BoardFs(root)
     line = SerialLine(tcp, link)
     fs.install()

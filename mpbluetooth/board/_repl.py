@@ -34,7 +34,7 @@ import traceback
 import types
 from typing import Any, Final
 
-from .. import __version__
+from .. import __version__, boards
 from ..compat import strbuf
 from ._console import Interrupter, kbd_intr_char, reset_kbd_intr, serial_stdin
 from ._fs import BoardFs
@@ -66,13 +66,17 @@ class BoardStop(BaseException):
 
 def banner() -> str:
     """The first line of the friendly REPL, in the form run-multitests.py waits for after
-    a reset (``MicroPython vX.Y.Z... on DATE; BOARD with MCU``)."""
+    a reset (``MicroPython vX.Y.Z... on DATE; BOARD with MCU``): the board profile's
+    ``BOARD with MCU`` (``os.uname().machine`` on a board), or ours for the unix one."""
     date = time.strftime("%Y-%m-%d")
-    return (
-        f"MicroPython v{MICROPYTHON_VERSION}-mpbluetooth{__version__} on {date}; "
-        f"mpbluetooth simulated board with {platform.python_implementation()} "
+    uname = boards.current().uname
+    machine = (
+        uname[4]
+        if uname is not None
+        else f"mpbluetooth simulated board with {platform.python_implementation()} "
         f"{platform.python_version()}"
     )
+    return f"MicroPython v{MICROPYTHON_VERSION}-mpbluetooth{__version__} on {date}; {machine}"
 
 
 class Repl:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .. import boards
 from ._app import Failure, command
 from ._options import ENV_TRANSPORT, resolve_transport, transport_options, use_snoop
 from .sim_hub import HostPort
@@ -20,7 +21,8 @@ Examples:
   mpremote connect /dev/pts/N fs cp -r lib :        # then: run app.py, repl, soft-reset
   mpbluetooth board --hub tcp-client:127.0.0.1:10723 --tcp :0     # also socket://HOST:PORT
   mpbluetooth board --transport tcp-client:127.0.0.1:6402   # join `mpbluetooth rootcanal`
-  mpbluetooth board --engine rootcanal              # a RootCanal of its own, shareable""",
+  mpbluetooth board --engine rootcanal              # a RootCanal of its own, shareable
+  mpbluetooth board --board esp32 --root ./esp32    # behave as an ESP32 does""",
 )
 @click.option(
     "--root",
@@ -51,6 +53,15 @@ Examples:
 @click.option(
     "--link", metavar="PATH", help="A symlink at PATH to the pseudo-terminal (a stable name)."
 )
+@click.option(
+    "--board",
+    "profile",
+    type=click.Choice(list(boards.BOARDS)),
+    envvar=boards.ENV_BOARD,
+    show_envvar=True,
+    help="The board profile (docs/boards.md): its stack facts, sys.platform, os.uname() "
+    "and banner. [default: unix]",
+)
 def _board(
     root: str,
     hub: str | None,
@@ -59,6 +70,7 @@ def _board(
     engine: str,
     tcp: tuple[str, int] | None,
     link: str | None,
+    profile: str | None,
 ) -> int:
     """Run a simulated board that mpremote, pyboard.py and run-multitests.py talk to.
 
@@ -88,6 +100,8 @@ def _board(
     else:
         os.environ.pop(ENV_TRANSPORT, None)
     use_snoop(snoop)
+    if profile is not None:
+        os.environ[boards.ENV_BOARD] = profile
 
     def announce(device: str, url: str | None) -> None:
         click.echo(f"serial {device}")
