@@ -267,6 +267,46 @@ def smp_session(device: Device, conn_handle: int) -> Any:
     return device.smp_manager.sessions.get(conn_handle)
 
 
+#: Seconds a responder waits after Encryption Change before it distributes its keys.
+RESPONDER_KEY_DELAY = 0.1
+
+
+def delay_responder_key_distribution(device: Device) -> None:
+    """A responder's keys leave :data:`RESPONDER_KEY_DELAY` after Encryption Change.
+
+    Gap: Bumble's responder sends its keys in the same step as it handles Encryption
+    Change, which the SMP specification allows. NimBLE's initiator sends LE Start
+    Encryption from inside its loop over received ACL data and blocks for the Command
+    Status; data read meanwhile (our keys) joins that loop's queue and is handled before
+    the Encryption Change event that came first, in the wrong state: NimBLE answers each
+    key with Pairing Failed (Unspecified Reason). On a controller that delivers the
+    Command Status, the Encryption Change and our keys together (RootCanal) pairing with
+    MicroPython as central failed every time; a radio's encryption start takes connection
+    events, and NimBLE's own responder is slower than that.
+    """
+    device.smp_manager.session_proxy = _delayed_session_class()
+
+
+@functools.cache
+def _delayed_session_class() -> type[Any]:
+    import asyncio
+
+    from bumble.smp import Session
+
+    class DelayedKeySession(Session):
+        def on_connection_encryption_change(self) -> None:
+            if not (self.is_responder and self.connection.is_encrypted and not self.completed):
+                super().on_connection_encryption_change()
+                return
+            self.connection.cancel_on_disconnection(self._distribute_later())
+
+        async def _distribute_later(self) -> None:
+            await asyncio.sleep(RESPONDER_KEY_DELAY)
+            Session.on_connection_encryption_change(self)
+
+    return DelayedKeySession
+
+
 def forget_finished_smp_session(device: Device, conn_handle: int) -> None:
     """Drop a finished SMP session.
 
@@ -297,5 +337,7 @@ __all__ = [
     "own_channel_flow",
     "bumble_credits",
     "smp_session",
+    "delay_responder_key_distribution",
+    "RESPONDER_KEY_DELAY",
     "forget_finished_smp_session",
 ]
