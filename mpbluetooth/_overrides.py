@@ -271,29 +271,39 @@ def smp_session(device: Device, conn_handle: int) -> Any:
 RESPONDER_KEY_DELAY = 0.1
 
 
-def delay_responder_key_distribution(device: Device) -> None:
-    """A responder's keys leave :data:`RESPONDER_KEY_DELAY` after Encryption Change.
+def adjust_smp_sessions(device: Device) -> None:
+    """Bumble's SMP sessions with two changes, both for NimBLE peers.
 
-    Gap: Bumble's responder sends its keys in the same step as it handles Encryption
-    Change, which the SMP specification allows. NimBLE's initiator sends LE Start
-    Encryption from inside its loop over received ACL data and blocks for the Command
-    Status; data read meanwhile (our keys) joins that loop's queue and is handled before
-    the Encryption Change event that came first, in the wrong state: NimBLE answers each
-    key with Pairing Failed (Unspecified Reason). On a controller that delivers the
-    Command Status, the Encryption Change and our keys together (RootCanal) pairing with
-    MicroPython as central failed every time; a radio's encryption start takes connection
-    events, and NimBLE's own responder is slower than that.
+    1. A responder's keys leave :data:`RESPONDER_KEY_DELAY` after Encryption Change.
+       Gap: Bumble's responder sends its keys in the same step as it handles Encryption
+       Change, which SMP allows. NimBLE's initiator sends LE Start Encryption from inside
+       its loop over received ACL data and blocks for the Command Status; data read
+       meanwhile (our keys) joins that loop's queue and is handled before the Encryption
+       Change event that came first, in the wrong state: NimBLE answers each key with
+       Pairing Failed (Unspecified Reason). On a controller that delivers the Command
+       Status, the Encryption Change and our keys together (RootCanal), pairing with
+       MicroPython as central failed every time. On a radio, encryption start takes
+       connection events, and NimBLE's own responder is slower than that.
+    2. Keys that all arrived are stored even when the link drops right after.
+       Bug: Bumble runs the end of pairing (storing the keys) as a task that the link's
+       disconnection cancels, so a peer that disconnects as soon as its last key is out
+       leaves us without the bond (seen on RootCanal: the next encryption fails with
+       PIN or Key Missing). NimBLE stores them as the last key arrives.
+       ``keys_received`` tells :mod:`._security` that the pairing will still report.
     """
-    device.smp_manager.session_proxy = _delayed_session_class()
+    device.smp_manager.session_proxy = _session_class()
 
 
 @functools.cache
-def _delayed_session_class() -> type[Any]:
+def _session_class() -> type[Any]:
     import asyncio
 
     from bumble.smp import Session
 
-    class DelayedKeySession(Session):
+    class NimbleFriendlySession(Session):
+        keys_received = False
+        _finishing: asyncio.Task[None] | None = None
+
         def on_connection_encryption_change(self) -> None:
             if not (self.is_responder and self.connection.is_encrypted and not self.completed):
                 super().on_connection_encryption_change()
@@ -304,7 +314,19 @@ def _delayed_session_class() -> type[Any]:
             await asyncio.sleep(RESPONDER_KEY_DELAY)
             Session.on_connection_encryption_change(self)
 
-    return DelayedKeySession
+        def on_peer_key_distribution_complete(self) -> None:
+            self.keys_received = True
+            if self.is_initiator:
+                self.distribute_keys()
+            self._finishing = asyncio.ensure_future(self._finish_pairing())
+
+        async def _finish_pairing(self) -> None:
+            try:
+                await self.on_pairing()
+            except Exception as exc:  # the pairing's watcher reports it as failed
+                logger.debug("finishing a pairing failed: %r", exc)
+
+    return NimbleFriendlySession
 
 
 def forget_finished_smp_session(device: Device, conn_handle: int) -> None:
@@ -337,7 +359,7 @@ __all__ = [
     "own_channel_flow",
     "bumble_credits",
     "smp_session",
-    "delay_responder_key_distribution",
+    "adjust_smp_sessions",
     "RESPONDER_KEY_DELAY",
     "forget_finished_smp_session",
 ]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import mp_oserror
 from ._overrides import (
-    delay_responder_key_distribution,
+    adjust_smp_sessions,
     forget_finished_smp_session,
     smp_session,
 )
@@ -197,7 +197,7 @@ class Security:
         self.store = store
         device.keystore = store  # type: ignore[assignment]
         device.pairing_config_factory = self._pairing_config
-        delay_responder_key_distribution(device)
+        adjust_smp_sessions(device)
         irk = await store.load_irk()
         if irk is not None:
             self.stack.own_address.irk = irk
@@ -544,13 +544,13 @@ class Security:
     def _on_disconnection(self, connection: Connection, reason: int) -> None:
         procedure = self._procedures.get(connection.handle)
         if procedure is not None:
-            # The link went before the pairing reported. Keys that were all received
-            # (Bumble is storing them, or ours are still leaving) make it a success, as
-            # NimBLE reports at the last key; otherwise the pairing failed.
-            session = procedure.session
-            if procedure.success is None and session is not None and session.completed:
-                procedure.success = self._success_state(connection, procedure)
-            self._finish(connection, procedure, procedure.success)
+            # The link went before the pairing reported. Once all keys arrived the
+            # pairing succeeded (NimBLE reports at the last key): it reports when Bumble
+            # has stored them, or now if ours were still leaving; otherwise it failed.
+            if procedure.success is not None:
+                self._finish(connection, procedure, procedure.success)
+            elif not getattr(procedure.session, "keys_received", False):
+                self._finish(connection, procedure, None)
         self._settle(connection)
         pending = self._passkeys.pop(connection.handle, None)
         if pending is not None and not pending[1].done():

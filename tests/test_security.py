@@ -211,7 +211,6 @@ def test_gap_passkey_and_gap_pair_errors(link: sim.Link) -> None:
 # On RootCanal 4 runs in 6 fail: after reconnecting to the RPA, the peripheral's host answers
 # the LE Long Term Key Request with a negative reply 0.5 ms after it arrives, so the
 # central gets Encryption Change status 0x05 (HCI traces; docs/rootcanal.md). Open.
-@pytest.mark.engines("sim")
 def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) -> None:
     config = dict(JUST_WORKS, bond=True)
     a, ra, ca, b, rb, cb = setup(link, config, config)
