@@ -3,6 +3,12 @@
 ``MPBLUETOOTH_LOG=debug|info|warning|error`` sends the ``mpbluetooth.*`` loggers to
 stderr at that level; adding ``,bumble`` (``MPBLUETOOTH_LOG=debug,bumble``) does the same
 for Bumble's own loggers.
+
+Bumble's loggers never propagate to the root logger: a board prints nothing of its host
+stack, and Bumble itself configures the root logger as a side effect (a module-level
+``logging.debug`` call, see ``_overrides.route_bumble_module_logging``), after which its
+warnings (a failed pairing, a malformed CCCD write) would reach the program's stderr.
+Asked for, they go to our handler only (not twice).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ _configured = False
 def configure_from_env(default: str = "") -> None:
     """Apply ``MPBLUETOOTH_LOG`` (or ``default``) once per process."""
     global _configured
+    logging.getLogger("bumble").propagate = False
     if _configured:
         return
     words = [w.strip().lower() for w in os.environ.get(ENV_LOG, default).split(",") if w.strip()]

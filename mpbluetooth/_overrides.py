@@ -261,6 +261,38 @@ def bumble_credits(channel: LeCreditBasedChannel, credits: int) -> None:
     type(channel).on_credits(channel, credits)
 
 
+# --- logging --------------------------------------------------------------------------
+class _ModuleLogging:
+    """Stands in for the ``logging`` module inside a Bumble module: its logging calls go
+    to the module's own logger; everything else is the real module's."""
+
+    _CALLS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._CALLS:
+            return getattr(self._logger, name)
+        return getattr(logging, name)
+
+
+def route_bumble_module_logging() -> None:
+    """Bumble's module-level ``logging.debug(...)`` calls go to the module's logger.
+
+    Bug: some Bumble modules call the ``logging`` module's functions (``gatt_server`` at
+    every Read By Type Request that finds nothing, so at every discovery; ``smp``), and
+    on a root logger without handlers such a call runs ``logging.basicConfig``: the
+    program's own ``basicConfig`` is then ignored, and records that reach the root print
+    in that default format on stderr.
+    """
+    from bumble import gatt_server, smp
+
+    for module in (gatt_server, smp):
+        if not isinstance(module.logging, _ModuleLogging):
+            module.logging = _ModuleLogging(module.__name__)  # type: ignore[assignment]
+
+
 # --- security -------------------------------------------------------------------------
 def smp_session(device: Device, conn_handle: int) -> Any:
     """The link's SMP session, if any (Bumble has no public accessor)."""
@@ -360,6 +392,7 @@ __all__ = [
     "bumble_credits",
     "smp_session",
     "adjust_smp_sessions",
+    "route_bumble_module_logging",
     "RESPONDER_KEY_DELAY",
     "forget_finished_smp_session",
 ]

@@ -34,6 +34,7 @@ from ._errors import mp_oserror
 from ._overrides import (
     adjust_smp_sessions,
     forget_finished_smp_session,
+    route_bumble_module_logging,
     smp_session,
 )
 from ._runtime import guarded
@@ -198,6 +199,8 @@ class Security:
         device.keystore = store  # type: ignore[assignment]
         device.pairing_config_factory = self._pairing_config
         adjust_smp_sessions(device)
+        # Here because Bumble is loaded by now (importing mpbluetooth does not load it).
+        route_bumble_module_logging()
         irk = await store.load_irk()
         if irk is not None:
             self.stack.own_address.irk = irk
