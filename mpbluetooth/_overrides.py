@@ -289,8 +289,8 @@ def route_bumble_module_logging() -> None:
     from bumble import gatt_server, smp
 
     for module in (gatt_server, smp):
-        if not isinstance(module.logging, _ModuleLogging):
-            module.logging = _ModuleLogging(module.__name__)  # type: ignore[assignment]
+        if not isinstance(getattr(module, "logging", None), _ModuleLogging):
+            setattr(module, "logging", _ModuleLogging(module.__name__))  # noqa: B010
 
 
 # --- security -------------------------------------------------------------------------
