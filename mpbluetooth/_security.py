@@ -399,10 +399,7 @@ class Security:
                 logger.debug("%s: pairing timed out", self.stack.name)
                 self._finish(connection, procedure, None)
                 return
-            try:
-                await asyncio.wait_for(asyncio.shield(procedure.reported), remaining)
-            except TimeoutError:
-                continue
+            await asyncio.wait({procedure.reported}, timeout=remaining)
 
     def _progress(self, connection: Connection, extra: float = 0.0) -> None:
         procedure = self._procedures.get(connection.handle)
@@ -451,11 +448,8 @@ class Security:
         if getattr(procedure.session, "is_initiator", False):
             # Our keys went last: report once the controller has sent them, or an
             # application that disconnects at the report cuts them off.
-            self.stack.spawn(
-                self._report_when_sent(connection, procedure),
-                "pairing-sent",
-                link=connection.handle,
-            )
+            work = self._report_when_sent(connection, procedure)
+            self.stack.spawn(work, "pairing-sent", link=connection.handle)
             return
         self._finish(connection, procedure, procedure.success)
 
