@@ -270,7 +270,8 @@ seen = []
 
 def handler(name, ble, passkey):
     def irq(event, data):
-        seen.append((name, event, tuple(data)))
+        data = tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
+        seen.append((name, event, data))
         if event == 31:  # each side types its own number: the pairing fails
             ble.gap_passkey(data[0], data[1], passkey)
     return irq
