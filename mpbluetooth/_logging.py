@@ -18,15 +18,15 @@ import os
 
 ENV_LOG = "MPBLUETOOTH_LOG"
 _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
-_configured = False
+#: The loggers given our stderr handler so far (once each, however often this runs: the
+#: CLI applies its options after importing mpbluetooth applied the environment).
+_configured: set[str] = set()
 
 
 def configure_from_env(default: str = "") -> None:
-    """Apply ``MPBLUETOOTH_LOG`` (or ``default``) once per process."""
-    global _configured
+    """Apply ``MPBLUETOOTH_LOG`` (or ``default``): each logger it names gets one stderr
+    handler, at the level it gives."""
     logging.getLogger("bumble").propagate = False
-    if _configured:
-        return
     words = [w.strip().lower() for w in os.environ.get(ENV_LOG, default).split(",") if w.strip()]
     levels = [w for w in words if w != "bumble"]
     if not levels:
@@ -35,11 +35,12 @@ def configure_from_env(default: str = "") -> None:
     if not isinstance(level, int):
         logging.getLogger(__name__).warning("%s: unknown level %r", ENV_LOG, levels[0])
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT))
     names = ["mpbluetooth"] + (["bumble"] if "bumble" in words else [])
     for name in names:
         logger = logging.getLogger(name)
-        logger.addHandler(handler)
         logger.setLevel(level)
-    _configured = True
+        if name not in _configured:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(_FORMAT))
+            logger.addHandler(handler)
+            _configured.add(name)

@@ -550,3 +550,27 @@ def test_encryption_update_comes_before_a_read_request_sent_right_after_pairing(
     assert ra.wait(IRQ_GATTC_READ_DONE) == (ca, handles[0], 0)
     codes = [code for code, _ in rb.events]
     assert codes.index(IRQ_ENCRYPTION_UPDATE) < codes.index(IRQ_GATTS_READ_REQUEST)
+
+
+def test_bumble_can_be_asked_for_after_import() -> None:
+    """The CLI applies ``--log-level debug,bumble`` after importing mpbluetooth applied
+    ``MPBLUETOOTH_LOG``: Bumble is then heard, and nothing is printed twice."""
+    code = (
+        "import logging, os, mpbluetooth\n"
+        "from mpbluetooth._logging import configure_from_env\n"
+        "logging.getLogger('bumble.smp').warning('before')\n"
+        "os.environ['MPBLUETOOTH_LOG'] = 'warning,bumble'\n"
+        "configure_from_env()\n"
+        "logging.getLogger('bumble.smp').warning('after')\n"
+        "logging.getLogger('mpbluetooth.x').warning('ours')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "MPBLUETOOTH_LOG": "warning"},
+    )
+    assert result.returncode == 0, result.stderr
+    messages = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+    assert messages == ["after", "ours"]
