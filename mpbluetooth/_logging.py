@@ -3,6 +3,12 @@
 ``MPBLUETOOTH_LOG=debug|info|warning|error`` sends the ``mpbluetooth.*`` loggers to
 stderr at that level; adding ``,bumble`` (``MPBLUETOOTH_LOG=debug,bumble``) does the same
 for Bumble's own loggers.
+
+Bumble's loggers never propagate to the root logger: a board prints nothing of its host
+stack, and Bumble itself configures the root logger as a side effect (a module-level
+``logging.debug`` call, see ``_overrides.route_bumble_module_logging``), after which its
+warnings (a failed pairing, a malformed CCCD write) would reach the program's stderr.
+Asked for, they go to our handler only (not twice).
 """
 
 from __future__ import annotations
@@ -12,14 +18,15 @@ import os
 
 ENV_LOG = "MPBLUETOOTH_LOG"
 _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
-_configured = False
+#: The loggers given our stderr handler so far (once each, however often this runs: the
+#: CLI applies its options after importing mpbluetooth applied the environment).
+_configured: set[str] = set()
 
 
 def configure_from_env(default: str = "") -> None:
-    """Apply ``MPBLUETOOTH_LOG`` (or ``default``) once per process."""
-    global _configured
-    if _configured:
-        return
+    """Apply ``MPBLUETOOTH_LOG`` (or ``default``): each logger it names gets one stderr
+    handler, at the level it gives."""
+    logging.getLogger("bumble").propagate = False
     words = [w.strip().lower() for w in os.environ.get(ENV_LOG, default).split(",") if w.strip()]
     levels = [w for w in words if w != "bumble"]
     if not levels:
@@ -28,11 +35,12 @@ def configure_from_env(default: str = "") -> None:
     if not isinstance(level, int):
         logging.getLogger(__name__).warning("%s: unknown level %r", ENV_LOG, levels[0])
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(_FORMAT))
     names = ["mpbluetooth"] + (["bumble"] if "bumble" in words else [])
     for name in names:
         logger = logging.getLogger(name)
-        logger.addHandler(handler)
         logger.setLevel(level)
-    _configured = True
+        if name not in _configured:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(_FORMAT))
+            logger.addHandler(handler)
+            _configured.add(name)

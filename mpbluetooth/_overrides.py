@@ -301,10 +301,104 @@ def bumble_credits(channel: LeCreditBasedChannel, credits: int) -> None:
     type(channel).on_credits(channel, credits)
 
 
+# --- logging --------------------------------------------------------------------------
+class _ModuleLogging:
+    """Stands in for the ``logging`` module inside a Bumble module: its logging calls go
+    to the module's own logger; everything else is the real module's."""
+
+    _CALLS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._CALLS:
+            return getattr(self._logger, name)
+        return getattr(logging, name)
+
+
+def route_bumble_module_logging() -> None:
+    """Bumble's module-level ``logging.debug(...)`` calls go to the module's logger.
+
+    Bug: some Bumble modules call the ``logging`` module's functions (``gatt_server`` at
+    every Read By Type Request that finds nothing, so at every discovery; ``smp``), and
+    on a root logger without handlers such a call runs ``logging.basicConfig``: the
+    program's own ``basicConfig`` is then ignored, and records that reach the root print
+    in that default format on stderr.
+    """
+    from bumble import gatt_server, smp
+
+    for module in (gatt_server, smp):
+        if not isinstance(getattr(module, "logging", None), _ModuleLogging):
+            setattr(module, "logging", _ModuleLogging(module.__name__))  # noqa: B010
+
+
 # --- security -------------------------------------------------------------------------
 def smp_session(device: Device, conn_handle: int) -> Any:
     """The link's SMP session, if any (Bumble has no public accessor)."""
     return device.smp_manager.sessions.get(conn_handle)
+
+
+#: Seconds a responder waits after Encryption Change before it distributes its keys.
+RESPONDER_KEY_DELAY = 0.1
+
+
+def adjust_smp_sessions(device: Device) -> None:
+    """Bumble's SMP sessions with two changes, both for NimBLE peers.
+
+    1. A responder's keys leave :data:`RESPONDER_KEY_DELAY` after Encryption Change.
+       Gap: Bumble's responder sends its keys in the same step as it handles Encryption
+       Change, which SMP allows. NimBLE's initiator sends LE Start Encryption from inside
+       its loop over received ACL data and blocks for the Command Status; data read
+       meanwhile (our keys) joins that loop's queue and is handled before the Encryption
+       Change event that came first, in the wrong state: NimBLE answers each key with
+       Pairing Failed (Unspecified Reason). On a controller that delivers the Command
+       Status, the Encryption Change and our keys together (RootCanal), pairing with
+       MicroPython as central failed every time. On a radio, encryption start takes
+       connection events, and NimBLE's own responder is slower than that.
+    2. Keys that all arrived are stored even when the link drops right after.
+       Bug: Bumble runs the end of pairing (storing the keys) as a task that the link's
+       disconnection cancels, so a peer that disconnects as soon as its last key is out
+       leaves us without the bond (seen on RootCanal: the next encryption fails with
+       PIN or Key Missing). NimBLE stores them as the last key arrives.
+       ``keys_received`` tells :mod:`._security` that the pairing will still report.
+    """
+    device.smp_manager.session_proxy = _session_class()
+
+
+@functools.cache
+def _session_class() -> type[Any]:
+    import asyncio
+
+    from bumble.smp import Session
+
+    class NimbleFriendlySession(Session):
+        keys_received = False
+        _finishing: asyncio.Task[None] | None = None
+
+        def on_connection_encryption_change(self) -> None:
+            if not (self.is_responder and self.connection.is_encrypted and not self.completed):
+                super().on_connection_encryption_change()
+                return
+            self.connection.cancel_on_disconnection(self._distribute_later())
+
+        async def _distribute_later(self) -> None:
+            await asyncio.sleep(RESPONDER_KEY_DELAY)
+            Session.on_connection_encryption_change(self)
+
+        def on_peer_key_distribution_complete(self) -> None:
+            self.keys_received = True
+            if self.is_initiator:
+                self.distribute_keys()
+            self._finishing = asyncio.ensure_future(self._finish_pairing())
+
+        async def _finish_pairing(self) -> None:
+            try:
+                await self.on_pairing()
+            except Exception as exc:  # the pairing's watcher reports it as failed
+                logger.debug("finishing a pairing failed: %r", exc)
+
+    return NimbleFriendlySession
 
 
 def forget_finished_smp_session(device: Device, conn_handle: int) -> None:
@@ -338,5 +432,8 @@ __all__ = [
     "own_channel_flow",
     "bumble_credits",
     "smp_session",
+    "adjust_smp_sessions",
+    "route_bumble_module_logging",
+    "RESPONDER_KEY_DELAY",
     "forget_finished_smp_session",
 ]

@@ -8,9 +8,12 @@
 * The local IRK comes from ``_IRQ_GET_SECRET(10, 0, b'irk')`` at every start, and is
   created with ``_IRQ_SET_SECRET`` when the application has none (SPEC 1.3), so resolvable
   private addresses stay resolvable across restarts.
-* ``_IRQ_ENCRYPTION_UPDATE`` is reported once pairing has finished (keys distributed and
-  stored) or failed, and on re-encryption from stored keys, with MITM as
-  "authenticated" and the negotiated key size (Bumble reports 0 with v1 events).
+* ``_IRQ_ENCRYPTION_UPDATE`` ends each pairing procedure once, as NimBLE's
+  ``ble_sm_key_exch_success`` does: after key distribution on both roles (the keys
+  stored; as initiator, once the controller has sent ours), or with the link's state when
+  the pairing fails, times out (SMP's 30 s) or the link drops first (before the link's
+  DISCONNECT). Re-encryption from stored keys reports at Encryption Change. MITM is
+  "authenticated"; the key size is the controller's (Bumble reports 0 with v1 events).
 
 Where Bumble differs (see also ``_overrides``): a central answers the peer's Security
 Request (Bumble leaves it to the application), and the peripheral finds the right LTK of
@@ -28,7 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import mp_oserror
-from ._overrides import forget_finished_smp_session, smp_session
+from ._overrides import (
+    adjust_smp_sessions,
+    forget_finished_smp_session,
+    route_bumble_module_logging,
+    smp_session,
+)
 from ._runtime import guarded
 from ._secrets import SecretStore, make_store
 from .constants import (
@@ -59,6 +67,11 @@ DEFAULT_KEY_SIZE = 16
 _IO_CAPABILITIES = range(5)
 #: Most seconds ATT requests wait for a pairing that encrypted the link to report.
 _SETTLE_TIMEOUT = 5.0
+#: SMP's procedure timeout (Core Vol 3 Part H 3.4): a pairing without progress for this
+#: long fails, as NimBLE's ``BLE_SM_TIMEOUT_MS``.
+SMP_TIMEOUT = 30.0
+#: Most seconds the initiator's report waits for the controller to send our keys.
+_DRAIN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -72,6 +85,20 @@ class LinkSecurity:
 
 
 _LINKS: weakref.WeakKeyDictionary[Any, LinkSecurity] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Procedure:
+    """One pairing on a link, from Bumble's pairing start to its one report."""
+
+    session: Any
+    #: Resolved once ``_IRQ_ENCRYPTION_UPDATE`` is posted for this pairing.
+    reported: asyncio.Future[None]
+    #: Loop time after which the pairing has timed out (moved on by progress).
+    deadline: float
+    #: What a success reports, once Bumble has stored the keys (initiator: before the
+    #: controller has sent ours).
+    success: LinkSecurity | None = None
 
 
 def link_security(connection: Connection) -> tuple[bool, bool, int]:
@@ -157,6 +184,8 @@ class Security:
         self._securing: set[int] = set()
         #: Links whose ATT requests wait for the pairing's ENCRYPTION_UPDATE (``settled``).
         self._settling: dict[int, asyncio.Future[None]] = {}
+        #: conn_handle -> the pairing running on that link.
+        self._procedures: dict[int, _Procedure] = {}
         stack.on_device_created.append(self._prepare)
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
@@ -169,6 +198,9 @@ class Security:
         self.store = store
         device.keystore = store  # type: ignore[assignment]
         device.pairing_config_factory = self._pairing_config
+        adjust_smp_sessions(device)
+        # Here because Bumble is loaded by now (importing mpbluetooth does not load it).
+        route_bumble_module_logging()
         irk = await store.load_irk()
         if irk is not None:
             self.stack.own_address.irk = irk
@@ -181,6 +213,9 @@ class Security:
         device.host.long_term_key_provider = functools.partial(self._long_term_key, device)
 
     def _detach(self) -> None:
+        for procedure in self._procedures.values():
+            _settle(procedure.reported)
+        self._procedures.clear()
         for waiter in self._settling.values():
             _settle(waiter)
         self._settling.clear()
@@ -241,6 +276,7 @@ class Security:
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         handle = connection.handle
         self._passkeys[handle] = (action, future)
+        self._progress(connection, extra=PASSKEY_TIMEOUT)
         self.stack.post(IRQ_PASSKEY_ACTION, handle, action, number)
         try:
             return await asyncio.wait_for(future, PASSKEY_TIMEOUT)
@@ -250,6 +286,7 @@ class Security:
         finally:
             if self._passkeys.get(handle, (0, None))[1] is future:
                 del self._passkeys[handle]
+            self._progress(connection)
 
     def _start_securing(self, connection: Connection, what: str) -> None:
         self._securing.add(connection.handle)
@@ -290,6 +327,7 @@ class Security:
     def _on_connection(self, connection: Connection) -> None:
         _LINKS[connection] = LinkSecurity()
         for event, listener in (
+            ("pairing_start", self._on_pairing_start),
             ("pairing", self._on_pairing),
             ("pairing_failure", self._on_pairing_failure),
             ("connection_encryption_change", self._on_encryption_change),
@@ -300,6 +338,9 @@ class Security:
             connection.on(event, guarded(functools.partial(listener, connection)))
 
     def _pairing_active(self, connection: Connection) -> bool:
+        procedure = self._procedures.get(connection.handle)
+        if procedure is not None and not procedure.reported.done():
+            return True
         device = self.stack.device
         if device is None:
             return False
@@ -332,26 +373,101 @@ class Security:
         finally:
             self._settle(connection)
 
-    def _on_pairing(self, connection: Connection, keys: PairingKeys) -> None:
+    # --- the pairing procedure: one report each ---------------------------------------
+    def _on_pairing_start(self, connection: Connection) -> None:
+        """Bumble started SMP pairing on the link (either role): from here the link's
+        DISCONNECT waits for this pairing's report (NimBLE fails the procedure first)."""
         device = self.stack.device
-        session = None if device is None else smp_session(device, connection.handle)
-        bonded = self.bond and bool(getattr(session, "bonding", False))
-        encrypted = bool(connection.is_encrypted)
-        self._report(
-            connection,
-            LinkSecurity(
-                encrypted=encrypted,
-                authenticated=encrypted and _mitm(keys),
-                bonded=encrypted and bonded,
-                key_size=_key_size(connection) if encrypted else 0,
-            ),
+        previous = self._procedures.get(connection.handle)
+        if previous is not None and not previous.reported.done():
+            return
+        loop = asyncio.get_running_loop()
+        procedure = _Procedure(
+            session=None if device is None else smp_session(device, connection.handle),
+            reported=loop.create_future(),
+            deadline=loop.time() + SMP_TIMEOUT,
         )
-        self._forget_session(connection)
+        self._procedures[connection.handle] = procedure
+        self.stack.spawn(self._watch(connection, procedure), "pairing", link=connection.handle)
+
+    async def _watch(self, connection: Connection, procedure: _Procedure) -> None:
+        """Until the pairing has reported: fail it after SMP's timeout without progress."""
+        loop = asyncio.get_running_loop()
+        while not procedure.reported.done():
+            remaining = procedure.deadline - loop.time()
+            if remaining <= 0:
+                logger.debug("%s: pairing timed out", self.stack.name)
+                self._finish(connection, procedure, None)
+                return
+            await asyncio.wait({procedure.reported}, timeout=remaining)
+
+    def _progress(self, connection: Connection, extra: float = 0.0) -> None:
+        procedure = self._procedures.get(connection.handle)
+        if procedure is not None:
+            procedure.deadline = asyncio.get_running_loop().time() + SMP_TIMEOUT + extra
+
+    def _finish(
+        self, connection: Connection, procedure: _Procedure, state: LinkSecurity | None
+    ) -> None:
+        """Post the pairing's one report: ``state``, or the link as it is (a failure)."""
+        if procedure.reported.done():
+            return
+        try:
+            if state is None:
+                self._report_current(connection)
+            else:
+                self._report(connection, state)
+        finally:
+            _settle(procedure.reported)
+            if self._procedures.get(connection.handle) is procedure:
+                del self._procedures[connection.handle]
+            self._forget_session(connection)
+
+    def _success_state(self, connection: Connection, procedure: _Procedure) -> LinkSecurity:
+        """The link after a pairing whose keys all arrived: MITM unless Just Works, bonded
+        when both sides asked for bonding and we keep keys."""
+        from bumble.smp import PairingMethod
+
+        session = procedure.session
+        bonded = self.bond and bool(getattr(session, "bonding", False))
+        method = getattr(session, "pairing_method", PairingMethod.JUST_WORKS)
+        encrypted = bool(connection.is_encrypted)
+        return LinkSecurity(
+            encrypted=encrypted,
+            authenticated=encrypted and method != PairingMethod.JUST_WORKS,
+            bonded=encrypted and bonded,
+            key_size=_key_size(connection) if encrypted else 0,
+        )
+
+    def _on_pairing(self, connection: Connection, keys: PairingKeys) -> None:
+        """Keys distributed both ways and stored."""
+        procedure = self._procedures.get(connection.handle)
+        if procedure is None or procedure.reported.done():
+            return
+        procedure.success = self._success_state(connection, procedure)
+        if getattr(procedure.session, "is_initiator", False):
+            # Our keys went last: report once the controller has sent them, or an
+            # application that disconnects at the report cuts them off.
+            work = self._report_when_sent(connection, procedure)
+            self.stack.spawn(work, "pairing-sent", link=connection.handle)
+            return
+        self._finish(connection, procedure, procedure.success)
+
+    async def _report_when_sent(self, connection: Connection, procedure: _Procedure) -> None:
+        try:
+            await asyncio.wait_for(connection.drain(), _DRAIN_TIMEOUT)
+        except Exception as exc:  # the keys are stored: report the pairing all the same
+            logger.debug("%s: waiting for our keys to leave: %r", self.stack.name, exc)
+        self._finish(connection, procedure, procedure.success)
 
     def _on_pairing_failure(self, connection: Connection, reason: int) -> None:
         logger.debug("%s: pairing failed: %r", self.stack.name, reason)
-        self._report_current(connection)
-        self._forget_session(connection)
+        procedure = self._procedures.get(connection.handle)
+        if procedure is None:
+            self._report_current(connection)
+            self._forget_session(connection)
+            return
+        self._finish(connection, procedure, None)
 
     def _forget_session(self, connection: Connection) -> None:
         device = self.stack.device
@@ -361,6 +477,7 @@ class Security:
     def _on_encryption_change(self, connection: Connection) -> None:
         if self._pairing_active(connection):
             # Reported when the pairing has finished; ATT requests wait for it.
+            self._progress(connection)
             if self.settled(connection) is None:
                 loop = asyncio.get_running_loop()
                 waiter: asyncio.Future[None] = loop.create_future()
@@ -389,6 +506,12 @@ class Security:
         )
 
     def _on_encryption_failure(self, connection: Connection, error: int) -> None:
+        procedure = self._procedures.get(connection.handle)
+        if procedure is not None:
+            # Encryption failed inside the pairing: NimBLE ends the procedure there.
+            logger.debug("%s: encryption failed while pairing: %r", self.stack.name, error)
+            self._finish(connection, procedure, None)
+            return
         if self._pairing_active(connection):
             return
         logger.debug("%s: encryption failed: %r", self.stack.name, error)
@@ -416,6 +539,15 @@ class Security:
         self._start_securing(connection, "security-request")
 
     def _on_disconnection(self, connection: Connection, reason: int) -> None:
+        procedure = self._procedures.get(connection.handle)
+        if procedure is not None:
+            # The link went before the pairing reported. Once all keys arrived the
+            # pairing succeeded (NimBLE reports at the last key): it reports when Bumble
+            # has stored them, or now if ours were still leaving; otherwise it failed.
+            if procedure.success is not None:
+                self._finish(connection, procedure, procedure.success)
+            elif not getattr(procedure.session, "keys_received", False):
+                self._finish(connection, procedure, None)
         self._settle(connection)
         pending = self._passkeys.pop(connection.handle, None)
         if pending is not None and not pending[1].done():

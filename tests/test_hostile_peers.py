@@ -10,6 +10,7 @@ its memory bounded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import threading
 import time
@@ -589,6 +590,9 @@ def test_disconnect_in_the_middle_of_a_pairing(ours: Any, hostile: Hostile) -> N
     assert run(pair_then_leave()) != "paired?"
     assert rec.of(IRQ_PASSKEY_ACTION) == [(conn, 2, 0)]
     rec.wait(IRQ_CENTRAL_DISCONNECT)
+    # NimBLE ends the broken pairing with the link's state before the DISCONNECT.
+    assert rec.of(IRQ_ENCRYPTION_UPDATE) == [(conn, 0, 0, 0, 0)]
+    rec.assert_order(IRQ_ENCRYPTION_UPDATE, IRQ_CENTRAL_DISCONNECT)
     with pytest.raises(OSError) as info:
         ble.gap_passkey(conn, 2, 123456)  # the question went with the link
     assert info.value.errno == 2
@@ -599,7 +603,7 @@ def test_disconnect_in_the_middle_of_a_pairing(ours: Any, hostile: Hostile) -> N
     )
     conn = hostile.connect_to(ble, rec)
     run(hostile.connection.pair())
-    assert rec.wait(IRQ_ENCRYPTION_UPDATE)[:2] == (conn, 1)
+    assert rec.wait(IRQ_ENCRYPTION_UPDATE, count=2)[:2] == (conn, 1)
 
 
 def test_disconnect_in_the_middle_of_an_l2cap_transfer(ours: Any, hostile: Hostile) -> None:
@@ -690,3 +694,36 @@ def test_malformed_advertising_data_is_delivered_exactly(
     # And the peer is still connectable: the report did not upset anything.
     ble.gap_connect(addr_type, addr)
     rec.wait(IRQ_PERIPHERAL_CONNECT)
+
+
+def test_a_pairing_the_peer_abandons_times_out(
+    ours: Any, hostile: Hostile, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The peer sends a Pairing Request and nothing more: SMP's timeout (30 s, shortened
+    here) ends the pairing with the link's state, as NimBLE's does."""
+    from bumble import smp
+
+    from mpbluetooth import _security
+
+    monkeypatch.setattr(_security, "SMP_TIMEOUT", 0.5)
+    caplog.set_level(logging.DEBUG, logger="mpbluetooth._security")
+    ble, rec, handles = ours
+    conn = hostile.connect_to(ble, rec)
+
+    async def request_and_go_silent() -> None:
+        manager = hostile.device.l2cap_channel_manager
+        manager.register_fixed_channel(smp.SMP_CID, lambda handle, pdu: None)
+        command = smp.SMP_Pairing_Request_Command(
+            io_capability=smp.IoCapability.NO_INPUT_NO_OUTPUT,
+            oob_data_flag=0,
+            auth_req=smp.AuthReq.SC,
+            maximum_encryption_key_size=16,
+            initiator_key_distribution=smp.KeyDistribution(0),
+            responder_key_distribution=smp.KeyDistribution(0),
+        )
+        manager.send_pdu(hostile.connection, smp.SMP_CID, bytes(command))
+
+    run(request_and_go_silent())
+    assert rec.wait(IRQ_ENCRYPTION_UPDATE) == (conn, 0, 0, 0, 0)
+    assert any("pairing timed out" in r.getMessage() for r in caplog.records)
+    still_works(ble, rec, handles[2][0], hostile)

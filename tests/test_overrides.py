@@ -161,3 +161,51 @@ def test_bumble_takes_write_commands_in_tasks_of_their_own() -> None:
     _overrides.take_write_commands(server, lambda bearer, request, default: taken.append(request))
     server.on_att_write_command(None, "request")  # type: ignore[arg-type]
     assert taken == ["request"]  # synchronously, in arrival order
+
+
+def test_bumbles_responder_sends_its_keys_as_it_handles_encryption_change() -> None:
+    """Plain Bumble: the responder's key distribution runs inside the Encryption Change
+    handler (a NimBLE initiator then fails the pairing, see ``adjust_smp_sessions``)."""
+    from bumble.smp import Session
+
+    handler = inspect.getsource(Session.on_connection_encryption_change)
+    assert "self.distribute_keys()" in handler
+
+    device = Device()
+    _overrides.adjust_smp_sessions(device)
+    ours = device.smp_manager.session_proxy
+    assert issubclass(ours, Session) and ours is not Session
+    assert ours.on_connection_encryption_change is not Session.on_connection_encryption_change
+    assert _overrides.RESPONDER_KEY_DELAY > 0
+
+
+def test_bumble_cancels_the_end_of_pairing_when_the_link_drops() -> None:
+    """Plain Bumble: storing the keys after the last one arrived is a task the link's
+    disconnection cancels (a peer that disconnects at once leaves us without the bond)."""
+    from bumble.smp import Session
+
+    source = inspect.getsource(Session.on_peer_key_distribution_complete)
+    assert "cancel_on_disconnection(self.on_pairing())" in source
+
+    device = Device()
+    _overrides.adjust_smp_sessions(device)
+    ours = device.smp_manager.session_proxy
+    assert "cancel_on_disconnection" not in inspect.getsource(
+        ours.on_peer_key_distribution_complete
+    )
+    assert getattr(ours, "keys_received") is False  # noqa: B009
+
+
+def test_bumble_modules_call_the_logging_module_which_configures_the_root_logger() -> None:
+    """Plain Bumble: ``gatt_server`` calls ``logging.debug`` at every discovery's last Read
+    By Type Request, which runs ``basicConfig`` on a root logger without handlers."""
+    from bumble import gatt_server, smp
+
+    source = inspect.getsource(gatt_server.Server.on_att_read_by_type_request)
+    assert "logging.debug(" in source
+
+    _overrides.route_bumble_module_logging()
+    for module in (gatt_server, smp):
+        routed = getattr(module, "logging")  # noqa: B009
+        assert routed.debug == logging.getLogger(module.__name__).debug
+        assert routed.DEBUG == logging.DEBUG  # the rest is the real module

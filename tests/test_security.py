@@ -21,6 +21,7 @@ from mpbluetooth.constants import (
     ENOTCONN,
     FLAG_READ,
     FLAG_READ_AUTHENTICATED,
+    IRQ_CENTRAL_DISCONNECT,
     IRQ_ENCRYPTION_UPDATE,
     IRQ_GATTC_READ_DONE,
     IRQ_GATTC_READ_RESULT,
@@ -211,7 +212,6 @@ def test_gap_passkey_and_gap_pair_errors(link: sim.Link) -> None:
 # On RootCanal 4 runs in 6 fail: after reconnecting to the RPA, the peripheral's host answers
 # the LE Long Term Key Request with a negative reply 0.5 ms after it arrives, so the
 # central gets Encryption Change status 0x05 (HCI traces; docs/rootcanal.md). Open.
-@pytest.mark.engines("sim")
 def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) -> None:
     config = dict(JUST_WORKS, bond=True)
     a, ra, ca, b, rb, cb = setup(link, config, config)
@@ -231,6 +231,109 @@ def test_peer_with_a_resolvable_private_address_is_recognised(link: sim.Link) ->
     assert ra.of(IRQ_PERIPHERAL_CONNECT)[1] == (ca, *identity)
     a.gap_pair(ca)
     assert ra.wait(IRQ_ENCRYPTION_UPDATE, count=2) == (ca, 1, 0, 1, 16)
+
+
+def test_a_central_that_disconnects_at_its_encryption_update_leaves_both_sides_bonded(
+    link: sim.Link,
+) -> None:
+    """NimBLE reports the end of pairing once, after the key distribution (the central's
+    report once its own keys are sent, the peripheral's before its DISCONNECT), so a
+    central that disconnects as soon as it hears of it (bonding_central.py does) leaves
+    a bond on both sides, which the next connection restores."""
+    config = dict(JUST_WORKS, bond=True)
+    a, ra, ca, b, rb, cb = setup(link, config, config)
+    ra.on[IRQ_ENCRYPTION_UPDATE] = lambda data: a.gap_disconnect(data[0])
+    a.gap_pair(ca)
+    ra.wait(IRQ_PERIPHERAL_DISCONNECT)
+    rb.wait(IRQ_CENTRAL_DISCONNECT)
+    for recorder, conn, disconnect in (
+        (ra, ca, IRQ_PERIPHERAL_DISCONNECT),
+        (rb, cb, IRQ_CENTRAL_DISCONNECT),
+    ):
+        assert recorder.of(IRQ_ENCRYPTION_UPDATE) == [(conn, 1, 0, 1, 16)]
+        recorder.assert_order(IRQ_ENCRYPTION_UPDATE, disconnect)
+        assert len(recorder.peer_secrets()) == 1
+    del ra.on[IRQ_ENCRYPTION_UPDATE]
+    ca, cb = connect(a, ra, b, rb)
+    a.gap_pair(ca)
+    assert ra.wait(IRQ_ENCRYPTION_UPDATE, count=2) == (ca, 1, 0, 1, 16)
+    assert rb.wait(IRQ_ENCRYPTION_UPDATE, count=2) == (cb, 1, 0, 1, 16)
+    assert ra.of(IRQ_PASSKEY_ACTION) == rb.of(IRQ_PASSKEY_ACTION) == []
+
+
+FAILED_PAIRING = r"""
+import logging, sys, time
+import mpbluetooth
+from mpbluetooth import sim
+
+seen = []
+
+def handler(name, ble, passkey):
+    def irq(event, data):
+        data = tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
+        seen.append((name, event, data))
+        if event == 31:  # each side types its own number: the pairing fails
+            ble.gap_passkey(data[0], data[1], passkey)
+    return irq
+
+def wait(found):
+    deadline = time.monotonic() + 20
+    while not found():
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.005)
+
+with sim.Link() as link:
+    a, b = link.instance("a"), link.instance("b")
+    a.irq(handler("a", a, 111111))
+    b.irq(handler("b", b, 222222))
+    a.config(io=2, mitm=True)
+    b.config(io=0, mitm=True)
+    a.active(True)
+    b.active(True)
+    b.gatts_register_services(
+        [(mpbluetooth.UUID(0x181A), [(mpbluetooth.UUID(0x2A6E), mpbluetooth.FLAG_READ)])]
+    )
+    b.gap_advertise(20000, b"")
+    a.gap_connect(*b.config("mac"))
+    wait(lambda: any(e == 7 for _, e, _ in seen))
+    conn = next(d for _, e, d in seen if e == 7)[0]
+    # A discovery first: its last Read By Type Request finds nothing, where Bumble logs
+    # through the logging module itself.
+    a.gattc_discover_characteristics(conn, 1, 0xFFFF)
+    wait(lambda: any(e == 12 for _, e, _ in seen))
+    a.gap_pair(conn)
+    wait(lambda: sum(e == 28 for _, e, _ in seen) == 2)
+    print(sorted(d[1:] for _, e, d in seen if e == 28), len(logging.getLogger().handlers))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["micropython", "library"])
+def test_nothing_from_bumble_reaches_stderr_during_a_failed_pairing(runtime: str) -> None:
+    """Bumble warns of a failed pairing; a board prints nothing of it, and neither does a
+    CPython program using the library, unless MPBLUETOOTH_LOG asks for Bumble. Nor does
+    Bumble configure the program's root logger."""
+    launcher = (
+        [sys.executable, "-m", "mpbluetooth.cli.python"]
+        if runtime == "micropython"
+        else [sys.executable]
+    )
+    env = {k: v for k, v in ENV.items() if k != "MPBLUETOOTH_LOG"}
+    quiet = subprocess.run(
+        [*launcher, "-c", FAILED_PAIRING], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout.splitlines() == ["[(0, 0, 0, 0), (0, 0, 0, 0)] 0"]
+    assert quiet.stderr == ""
+    asked = subprocess.run(
+        [*launcher, "-c", FAILED_PAIRING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "MPBLUETOOTH_LOG": "warning,bumble"},
+    )
+    assert asked.returncode == 0, asked.stderr
+    failures = [line for line in asked.stderr.splitlines() if "pairing failure" in line]
+    assert len(failures) == 2 and all(" bumble.smp WARNING: " in f for f in failures)
 
 
 # --- bonding across process restarts ---------------------------------------------------
@@ -447,3 +550,27 @@ def test_encryption_update_comes_before_a_read_request_sent_right_after_pairing(
     assert ra.wait(IRQ_GATTC_READ_DONE) == (ca, handles[0], 0)
     codes = [code for code, _ in rb.events]
     assert codes.index(IRQ_ENCRYPTION_UPDATE) < codes.index(IRQ_GATTS_READ_REQUEST)
+
+
+def test_bumble_can_be_asked_for_after_import() -> None:
+    """The CLI applies ``--log-level debug,bumble`` after importing mpbluetooth applied
+    ``MPBLUETOOTH_LOG``: Bumble is then heard, and nothing is printed twice."""
+    code = (
+        "import logging, os, mpbluetooth\n"
+        "from mpbluetooth._logging import configure_from_env\n"
+        "logging.getLogger('bumble.smp').warning('before')\n"
+        "os.environ['MPBLUETOOTH_LOG'] = 'warning,bumble'\n"
+        "configure_from_env()\n"
+        "logging.getLogger('bumble.smp').warning('after')\n"
+        "logging.getLogger('mpbluetooth.x').warning('ours')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "MPBLUETOOTH_LOG": "warning"},
+    )
+    assert result.returncode == 0, result.stderr
+    messages = [line.split(": ", 1)[1] for line in result.stderr.splitlines()]
+    assert messages == ["after", "ours"]
