@@ -45,7 +45,7 @@ def test_recorder_waits_counts_takes_and_checks_order() -> None:
         recorder.assert_order(1, 1)
     assert recorder.take(1) == (1, (2,))  # the oldest of that code; the others stay
     assert [code for code, _ in recorder.events] == [7, 7]
-    with pytest.raises(WaitTimeout, match="no event 9"):
+    with pytest.raises(WaitTimeout, match="no _IRQ_GATTC_SERVICE_RESULT"):
         recorder.wait(9, timeout=0.05)
 
 

@@ -84,13 +84,23 @@ def transport_options(what: str, *, from_env: bool = True) -> Callable[[F], F]:
     return decorate
 
 
+#: The signals :func:`stop_on_signals` received: a command stopped by Ctrl-C ends with
+#: exit status 130 and one line (``_app.main``), however it wound down.
+received: list[int] = []
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """Set ``stop`` on Ctrl-C or SIGTERM (call on the running loop). Windows has no signal
     handlers on a loop: there Ctrl-C interrupts ``asyncio.run`` instead."""
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
 
 
 def use_snoop(snoop: str | None) -> None:

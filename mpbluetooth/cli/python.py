@@ -29,6 +29,7 @@ from .. import compat
 from .._scheduler import scheduler
 from ..compat import features, strbuf
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
+from ._lifeline import watch_parent
 
 __all__ = ["main"]
 
@@ -352,6 +353,7 @@ def _report(exc: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mpbluetooth-python``; returns the process exit status."""
+    watch_parent()
     try:
         options = _parse(sys.argv[1:] if argv is None else argv)
     except _UsageError as exc:

@@ -22,6 +22,7 @@ import click
 from .._trace import instance_spec
 from ._app import command
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
+from ._lifeline import Lifeline, own_process_group
 from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ async def run_scripts(
     local_hub: Hub | None = None
     rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
+        lifeline = Lifeline()
         if engine == "rootcanal" and (transport is not None or hub is not None):
             _say("--engine rootcanal starts its own controller: drop --transport/--hub")
             return 2
@@ -202,44 +204,60 @@ async def run_scripts(
             )
         try:
             return await _supervise(
-                scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer
+                scripts,
+                _Launch(spec, transport is None, snoop, str_buffer, lifeline, workdir),
+                stop,
+                timeout,
+                stop_on_exit,
             )
         finally:
+            lifeline.close()
             if local_hub is not None:
                 await local_hub.close()
             if rootcanal is not None:
                 await asyncio.to_thread(rootcanal.stop)
 
 
+@dataclass
+class _Launch:
+    """How every script of a run is started."""
+
+    spec: str
+    simulated: bool
+    snoop: str | None
+    str_buffer: bool
+    #: The scripts end when ``run`` does, even if it is killed; they then remove ``workdir``.
+    lifeline: Lifeline
+    workdir: str
+
+
 async def _supervise(
     scripts: list[_Script],
-    spec: str,
-    simulated: bool,
+    launch: _Launch,
     stop: asyncio.Event,
     timeout: float | None,
-    snoop: str | None,
     stop_on_exit: bool,
-    str_buffer: bool,
 ) -> int:
     width = max(len(s.label) for s in scripts)
     pumps = []
     changed = asyncio.Event()
     for script in scripts:
         env = {
-            **os.environ, **script.env, "MPBLUETOOTH_TRANSPORT": spec, "PYTHONUNBUFFERED": "1",
-            STAY_ON_ENV: "1",
+            **os.environ, **script.env, "MPBLUETOOTH_TRANSPORT": launch.spec,
+            "PYTHONUNBUFFERED": "1", STAY_ON_ENV: "1",
+            **launch.lifeline.environment(launch.workdir),
         }  # fmt: skip
-        if snoop:
-            env["MPBLUETOOTH_SNOOP"] = instance_spec(snoop, script.label)
+        if launch.snoop:
+            env["MPBLUETOOTH_SNOOP"] = instance_spec(launch.snoop, script.label)
         if script.address is not None:
-            if not simulated:
+            if not launch.simulated:
                 _say(f"{script.label}: address= only applies to the simulated link; ignored")
             env["MPBLUETOOTH_SIM_ADDRESS"] = script.address
-        elif simulated:
+        elif launch.simulated:
             # The same script gets the same address on every run, as a board keeps its own.
             env.setdefault("MPBLUETOOTH_SIM_ADDRESS", f"mpbluetooth-run:{script.label}")
         args = [sys.executable, "-m", "mpbluetooth.cli.python", "-u"]
-        if not str_buffer:
+        if not launch.str_buffer:
             args.append("--no-str-buffer")
         args += ["-m", script.module] if script.module is not None else [str(script.path)]
         stdin_file = open(script.stdin, "rb") if script.stdin is not None else None
@@ -256,6 +274,8 @@ async def _supervise(
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                pass_fds=(launch.lifeline.read_fd,),
+                process_group=own_process_group(),
             )
         finally:
             if stdin_file is not None:
@@ -313,8 +333,7 @@ async def _supervise(
         _say(f"stopped after --timeout {timeout:g} s")
         return TIMEOUT_STATUS
     if interrupted:
-        _say("interrupted")
-        return 130
+        return 130  # said by the command (``_app.main``)
     failed = [s for s in scripts if s.status not in (0, None) and s.status != -signal.SIGTERM]
     return 1 if failed else 0
 
