@@ -24,10 +24,11 @@ def configure_from_env(default: str = "") -> None:
     levels = [w for w in words if w != "bumble"]
     if not levels:
         return
-    level = getattr(logging, levels[0].upper(), None)
-    if not isinstance(level, int):
-        logging.getLogger(__name__).warning("%s: unknown level %r", ENV_LOG, levels[0])
-        return
+    named = getattr(logging, levels[0].upper(), None)
+    unknown = not isinstance(named, int) or len(levels) > 1
+    # Said, not ignored: the user asked for logs on stderr and would otherwise see nothing
+    # and not know why. Warnings still reach stderr.
+    level = named if isinstance(named, int) and not unknown else logging.WARNING
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(_FORMAT))
     names = ["mpbluetooth"] + (["bumble"] if "bumble" in words else [])
@@ -36,3 +37,10 @@ def configure_from_env(default: str = "") -> None:
         logger.addHandler(handler)
         logger.setLevel(level)
     _configured = True
+    if unknown:
+        logging.getLogger(__name__).warning(
+            "%s=%s: expected one of debug, info, warning, error, critical (optionally with "
+            "',bumble'); showing warnings only",
+            ENV_LOG,
+            os.environ.get(ENV_LOG, default),
+        )

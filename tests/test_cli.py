@@ -203,3 +203,20 @@ def test_run_snoop_writes_one_trace_per_script(scripts: tuple[Path, Path], tmp_p
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run-peripheral.btsnoop").read_bytes()[:8] == b"btsnoop\0"
     assert (tmp_path / "run-central.btsnoop").read_bytes()[:8] == b"btsnoop\0"
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("s-{instance}.btsnoop", ["s-alpha.btsnoop", "s-beta.btsnoop"]),
+        ("trace.btsnoop", ["trace-beta.btsnoop", "trace.btsnoop"]),  # the first keeps the path
+    ],
+)
+def test_snoop_files_of_named_instances_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, written: list[str]
+) -> None:
+    monkeypatch.setenv("MPBLUETOOTH_SNOOP", str(tmp_path / given))
+    with mpbluetooth.sim.Link() as link:
+        for name in ("alpha", "beta"):
+            link.instance(name).active(True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == written

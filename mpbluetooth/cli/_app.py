@@ -72,10 +72,11 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: str | None) 
     words = [w.strip().lower() for w in value.split(",") if w.strip()]
     levels = [w for w in words if w != "bumble"]
     if len(levels) != 1 or levels[0] not in _LEVELS:
-        where = f"${ENV_LOG}" if _from_env(ctx, param) else "--log-level"
+        if _from_env(ctx, param):
+            return None  # importing mpbluetooth said so, as in every program that uses it
         raise click.BadParameter(
             f"{value!r}: expected one of {', '.join(_LEVELS)}, optionally with ',bumble'",
-            param_hint=where,
+            param_hint="--log-level",
         )
     return ",".join(words)
 
@@ -102,7 +103,9 @@ def _environment_epilog() -> str:
     lines = [f"  {name:<{width}}  {text}" for name, text in ENVIRONMENT]
     return (
         "\b\nEnvironment (read by any program using mpbluetooth, not only by this command;\n"
-        "docs/environment.md has the full table):\n" + "\n".join(lines) + "\n\n"
+        "the README's 'Environment variables', also the package's PyPI page, says more):\n"
+        + "\n".join(lines)
+        + "\n\n"
         "\b\nExamples:\n"
         "  mpbluetooth demo\n"
         "  mpbluetooth run examples/sensor_peripheral.py examples/sensor_central.py\n"

@@ -27,7 +27,8 @@ DEFAULT_HUB_TEXT: Final = f"{DEFAULT_HUB[0]}:{DEFAULT_HUB[1]}"
 DEFAULT_HUB_SPEC: Final = f"tcp-client:{DEFAULT_HUB_TEXT}"
 
 #: Every ``MPBLUETOOTH_*`` variable a user sets, for ``mpbluetooth --help``;
-#: docs/environment.md says more about each (a test checks both name the same ones).
+#: the README's 'Environment variables' table says more about each (a test checks both
+#: name the same ones).
 ENVIRONMENT: Final = (
     ("MPBLUETOOTH_TRANSPORT", "the HCI controller (Bumble spec); unset: a simulated one"),
     ("MPBLUETOOTH_LOG", "log level of the mpbluetooth.* loggers (debug, info, ...[,bumble])"),

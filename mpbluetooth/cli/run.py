@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._trace import instance_spec
-from ._app import command
+from ._app import Failure, command, one_line
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 from ._lifeline import Lifeline, own_process_group
 from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
@@ -80,6 +80,8 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
         word = str(item)
         key, eq, value = word.partition("=")
         if key == "module" and eq:
+            if not value:
+                raise SpecError("-m needs a module name (-m MODULE or module=MODULE)")
             pending.module = value
             pending.path = Path(value.replace(".", "/") + ".py")
         elif eq and key in _SETTINGS:
@@ -88,7 +90,7 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
             elif key == "input":
                 pending.input = value
             else:
-                pending.address = value
+                pending.address = _address_setting(value)
             continue
         elif eq and key.isidentifier() and not word.endswith(".py"):
             pending.env[key] = value
@@ -104,6 +106,32 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
     for script, label in zip(scripts, _labels([s.path for s in scripts]), strict=True):
         script.label = label
     return scripts
+
+
+def _address_setting(value: str) -> str:
+    """``address=``: six bytes as ``XX:XX:XX:XX:XX:XX`` (a typo must not become another
+    address silently, as a name given to ``$MPBLUETOOTH_SIM_ADDRESS`` would)."""
+    try:
+        address = bytes.fromhex(value.replace(":", ""))
+    except ValueError:
+        address = b""
+    if len(address) != 6:
+        raise SpecError(f"address={value}: expected six bytes, as XX:XX:XX:XX:XX:XX")
+    return address.hex(":")
+
+
+def check_scripts(scripts: list[_Script]) -> None:
+    """Every script and stdin file exists (``SpecError`` naming what is missing)."""
+    missing = [
+        f"no such script: {s.path}" for s in scripts if s.module is None and not s.path.is_file()
+    ]
+    missing += [
+        f"no such stdin file: {s.stdin}"
+        for s in scripts
+        if s.stdin is not None and not s.stdin.is_file()
+    ]
+    if missing:
+        raise SpecError("; ".join(missing))
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -154,13 +182,9 @@ async def run_scripts(
     RootCanal started for the run instead of the local hub."""
     try:
         scripts = parse_scripts(list(paths))
+        check_scripts(scripts)
     except SpecError as exc:
         _say(str(exc))
-        return 2
-    missing = [str(s.path) for s in scripts if s.module is None and not s.path.is_file()]
-    missing += [str(s.stdin) for s in scripts if s.stdin is not None and not s.stdin.is_file()]
-    if missing:
-        _say(f"no such script: {', '.join(missing)}")
         return 2
     from ..sim.hub import Hub
     from ..sim.rootcanal import RootCanal, RootCanalError
@@ -338,6 +362,37 @@ async def _supervise(
     return 1 if failed else 0
 
 
+def _check_command_line(words: list[str], transport: str | None, hub: str | None) -> None:
+    """Refuse, as a usage error, what ``run`` cannot do, before anything starts: missing
+    scripts, bad settings, options that contradict each other; and fail in one line when
+    ``--hub`` names no running hub."""
+    try:
+        check_scripts(parse_scripts(list(words)))
+    except SpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("timing", "loss", "latency", "pdus_per_event", "seed")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if transport is not None and hub is not None:
+        raise click.UsageError("--transport and --hub both name where to run: give one")
+    if given and (transport is not None or hub is not None):
+        raise click.UsageError(
+            f"{', '.join(given)} set the link run starts itself: not with "
+            f"{'--transport' if transport is not None else '--hub'} (a running hub takes "
+            "faults from `mpbluetooth sim-ctl`)"
+        )
+    if hub is not None:
+        from .sim_ctl import send
+
+        try:
+            send(hub, {"op": "list"}, 5.0)
+        except (OSError, ValueError) as exc:
+            raise Failure(f"no hub answers at {hub} ({one_line(exc)})") from None
+
+
 class _RunCommand(click.Command):
     """Folds ``-m MODULE`` into one word before click parses, so it stays among the
     scripts (a script's ``-m`` is not an option of ``run``)."""
@@ -391,9 +446,10 @@ def _run(
     Every script runs in its own process as `mpbluetooth-python` runs it, all on one
     simulated link (a hub started here, unless --hub names a running one, or a real
     controller with --transport; $MPBLUETOOTH_TRANSPORT is not read: each script gets the
-    run's). Output is interleaved line by line behind a per-script prefix. The exit status
-    is non-zero if any script fails (124 after --timeout); everything is stopped on Ctrl-C,
-    on --timeout, or (--stop-on-exit) when the first script ends.
+    run's). Output is interleaved line by line behind a per-script prefix. A script that
+    fails (a non-zero exit status, an uncaught exception) stops all the others, and the
+    run's exit status is then 1 (124 after --timeout, 130 after Ctrl-C); everything is
+    also stopped on Ctrl-C, on --timeout, or (--stop-on-exit) when the first script ends.
 
     A script whose radio is still active when it returns stays on, as a board at its REPL
     keeps advertising and answering IRQs, until every other script's program has returned
@@ -405,6 +461,7 @@ def _run(
     runs a module instead of a file. --snoop PATH writes one HCI trace per script
     (PATH with the script's name added before the extension).
     """
+    _check_command_line(list(scripts), transport, hub)
     return asyncio.run(
         run_scripts(
             list(scripts),
