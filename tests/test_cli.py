@@ -220,3 +220,12 @@ def test_snoop_files_of_named_instances_in_one_process(
         for name in ("alpha", "beta"):
             link.instance(name).active(True)
     assert sorted(p.name for p in tmp_path.iterdir()) == written
+
+
+def test_the_hub_logs_the_address_a_script_runs_with(tmp_path: Path) -> None:
+    script = tmp_path / "on.py"
+    script.write_text("import bluetooth\nbluetooth.BLE().active(True)\n")
+    result = cli("-v", "run", "--timeout", "5", "address=f2:2c:3f:00:00:01", str(script))
+    assert result.returncode == 124, result.stderr  # it stays on until --timeout
+    assert "unix-1 is F2:2C:3F:00:00:01" in result.stderr
+    assert "active on unix:" in result.stdout and "address F2:2C:3F:00:00:01" in result.stdout
