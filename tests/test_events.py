@@ -303,10 +303,26 @@ def test_answered_events_are_never_dropped(link: sim.Link) -> None:
     authorized = gatt.secure(3)
     gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
     gatt.server.config(rxbuf=64)
-    gatt.rs.on[IRQ_SCAN_RESULT] = lambda data: time.sleep(0.002)  # a slow handler
+
+    def dropped() -> int:
+        return mpbluetooth.irq_stats(gatt.server).dropped
+
+    def behind_the_flood(data: Any) -> None:
+        # A handler exactly as slow as it takes for the ring to overflow again: it returns
+        # only once another event was dropped, so the ring stays full under any CPU
+        # load (a fixed delay fills it only when the machine is fast enough).
+        at_entry = dropped()
+        deadline = time.monotonic() + 2.0
+        while dropped() == at_entry and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    gatt.rs.on[IRQ_SCAN_RESULT] = behind_the_flood
     flood(link, 4)
     gatt.server.gap_scan(0, 30000, 30000)
-    wait_until(lambda: mpbluetooth.irq_stats(gatt.server).dropped > 0, what="a full ring")
+    wait_until(lambda: dropped() > 0, what="a full ring")
+    before = dropped()
     statuses = [read_status(gatt, authorized) for _ in range(20)]
+    during = dropped() - before
     gatt.server.gap_scan(None)
     assert statuses == [REFUSED] * 20
+    assert during >= 20, f"only {during} drops: the reads did not meet a full ring"
