@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import pytest
 import mpbluetooth
 
 from .conftest import ENV
+
+ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 
 PERIPHERAL = """\
 import bluetooth, time
@@ -141,6 +145,29 @@ def test_scan_lists_the_advertisers_on_a_hub(two_advertisers: str) -> None:
     assert header.split()[:3] == ["ADDRESS", "TYPE", "NAME"]
     names = {row.split()[2] for row in rows}
     assert {"alpha", "beta"} <= names
+
+
+def test_scan_takes_the_transport_as_bumbles_apps_do_and_prints_json(
+    two_advertisers: str, hub_spec: str
+) -> None:
+    shy = mpbluetooth.open(hub_spec, "shy")  # its name only in its scan response
+    shy.active(True)
+    shy.gap_advertise(20000, b"\x02\x01\x06", resp_data=b"\x04\x09shy")
+    try:
+        active = cli("scan", two_advertisers, "--duration", "1.5", "--json", "--min-rssi", "-127")
+        passive = cli("scan", two_advertisers, "--duration", "1.5", "--json", "--passive")
+    finally:
+        shy.close()
+    assert active.returncode == 0 and passive.returncode == 0, active.stderr + passive.stderr
+    devices = json.loads(active.stdout)
+    assert {"alpha", "beta", "shy"} <= {d["name"] for d in devices}
+    assert all(ADDRESS.match(d["address"]) and d["reports"] >= 1 for d in devices)
+    heard = {d["name"] for d in json.loads(passive.stdout)}
+    assert {"alpha", "beta"} <= heard and "shy" not in heard  # no scan requests sent
+    none = cli("scan", two_advertisers, "--duration", "1", "--json", "--min-rssi", "20")
+    assert json.loads(none.stdout) == [] and "no devices seen" in none.stderr
+    both = cli("scan", "usb:0", "--transport", "usb:1")
+    assert both.returncode == 2 and "give the transport once" in both.stderr
 
 
 def test_info_describes_the_controller(hub_spec: str) -> None:
