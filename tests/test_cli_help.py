@@ -61,6 +61,11 @@ def test_each_command_has_a_description_and_an_example(command: str) -> None:
     assert f"\n    mpbluetooth {command}" in result.stdout.split("Examples:")[1]
 
 
+def test_run_help_says_a_failing_script_stops_the_others() -> None:
+    text = " ".join(run_cli("run", "--help").stdout.split())
+    assert "A script that fails (a non-zero exit status, an uncaught exception) stops all" in text
+
+
 def test_version_names_the_package_bumble_and_python() -> None:
     import mpbluetooth
 

@@ -73,6 +73,7 @@ def test_a_board_prints_stays_on_and_is_seen_by_the_test(
     assert adv.events.wait(IRQ_CENTRAL_CONNECT)[0] >= 0
     adv.wait_for_line(f"irq {IRQ_CENTRAL_CONNECT}")
     assert len(sim_hub.members()) == 2
+    assert adv.address.hex(":").upper() in repr(adv)  # addresses are shown upper case
     sim_hub.kill(adv)  # its controller dies: the link ends on our side
     events.wait(IRQ_PERIPHERAL_DISCONNECT)
 
