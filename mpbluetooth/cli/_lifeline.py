@@ -26,6 +26,9 @@ from typing import Final
 logger = logging.getLogger(__name__)
 
 ENV_LIFELINE: Final = "MPBLUETOOTH_LIFELINE"
+#: Passing a descriptor to a child (``pass_fds``) is POSIX only: elsewhere children are
+#: stopped by their parent as before, and not when it is killed.
+_POSIX: Final = os.name == "posix"
 #: How long a child may take to end after SIGTERM before it ends itself outright.
 _GRACE_S: Final = 10.0
 
@@ -41,8 +44,15 @@ class Lifeline:
 
     def environment(self, *leftovers: str) -> dict[str, str]:
         """The variable a child needs (``leftovers``: directories it removes once the
-        parent is gone); pass ``read_fd`` to it too (``pass_fds``)."""
+        parent is gone); give it :attr:`pass_fds` too."""
+        if not _POSIX:
+            return {}
         return {ENV_LIFELINE: ":".join([str(self.read_fd), *leftovers])}
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """``Popen``'s ``pass_fds`` for a child (none where only POSIX can pass them)."""
+        return (self.read_fd,) if _POSIX else ()
 
     def close(self) -> None:
         for fd in (self.read_fd, self._write_fd):
@@ -57,7 +67,7 @@ def own_process_group() -> int | None:
     """``Popen``'s ``process_group`` that keeps a child out of the terminal's process
     group, so that Ctrl-C reaches only the parent, which stops its children quietly
     (POSIX; None elsewhere)."""
-    return 0 if os.name == "posix" else None
+    return 0 if _POSIX else None
 
 
 def watch_parent() -> None:

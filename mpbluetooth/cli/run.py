@@ -298,7 +298,7 @@ async def _supervise(
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
-                pass_fds=(launch.lifeline.read_fd,),
+                pass_fds=launch.lifeline.pass_fds,
                 process_group=own_process_group(),
             )
         finally:

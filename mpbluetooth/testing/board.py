@@ -117,7 +117,7 @@ class Board:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(write_fd, lifeline.read_fd),
+                pass_fds=(write_fd, *lifeline.pass_fds),
                 process_group=own_process_group(),
             )
         except BaseException:

@@ -101,7 +101,7 @@ class HubProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                pass_fds=(lifeline.read_fd,),
+                pass_fds=lifeline.pass_fds,
                 process_group=own_process_group(),
             )
         self._log = ""
