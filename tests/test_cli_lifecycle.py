@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mpbluetooth.testing import wait_until
+from mpbluetooth.testing import HubProcess, wait_until
 
 from .conftest import ENV
 
@@ -128,3 +128,25 @@ def test_nothing_outlives_a_pytest_run_that_timeout_ends(tmp_path: Path) -> None
     )  # fmt: skip
     assert "Timeout" in result.stdout + result.stderr, result.stdout + result.stderr
     wait_until(lambda: not _tagged(tag), 15, "the hub and the board to end with pytest")
+
+
+def test_ctrl_c_ends_a_scan_with_what_it_saw_and_status_130() -> None:
+    hub = HubProcess("instant")
+    try:
+        advertiser, _ = hub.instance("beacon")
+        advertiser.gap_advertise(20000, b"\x02\x01\x06\x07\x09beacon")
+        scan = subprocess.Popen(
+            [sys.executable, "-m", "mpbluetooth", "scan", hub.spec, "--plain"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: len(hub.members()) == 2, 30, "the scanner on the hub")
+        os.killpg(scan.pid, signal.SIGINT)
+        out, err = scan.communicate(timeout=30)
+    finally:
+        hub.stop()
+    assert scan.returncode == 130, err
+    # What it saw so far is still shown (the table, or that it saw nothing yet).
+    assert out.startswith("ADDRESS") or "no devices seen" in err, out + err
+    assert err.splitlines()[-1] == "mpbluetooth scan: interrupted"
+    assert "Traceback" not in err

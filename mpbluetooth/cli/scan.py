@@ -220,14 +220,17 @@ def scan(
     started = time.monotonic()
     live = not plain and not as_json and out.isatty()
     fancy = live and _rich_available(out)
-    with open_ble(transport, name="scan") as ble:
-        ble.irq(table.irq)
-        ble.active(True)
-        ble.gap_scan(int(duration * 1000), 100000, 100000, active)
-        if fancy:
-            _show_rich(table, started)
-        else:
-            _show_plain(table, started, live, out)
+    try:
+        with open_ble(transport, name="scan") as ble:
+            ble.irq(table.irq)
+            ble.active(True)
+            ble.gap_scan(int(duration * 1000), 100000, 100000, active)
+            if fancy:
+                _show_rich(table, started)
+            else:
+                _show_plain(table, started, live, out)
+    except KeyboardInterrupt:  # before the table was up: still say what was seen
+        received.append(signal.SIGINT)
     rows = table.rows()
     if as_json:
         out.write(table.as_json() + "\n")
