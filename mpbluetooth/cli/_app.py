@@ -203,6 +203,7 @@ def command(
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     watch_parent()
+    received.clear()  # a command run in-process again starts uninterrupted
     args = list(sys.argv[1:] if argv is None else argv)
     where = _command_path(args)
     try:
