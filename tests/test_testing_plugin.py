@@ -198,7 +198,7 @@ def test_a_users_board_tests_report_and_tear_down_quickly(tmp_path: Path) -> Non
         for line in out.splitlines()
         if "teardown" in line and "test_connected_then_done" in line
     ]
-    assert teardown and teardown[0] < 1.0, out
+    assert teardown and teardown[0] < 0.5, out  # was 2.1 s; about 0.06 s on a quiet machine
     assert "did not stop cleanly" not in out + result.stderr
 
 

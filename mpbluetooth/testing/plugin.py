@@ -140,7 +140,7 @@ def _mpbluetooth_hub(request: pytest.FixtureRequest) -> Iterator[HubProcess]:
     try:
         yield hub
     finally:
-        hub.stop()
+        hub.stop(wait=False)
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def sim_hub(request: pytest.FixtureRequest, _mpbluetooth_hub: HubProcess) -> Ite
         yield hub
     finally:
         if own:
-            hub.stop()
+            hub.stop(wait=False)
         else:
             hub.close_instances()
 
