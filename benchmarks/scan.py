@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mpbluetooth import irq_stats, sim
+from mpbluetooth import irq_stats, set_rxbuf, sim
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import IRQ_SCAN_RESULT
 
@@ -154,7 +154,7 @@ class FacadeScanner:
 
     def measure(self, flood: Flood, rxbuf: int, seconds: float) -> tuple[float, int, RssSampler]:
         ble = self.ble
-        ble.config(rxbuf=rxbuf)
+        set_rxbuf(rxbuf, ble)
         dropped = irq_stats(ble).dropped
         with RssSampler() as sampler:
             call(_start(flood), "start flood")

@@ -3,14 +3,18 @@
 The MicroPython surface is ``BLE``, ``UUID`` and the five ``FLAG_*`` constants. The rest
 of this namespace is desktop only:
 
-* ``open(transport=None, name=None)``: a new ``BLE`` instance of its own (a context
+* ``open(transport=None, name=None, board=None)``: a new ``BLE`` instance of its own (a context
   manager; ``close()`` when done), beside the process singleton ``BLE()``;
 * ``set_transport(spec)``: choose the HCI controller (else ``MPBLUETOOTH_TRANSPORT``,
   else the in-process simulated controller);
 * ``irq_stats(ble)``: delivered / dropped counters of an instance's event ring;
+  ``set_rxbuf(size, ble)`` its capacity (``config('rxbuf')`` only exists on ring-buffer
+  ports, which no board profile is);
+* ``mpbluetooth.boards``: the board profiles (``open(board="esp32")``,
+  ``MPBLUETOOTH_BOARD``);
 * ``deliver_on_main_thread()``: run IRQ handlers on the main thread, between bytecodes
   and while it waits, as MicroPython's scheduler does (the default under
-  ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps a dispatcher thread);
+  ``mpbluetooth-python``; a plain ``import mpbluetooth`` keeps one fallback thread);
 * ``mpbluetooth.sim``: several instances on a simulated link in one process;
 * ``mpbluetooth.compat.install()``: MicroPython's ``micropython``/``machine``/``time``
   additions for ordinary Python programs (``mpbluetooth-python`` does it for you).
@@ -25,7 +29,7 @@ from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
 from ._overrides import check_bumble_version
 from ._scheduler import scheduler as _scheduler
-from .ble import BLE, irq_stats, open, set_transport
+from .ble import BLE, irq_stats, open, set_rxbuf, set_transport
 from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
 from .uuid import UUID
 
@@ -44,12 +48,12 @@ def deliver_on_main_thread() -> bool:
     scheduler does (SPEC D2; ``docs/design.md``, "Who runs the handler").
 
     Call it from the main thread, before the first ``BLE`` call that matters. Handlers
-    then run between two bytecodes of the program (which is paused meanwhile) or while it
-    waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an asyncio loop, so a
-    program that blocks elsewhere (``threading.Event.wait``, a socket read, ``input()``)
-    holds them back until it returns (``mpbluetooth-python`` also reads a piped stdin
-    through the scheduler, as a board's stdin loop does). Returns False, and keeps the
-    dispatcher thread, where the platform cannot interrupt the main thread (no
+    then run at MicroPython's check points: after a branch of the program (which is paused
+    meanwhile), or while it waits in ``time.sleep``, ``machine.idle``, a ``BLE`` call or an
+    asyncio loop, so a program that blocks elsewhere (``threading.Event.wait``, a socket
+    read, ``input()``) holds them back until it returns (``mpbluetooth-python`` also reads
+    a piped stdin through the scheduler, as a board's stdin loop does). Returns False, and
+    keeps the fallback thread, where the platform cannot interrupt the main thread (no
     ``signal.SIGURG``) or when not called from it.
     """
     return _scheduler().enable()
@@ -68,5 +72,6 @@ __all__ = [
     "deliver_on_main_thread",
     "irq_stats",
     "open",
+    "set_rxbuf",
     "set_transport",
 ]

@@ -1,17 +1,14 @@
-"""The bounded IRQ event ring, and who runs the user's handler: the main thread or a
-dispatcher thread.
+"""The bounded IRQ event ring of one instance.
 
-Stack callbacks (on the loop thread) post events here. Under MicroPython's runtime (or
-after ``mpbluetooth.deliver_on_main_thread()``) the handler runs on the main thread,
-through :mod:`._scheduler`, between two bytecodes of the program or while it waits, as
-MicroPython's scheduler runs it. Otherwise one dispatcher thread per ``BLE`` instance
-takes the events in order. Either way the handler never runs on the loop, may call any
-``BLE`` method, and handlers never overlap (SPEC D2).
+Stack callbacks (on the loop thread) post events here; the handler runs where
+:mod:`._scheduler` runs all handler code (the main thread at MicroPython's check points,
+or the process's one fallback thread), in arrival order, never on the loop, never
+overlapping (SPEC D2). Events whose answer the stack needs wait in the same queue, so a
+handler answers a read request only after every event that arrived before it.
 
-On the main thread, events become deliverable a whole loop callback at a time: what one
-stack callback posts (``_IRQ_GATTC_READ_RESULT`` and ``_IRQ_GATTC_READ_DONE``) is
-published together once that callback has returned, so the program never sees the first
-handled without the second.
+Events become deliverable a whole loop callback at a time: what one stack callback posts
+(``_IRQ_GATTC_READ_RESULT`` and ``_IRQ_GATTC_READ_DONE``) is published together once that
+callback has returned, so the program never sees the first handled without the second.
 
 The ring is accounted in bytes with MicroPython's ring-buffer encoding (1 byte of event
 code, 2 per u16, 1 per u8, 6 per address, 1 + size per UUID, 2 + length per data field)
@@ -33,6 +30,7 @@ from typing import Any
 
 from ._runtime import YIELD_SECONDS, runtime
 from ._scheduler import scheduler
+from ._views import EventViews
 from .constants import (
     IRQ_CENTRAL_CONNECT,
     IRQ_CENTRAL_DISCONNECT,
@@ -77,10 +75,7 @@ MAX_RXBUF = 0xFFFF
 #: takes the default answer (allow / accept / not found / failure), in seconds (SPEC D3).
 ANSWER_DEADLINE = 5.0
 
-#: How often a dispatcher idle under main-thread delivery checks the main thread, in s.
-_MAIN_CHECK_S = 0.5
-
-#: Least time between two GIL hand-overs to a dispatcher that is falling behind, in s.
+#: Least time between two GIL hand-overs to a handler that is falling behind, in s.
 _YIELD_SPACING = 0.001
 
 # Field layout of every event, in MicroPython's ring encoding:
@@ -150,7 +145,7 @@ class IrqStats:
 class _Pending:
     """An event waiting in the ring: its code, field values, accounted size, answer slot."""
 
-    __slots__ = ("event", "values", "size", "answer", "done", "after", "seq", "result")
+    __slots__ = ("event", "values", "size", "answer", "done", "before", "after", "seq", "result")
 
     def __init__(
         self,
@@ -159,6 +154,7 @@ class _Pending:
         size: int,
         answer: asyncio.Future[Any] | None = None,
         done: threading.Event | None = None,
+        before: Callable[[], None] | None = None,
         after: Callable[[], None] | None = None,
     ) -> None:
         self.event = event
@@ -166,13 +162,14 @@ class _Pending:
         self.size = size
         self.answer = answer
         self.done = done
+        self.before = before
         self.after = after
         self.seq = 0
         self.result: Any = None
 
 
 class EventRing:
-    """Bounded, byte-accounted FIFO of IRQ events plus the thread that dispatches them."""
+    """Bounded, byte-accounted FIFO of IRQ events, drained by the scheduler."""
 
     def __init__(self, name: str, loop_getter: Callable[[], asyncio.AbstractEventLoop]) -> None:
         self._name = name
@@ -185,7 +182,6 @@ class EventRing:
         self._delivered = 0
         self._dropped = 0
         self._burst = 0
-        self._closed = False
         self._last_yield = 0.0
         # Main-thread delivery: events numbered as posted; those up to ``_published`` may
         # be handled (see the module docstring).
@@ -196,10 +192,6 @@ class EventRing:
         self._drain_submitted = False
         self._sched.add_ring(self)
         self.handler: Callable[[int, tuple[Any, ...]], Any] | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"mpbluetooth-irq-{name}", daemon=True
-        )
-        self._thread.start()
 
     # --- configuration --------------------------------------------------------------
     @property
@@ -216,6 +208,8 @@ class EventRing:
             self._capacity = size
             self._cap = data_cap(size)
         for pending in discarded:
+            if pending.before is not None:
+                _run_hooks(pending.before, None)
             self._finish(pending, None)
 
     def stats(self) -> IrqStats:
@@ -224,22 +218,25 @@ class EventRing:
                 self._delivered, self._dropped, len(self._queue), self._used, self._capacity
             )
 
-    def in_dispatcher(self) -> bool:
-        return threading.current_thread() is self._thread
-
     # --- posting (loop thread) ----------------------------------------------------------
-    def post(self, event: int, *values: Any, after: Callable[[], None] | None = None) -> bool:
+    def post(
+        self,
+        event: int,
+        *values: Any,
+        before: Callable[[], None] | None = None,
+        after: Callable[[], None] | None = None,
+    ) -> bool:
         """Queue an event; returns False when it was dropped (ring full or no handler).
 
-        ``after`` runs on the dispatcher thread as soon as the handler has returned from
-        the event (or at once, on this thread, if the event is not delivered): state the
-        handler may still ask about while the event waits in the ring is kept until then.
-        It must be safe on any thread (no Bumble calls): the caller's next call, made
-        from another thread right after the handler returned, must already see it done.
+        ``before`` runs in the IRQ context just before the handler is called with the
+        event, and ``after`` as soon as it has returned; both run at once, on this thread,
+        if the event is not delivered (``before`` first). So state the program sees
+        through other calls can follow the events it has handled (a remote write's value
+        becomes readable as its ``_IRQ_GATTS_WRITE`` is handled, as on NimBLE). Both must
+        be safe on any thread (no Bumble calls).
         """
         if self.handler is None:
-            if after is not None:
-                after()
+            _run_hooks(before, after)
             return False
         fixed, data_fields, uuid_fields = _COMPILED[event]
         size = fixed
@@ -259,22 +256,21 @@ class EventRing:
         with self._cond:
             queued = self._used + size <= self._capacity or self._make_room(event, size)
             if queued:
-                self._append(_Pending(event, values, size, after=after))
+                self._append(_Pending(event, values, size, before=before, after=after))
                 self._used += size
                 if self._burst:
                     logger.info("%s: IRQ burst over: %d event(s) dropped", self._name, self._burst)
                     self._burst = 0
-                self._cond.notify()
                 crowded = self._used * 2 > self._capacity
             else:
                 self._count_drop()
                 crowded = False
-        if queued and self._sched.enabled:
+        if queued:
             self._publish_soon()
         if crowded:
-            self._yield_to_dispatcher()
-        if not queued and after is not None:
-            after()
+            self._yield_to_handler()
+        if not queued:
+            _run_hooks(before, after)
         return queued
 
     def _append(self, pending: _Pending) -> None:
@@ -303,11 +299,7 @@ class EventRing:
             if self._drain_submitted or not self._queue:
                 return
             self._drain_submitted = True
-        if not self._sched.submit(self._drain_main, None):
-            # The main thread cannot take it (it has ended): the dispatcher thread will.
-            with self._cond:
-                self._drain_submitted = False
-                self._cond.notify()
+        self._sched.submit(self._drain, None)
 
     def _take_published(self, answered_only: bool = False) -> _Pending | None:
         with self._cond:
@@ -320,8 +312,8 @@ class EventRing:
             self._used -= pending.size
             return pending
 
-    def _drain_main(self, _: Any) -> None:
-        """Scheduled on the main thread: handle every published event, in order."""
+    def _drain(self, _: Any) -> None:
+        """Run in the IRQ context: handle every published event, in order."""
         with self._cond:
             self._drain_submitted = False
         while (pending := self._take_published()) is not None:
@@ -332,10 +324,10 @@ class EventRing:
         while (pending := self._take_published(answered_only=True)) is not None:
             self._dispatch(pending)
 
-    def _yield_to_dispatcher(self) -> None:
+    def _yield_to_handler(self) -> None:
         """The ring is over half full: the handler is falling behind, often only because
         the loop thread keeps the GIL for a whole switch interval (5 ms) while it produces.
-        Sleeping a moment hands the GIL to the dispatcher before the ring overflows. At
+        Sleeping a moment hands the GIL to the handler's thread before the ring overflows. At
         most once per millisecond, so the sleeps cost the loop at most a tenth of its time
         when the handler is slow in itself; a handler that computes then shares the GIL
         with the loop as any two busy threads do."""
@@ -380,9 +372,7 @@ class EventRing:
             return future
         with self._cond:
             self._append(_Pending(event, values, 0, answer=future))
-            self._cond.notify()
-        if self._sched.enabled:
-            self._publish_soon()
+        self._publish_soon()
         return future
 
     def discard(self, event: int) -> None:
@@ -393,7 +383,9 @@ class EventRing:
         """
         with self._cond:
             kept = deque(
-                p for p in self._queue if p.event != event or p.answer or p.done or p.after
+                p
+                for p in self._queue
+                if p.event != event or p.answer or p.done or p.before or p.after
             )
             self._used = sum(p.size for p in kept)
             self._queue.clear()
@@ -405,64 +397,48 @@ class EventRing:
         inside ``gap_scan(None)`` and ``_IRQ_GATTS_READ_REQUEST(65535, h)`` inside
         ``gatts_notify``/``gatts_indicate`` sending the stored value (SPEC 1.14).
 
-        From the handler's own thread the event is dispatched nested, as MicroPython does;
+        From the IRQ context's thread the event is dispatched nested, as MicroPython does;
         from any other thread it is queued (after what is queued) and this waits, at most
         ``ANSWER_DEADLINE`` seconds, until it has been handled, so handlers still never
         overlap.
         """
         if self.handler is None:
             return None
-        if self.in_dispatcher() or self._sched.on_main_thread():
+        if self._sched.in_irq_context():
             return self._dispatch(_Pending(event, values, 0))
         pending = _Pending(event, values, 0, done=threading.Event())
         with self._cond:
             self._append(pending)
-            self._cond.notify()
-        if self._sched.enabled:
-            self._publish()
+        self._publish()
         assert pending.done is not None
         if not pending.done.wait(ANSWER_DEADLINE):
             logger.warning("%s: IRQ handler did not handle event %d in time", self._name, event)
         return pending.result
 
-    # --- dispatching (dispatcher thread) -------------------------------------------
-    def _run(self) -> None:
-        cond = self._cond
-        queue = self._queue
-        sched = self._sched
-        while True:
-            with cond:
-                while not queue or sched.available():
-                    if self._closed and not queue:
-                        return
-                    # With main-thread delivery on, look now and then whether the main
-                    # thread has ended (then this thread takes over).
-                    cond.wait(_MAIN_CHECK_S if sched.enabled else None)
-                pending = queue.popleft()
-                self._used -= pending.size
-            self._dispatch(pending)
-
+    # --- dispatching (IRQ context) -----------------------------------------------------
     def _dispatch(self, pending: _Pending) -> Any:
+        if pending.before is not None:
+            _run_hooks(pending.before, None)
         handler = self.handler
         result: Any = None
         if handler is not None:
-            views: list[memoryview] = []
             values = pending.values
-            if any(type(v) is bytes for v in values):
-                values = tuple(_view(v, views) if type(v) is bytes else v for v in values)
+            views = EventViews(values) if any(type(v) is bytes for v in values) else None
+            failed = False
             try:
-                result = handler(pending.event, values)
+                result = handler(pending.event, values if views is None else views.values)
                 self._delivered += 1
             except BaseException as exc:  # reported exactly like MicroPython
                 # SPEC D4: report, uninstall the handler, let the stack take the default.
+                failed = True
                 self.handler = None
                 result = None
                 _report_handler_exception(exc)
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     logger.warning("%s: %r raised in the IRQ handler", self._name, exc)
             finally:
-                for view in views:
-                    view.release()
+                if views is not None:
+                    views.settle(handler, pending.event, failed)
         self._finish(pending, result)
         return result
 
@@ -477,23 +453,21 @@ class EventRing:
         if pending.done is not None:
             pending.done.set()
         if pending.after is not None:
-            try:
-                pending.after()
-            except Exception:  # the dispatcher must go on
-                logger.exception("%s: error after an event was handled", self._name)
+            _run_hooks(None, pending.after)
 
     def close(self) -> None:
-        """Stop the dispatcher once the queue drains (the instance is being discarded)."""
+        """The instance is being discarded: its answered events stop being run during calls."""
         self._sched.remove_ring(self)
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
 
-def _view(value: bytes, views: list[memoryview]) -> memoryview:
-    view = memoryview(value)
-    views.append(view)
-    return view
+def _run_hooks(before: Callable[[], None] | None, after: Callable[[], None] | None) -> None:
+    """Run an event's hooks; a failing hook is logged, and delivery goes on."""
+    for hook in (before, after):
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                logger.exception("error in the hook of an IRQ event")
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

@@ -21,11 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _gatts_defs as defs
+from . import _overrides
 from ._errors import mp_oserror
 from ._events import wait_answer
 from ._flow import acl_packets, backlog_full
 from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
-from ._overrides import ignore_late_confirmations, reset_gatt_database, take_write_commands
 from ._runtime import runtime
 from ._status import (
     ATT_INSUFFICIENT_AUTHENTICATION,
@@ -92,11 +93,14 @@ class _Value:
         "read_security",
         "write_security",
         "updates",
+        "unseen",
     )
 
     def __init__(self, flags: int, descriptor: bool) -> None:
         self.handle = 0
         self.data = b""
+        #: Remote writes whose ``_IRQ_GATTS_WRITE`` the program has not reached yet.
+        self.unseen: deque[bytes] = deque()
         self.capacity = DEFAULT_CAPACITY
         self.append = False
         self.readable = bool(flags & FLAG_READ)
@@ -135,12 +139,6 @@ class GattServer:
         self._lock = threading.Lock()
         self._values: dict[int, _Value] = {}
         self._indications: set[asyncio.Task[Any]] = set()
-        #: Per value handle: GATTS_WRITE events whose handler has not returned yet; per
-        #: link: remote writes held back until it has (see ``_store_remote``).
-        self._unhandled: dict[int, int] = {}
-        self._write_backlog: dict[
-            int, deque[tuple[_Value, Connection, bytes, asyncio.Future[None] | None]]
-        ] = {}
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -148,14 +146,16 @@ class GattServer:
     def _attach(self, device: Device) -> None:
         with self._lock:
             self._values = {}
-            self._unhandled = {}
-        self._write_backlog = {}
         self.mtu = DEFAULT_MTU
         server = device.gatt_server
         server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
-        take_write_commands(server, self._on_write_command)
-        ignore_late_confirmations(server)
+        _overrides.take_write_commands(server, self._on_write_command)
+        _overrides.ignore_late_confirmations(server)
+        if not self.stack.board.peer_starts_mtu_as_central:
+            _overrides.refuse_mtu_exchange_as_central(server)
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board))
+        self.stack.set_gap_name(self.stack.gap_name)
 
     def set_mtu(self, mtu: int) -> None:
         """``config(mtu=)`` (caller's thread): 23..527, offered in later MTU exchanges."""
@@ -171,12 +171,6 @@ class GattServer:
     def _detach(self) -> None:
         with self._lock:
             self._values = {}
-            self._unhandled = {}
-        for backlog in self._write_backlog.values():
-            for *_, future in backlog:
-                if future is not None and not future.done():
-                    future.cancel()
-        self._write_backlog = {}
         for task in list(self._indications):
             task.cancel()
 
@@ -194,7 +188,10 @@ class GattServer:
             raise mp_oserror(EBUSY, "the GATT database cannot change while the radio is busy")
         with self._lock:
             self._values = {}
-        reset_gatt_database(device)
+        # NimBLE empties its attribute list but never resets its handle counter
+        # (ble_att_svr_reset): each registration numbers on from the last (docs/boards.md).
+        first = defs.last_handle(device) + 1 if self.stack.board.handles_continue else 1
+        _overrides.reset_gatt_database(device, defs.builtin_services(self.stack.board), first)
         self.stack.set_gap_name(self.stack.gap_name)
 
     def register(self, services: list[ServiceDef]) -> tuple[tuple[int, ...], ...]:
@@ -209,7 +206,7 @@ class GattServer:
 
         device = self.stack.require()
         server = device.gatt_server
-        if len(server.attributes) + attribute_count(services) > _LAST_HANDLE:
+        if defs.last_handle(device) + attribute_count(services) > _LAST_HANDLE:
             # NimBLE runs out of attribute memory long before; Bumble would fail half-way
             # with a struct.error when a handle passes 0xFFFF.
             raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")
@@ -298,9 +295,7 @@ class GattServer:
         self, settled: asyncio.Future[None], value: _Value, connection: Connection, data: bytes
     ) -> None:
         await settled
-        stored = self._remote_write(value, connection, data)
-        if stored is not None:
-            await stored
+        self._remote_write(value, connection, data)
 
     async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
@@ -324,15 +319,13 @@ class GattServer:
         with self._lock:
             return value.data
 
-    def _remote_write(
-        self, value: _Value, connection: Connection, data: bytes
-    ) -> asyncio.Future[None] | None:
+    def _remote_write(self, value: _Value, connection: Connection, data: bytes) -> None:
         from bumble.att import ATT_Error
 
         code = self._write_error(value, connection)
         if code:
             raise ATT_Error(code, value.handle)
-        return self._store_remote(value, connection, data, request=True)
+        self._store_remote(value, connection, data)
 
     def _on_write_command(
         self, bearer: Any, request: Any, bumble_write_command: Callable[..., Any]
@@ -348,80 +341,38 @@ class GattServer:
             return  # a refused Write Command is dropped silently (no response exists)
         self._store_remote(value, bearer, bytes(request.attribute_value))
 
-    def _store_remote(
-        self, value: _Value, connection: Connection, data: bytes, request: bool = False
-    ) -> asyncio.Future[None] | None:
-        """Store a remote write and tell the handler, or hold it back.
+    def _store_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
+        """Take a remote write, and let the program see it as it handles its event.
 
         On NimBLE the handler of ``_IRQ_GATTS_WRITE`` runs inside the write, before the
         next ATT PDU is processed, so a handler that reads the value (``gatts_read``, as
-        every UART peripheral does) reads that write's data. Here the handler runs later,
-        so a write to a value whose previous write is not handled yet waits (with every
-        write of the link behind it, in order) until that handler has returned; a Write
-        Request's response waits with it (the returned future). Writes the handler keeps
-        up with are stored at once.
+        every UART peripheral does) reads that write's data, and the program never sees a
+        value whose event it has not reached. Here the handler runs later, in arrival
+        order with every other event, so each write waits in the value's ``unseen`` queue
+        and is stored just before its handler is called. A read request asked after it
+        is answered after it (same queue), so it counts every earlier write. The stack
+        never waits: the write's response goes out at once.
         """
-        backlog = self._write_backlog.get(connection.handle)
         with self._lock:
-            waits = bool(backlog) or self._unhandled.get(value.handle, 0) > 0
-        if not waits:
-            self._apply_remote(value, connection, data)
-            return None
-        future = asyncio.get_running_loop().create_future() if request else None
-        self._write_backlog.setdefault(connection.handle, deque()).append(
-            (value, connection, data, future)
-        )
-        return future
-
-    def _apply_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
-        """Truncate to the capacity (remote writes never grow it) or append, then tell
-        the handler: the event is queued before the write response goes out."""
-        with self._lock:
-            if value.append:
-                value.data = (value.data + data)[: value.capacity]
-            else:
-                value.data = bytes(data[: value.capacity])
-            self._unhandled[value.handle] = self._unhandled.get(value.handle, 0) + 1
+            value.unseen.append(data)
         self.ring.post(
             IRQ_GATTS_WRITE,
             connection.handle,
             value.handle,
-            after=functools.partial(self._write_handled, value.handle),
+            before=functools.partial(self._store_unseen, value),
         )
 
-    def _write_handled(self, handle: int) -> None:
-        """The handler returned from a write's event (any thread): writes held behind it
-        may go on, on the loop."""
+    def _store_unseen(self, value: _Value) -> None:
+        """Store a value's oldest unseen remote write: truncated to the capacity (remote
+        writes never grow it) or appended (any thread)."""
         with self._lock:
-            left = self._unhandled.get(handle, 0) - 1
-            if left > 0:
-                self._unhandled[handle] = left
+            if not value.unseen:
+                return
+            data = value.unseen.popleft()
+            if value.append:
+                value.data = (value.data + data)[: value.capacity]
             else:
-                self._unhandled.pop(handle, None)
-        if self._write_backlog:
-            try:
-                runtime().call_soon(self._release_writes)
-            except RuntimeError:  # the loop is closed (exit)
-                pass
-
-    def _release_writes(self) -> None:
-        """Store the held writes, in order, while their value's last write is handled."""
-        device = self.stack.device
-        for conn_handle, backlog in list(self._write_backlog.items()):
-            while backlog:
-                value, connection, data, future = backlog[0]
-                if device is None or device.lookup_connection(conn_handle) is not connection:
-                    backlog.clear()  # the link went: the writes go with it
-                    break
-                with self._lock:
-                    if self._unhandled.get(value.handle, 0) > 0:
-                        break
-                backlog.popleft()
-                self._apply_remote(value, connection, data)
-                if future is not None and not future.done():
-                    future.set_result(None)
-            if not backlog:
-                self._write_backlog.pop(conn_handle, None)
+                value.data = bytes(data[: value.capacity])
 
     # --- local values (any thread) ----------------------------------------------------
     def is_local_value(self, handle: int) -> bool:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import FLAG_AUX_WRITE, FLAG_INDICATE, FLAG_NOTIFY
 from .uuid import UUID
+
+if TYPE_CHECKING:
+    from bumble.device import Device
+
+    from .boards import Board
 
 #: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
 MAX_SERVICES = 8
@@ -103,13 +108,47 @@ def bumble_uuid(uuid: UUID) -> Any:
     return BumbleUUID.from_bytes(bytes(uuid))
 
 
+def builtin_services(board: Board) -> list[Any]:
+    """The board's own GAP and GATT services as Bumble services (the Device Name value
+    is served by ``Stack.set_gap_name``)."""
+    from bumble.att import Attribute
+    from bumble.core import UUID as BumbleUUID
+    from bumble.gatt import Characteristic, Service
+
+    services = []
+    for builtin in board.builtin_services:
+        characteristics = []
+        for uuid, properties, value in builtin.characteristics:
+            permissions = Attribute.Permissions.READABLE
+            if properties & Characteristic.Properties.WRITE:
+                permissions |= Attribute.Permissions.WRITEABLE
+            characteristics.append(
+                Characteristic(
+                    BumbleUUID.from_16_bits(uuid),
+                    Characteristic.Properties(properties),
+                    permissions,
+                    value,
+                )
+            )
+        services.append(Service(BumbleUUID.from_16_bits(builtin.uuid), characteristics))
+    return services
+
+
+def last_handle(device: Device) -> int:
+    """The highest attribute handle in use (0 for an empty database)."""
+    attributes = device.gatt_server.attributes
+    return int(attributes[-1].handle) if attributes else 0
+
+
 __all__ = [
     "CharacteristicDef",
     "DescriptorDef",
     "MAX_SERVICES",
     "ServiceDef",
     "attribute_count",
+    "builtin_services",
     "bumble_uuid",
+    "last_handle",
     "parse_service",
     "properties_byte",
     "sized",

@@ -109,7 +109,7 @@ class L2cap:
         #: data that arrived before the close: the handler's RECV events for it are still
         #: in the ring, so ``l2cap_recvinto`` keeps reading it (then 0) until then.
         self.closed_rx: dict[tuple[int, int], Channel] = {}
-        #: Guards changes to ``closed_rx``, which the dispatcher thread also makes.
+        #: Guards changes to ``closed_rx``, which the IRQ context also makes.
         self._closed_lock = threading.Lock()
         #: Desktop only: any number of channels (see the module docstring).
         self.multichannel = _MULTICHANNEL_DEFAULT
@@ -461,7 +461,7 @@ class L2cap:
             del self.channels[key]
             channel.connected = False
 
-            def told() -> None:  # on the dispatcher, once the handler has returned
+            def told() -> None:  # in the IRQ context, once the handler has returned
                 with self._closed_lock:
                     if self.closed_rx.get(key) is channel:
                         del self.closed_rx[key]

@@ -79,17 +79,57 @@ def serve_gap_name(device: Device, name: bytes) -> None:
             attribute.value = name
 
 
-def reset_gatt_database(device: Device) -> None:
-    """Back to the default GAP and GATT services (NimBLE's ``ble_gatts_reset``).
+def reset_gatt_database(
+    device: Device, services: list[Any] | None = None, first_handle: int = 1
+) -> None:
+    """Back to the built-in services (NimBLE's ``ble_gatts_reset``): ``services``, else
+    Bumble's default GAP and GATT services, numbered from ``first_handle``.
 
-    Gap: Bumble's GATT server can add services but never remove them.
+    Gaps: Bumble's GATT server can add services but never remove them, and numbers
+    attributes from 1 by their count; NimBLE's handle counter may run on from an earlier
+    database (see ``docs/boards.md``).
     """
     server = device.gatt_server
     server.attributes.clear()
     server.attributes_by_handle.clear()
     server.services.clear()
     server.subscribers.clear()
-    device.add_default_services()
+    offset = first_handle - 1
+    # Bumble asks for the next handle twice per characteristic (declaration, value)
+    # before adding it: it must be computed from the list, not counted.
+    server.next_handle = lambda: offset + 1 + len(server.attributes)  # type: ignore[method-assign]
+    if services is None:
+        device.add_default_services()
+    else:
+        device.add_services(services)
+
+
+def refuse_mtu_exchange_as_central(server: Server) -> None:
+    """Answer an Exchange MTU Request with Request Not Supported on links where we are
+    the central (BTstack: "it does not support a remote peripheral initiating the MTU
+    exchange", MicroPython's docs).
+
+    Gap: Bumble's server always answers it.
+    """
+    from bumble.att import ATT_REQUEST_NOT_SUPPORTED_ERROR, ATT_Error_Response
+    from bumble.hci import Role
+
+    default = server.on_att_exchange_mtu_request
+
+    def on_exchange_mtu_request(bearer: Any, request: Any) -> None:
+        if getattr(bearer, "role", None) != Role.CENTRAL:
+            default(bearer, request)
+            return
+        server.send_response(
+            bearer,
+            ATT_Error_Response(
+                request_opcode_in_error=request.op_code,
+                attribute_handle_in_error=0x0000,
+                error_code=ATT_REQUEST_NOT_SUPPORTED_ERROR,
+            ),
+        )
+
+    server.on_att_exchange_mtu_request = guarded(on_exchange_mtu_request)  # type: ignore[method-assign]
 
 
 def report_transport_lost(device: Device) -> None:
@@ -285,6 +325,7 @@ __all__ = [
     "check_bumble_version",
     "serve_gap_name",
     "reset_gatt_database",
+    "refuse_mtu_exchange_as_central",
     "report_transport_lost",
     "take_write_commands",
     "ignore_late_confirmations",

@@ -2,7 +2,7 @@
 
 Bumble is asyncio-only and its objects must be created and used on one loop. MicroPython's
 API is synchronous and may be called from any thread (the main program, the IRQ
-dispatcher, user threads). So one daemon thread runs the loop for the whole process and
+IRQ context, user threads). So one daemon thread runs the loop for the whole process and
 every ``BLE`` call is marshalled onto it with a deadline. A call made *from* the loop
 thread would deadlock, so it is refused at once.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._errors import CallTimeoutError
-from ._scheduler import Scheduler, scheduler
+from ._scheduler import scheduler
 from .constants import ETIMEDOUT
 
 logger = logging.getLogger(__name__)
@@ -116,10 +116,8 @@ class Runtime:
         try:
             sched = scheduler()
             if sched.on_main_thread():
-                _wait_on_main(sched, future, timeout, drain)
-                result = future.result(0)
-                sched.pending_after_call()
-                return result
+                sched.wait_call(future, timeout, drain)
+                return future.result(0)
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             if future.done():  # the coroutine itself raised TimeoutError (same class in 3.11)
@@ -223,20 +221,6 @@ async def _plain(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     """A plain function as the loop runs it for :meth:`Runtime.call` (in a task of its own,
     so it runs exactly where an ``async def`` would)."""
     return fn(*args)
-
-
-def _wait_on_main(
-    sched: Scheduler, future: concurrent.futures.Future[Any], timeout: float | None, drain: bool
-) -> None:
-    """Wait for ``future`` in the scheduler's idle point; returns when it is done or the
-    deadline passed (the caller's ``result(timeout)`` then raises)."""
-    future.add_done_callback(lambda _: sched.wake())
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not future.done():
-        remaining = 3600.0 if deadline is None else deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        sched.wait(remaining, answered_only=not drain, until=future.done)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

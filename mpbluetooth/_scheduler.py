@@ -1,33 +1,35 @@
-"""MicroPython's scheduler: IRQ handlers and scheduled calls on the main thread.
+"""Where handler code runs: one IRQ context per process, one queue, MicroPython's check points.
 
-On MicroPython an IRQ handler (and a ``micropython.schedule`` callback) runs on the main
-thread between two bytecodes of the program, which is paused meanwhile, or while the
-program waits (``machine.idle()``, ``time.sleep``). Programs depend on that: a loop that
-waits for ``_IRQ_GATTC_READ_RESULT`` expects ``_IRQ_GATTC_READ_DONE`` to have been handled
-too before its next statement, because both came from one stack callback (SPEC D2).
+MicroPython runs an IRQ handler (and a ``micropython.schedule`` callback) on the main
+thread, one at a time, never nested, and only at its scheduler's check points: right after a
+branch bytecode (``py/vm.c`` reaches ``pending_exception_check`` from the jump opcodes only)
+and inside blocking waits (``time.sleep``, ``machine.idle()``, ``select``/``poll``, reading
+stdin). So nothing runs between a call's return and the statement that uses it unless a
+branch comes in between: ``print("gap_disconnect:", ble.gap_disconnect(c))`` prints before
+the disconnection's handler runs, however fast the controller answered (SPEC D2).
 
-This module gives a CPython process the same: work submitted from any thread is queued
-here and run on the main thread, in order, one call at a time, never nested:
+This module is the one owner of where that code runs. Work submitted from any thread (the
+event rings' drains, scheduled callbacks, ``machine.Timer`` ticks) joins one queue and runs
+in arrival order in the process's IRQ context:
 
-* when the main thread waits in one of our idle points (``sleep``, ``wait``, a ``BLE``
-  call waiting on the stack, an asyncio loop running on the main thread), it is woken and
-  runs the work itself, with no thread hop;
-* when it computes, ``_thread.interrupt_main(signum)`` trips a Python-level signal handler
-  at its next bytecode boundary. No OS signal is sent, so no system call (a ``write`` in
-  progress) is interrupted. The work runs at the next instruction, wherever the program is
-  (its own code, the standard library, a library it uses), as on MicroPython, except
-  inside code that may hold a lock a handler could need (mpbluetooth itself,
-  ``threading``, ``queue``, the import system): there it waits for the first instruction
-  outside it, so a handler never waits on a lock the interrupted code holds.
+* **main** (``enable()``: under MicroPython's runtime, or ``deliver_on_main_thread()``):
+  the main thread runs the work itself when it waits in one of our idle points, and when it
+  computes, at its next branch in the program's own code. A computing main thread is told
+  with ``_thread.interrupt_main(SIGURG)`` (a Python-level signal, no system call is
+  interrupted); the signal handler only arms the check points (``sys.monitoring`` JUMP and
+  BRANCH events on 3.12+, an opcode trace on 3.11), which cost nothing while disarmed.
+* **thread** (library mode by default, ``MPBLUETOOTH_DELIVERY=thread``, a platform without
+  ``SIGURG``, or once the main thread has ended): one daemon thread, ``mpbluetooth-irq``,
+  for every instance of the process.
 
-Where that is impossible (the main thread has ended, or the platform has no
-``interrupt_main`` with a signal number), ``submit`` returns False and the caller falls
-back to a thread of its own (the event ring's dispatcher).
+Either way ``machine.disable_irq()`` holds all of it back, and the work never runs on the
+stack's loop thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -35,7 +37,6 @@ import os
 import select
 import signal
 import sys
-import sysconfig
 import threading
 import time
 import types
@@ -43,111 +44,99 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from ._checkpoints import SIGNUM, CheckPoints, check_points, interrupt_main, roots
+
 logger = logging.getLogger(__name__)
 
-#: The signal number tripped by ``interrupt_main``: never sent by the OS here, and its
-#: default action (ignore) is harmless should another process send it.
-_SIGNUM: Final = getattr(signal, "SIGURG", None)
-
-#: How long a deferred interrupt waits before it is tried again, in seconds.
-_RETRY_S: Final = 0.0005
-
-#: Most scheduled calls run in one batch before the program gets a bytecode again, so a
-#: callback that re-schedules itself cannot starve the program.
+#: Most queued calls run in one batch before the program gets to its next check point, so
+#: a callback that re-schedules itself cannot starve the program.
 _BATCH_LIMIT: Final = 1000
 
 
-@functools.cache
-def _lock_holding_roots() -> tuple[str, ...]:
-    """Code that may hold a lock a handler could need: mpbluetooth itself (the runtime's
-    hand-over lock, the ring, the compat shims), the thread and queue machinery of the
-    standard library, and the import system. Interrupted there, the handler waits."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    roots = [os.path.dirname(os.path.abspath(__file__))]
-    roots += [os.path.join(stdlib, name) for name in _LOCKING_STDLIB]
-    return tuple(os.path.realpath(root) for root in roots)
-
-
-_LOCKING_STDLIB: Final = (
-    "threading.py",
-    "queue.py",
-    "concurrent",
-    "importlib",
-    "multiprocessing",
-    "subprocess.py",
-)
-
-
-@functools.lru_cache(maxsize=1024)
-def _may_interrupt(filename: str) -> bool:
-    """True if a handler may run between two bytecodes of code from ``filename``."""
-    if filename.startswith("<frozen"):
-        return False  # the import system: module locks
-    if not filename or filename.startswith("<"):
-        return True  # -c code, exec'd strings, the REPL: the program's own
-    path = os.path.realpath(filename)
-    return not path.startswith(_lock_holding_roots())
-
-
 class Scheduler:
-    """The process's main-thread scheduler (one per process, see :func:`scheduler`)."""
+    """The process's IRQ context (one per process, see :func:`scheduler`)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[tuple[Callable[[Any], object], Any]] = deque()
+        #: Pending work, in arrival order: (function, argument, counted against a limit).
+        self._queue: deque[tuple[Callable[[Any], object], Any, bool]] = deque()
+        self._counted = 0
         self._main = threading.main_thread()
-        self._enabled = False
-        #: True while the main thread runs scheduled work: nothing nests.
+        #: True: the main thread is the IRQ context; False: the fallback thread.
+        self._main_mode = False
+        #: The fallback thread, started when first needed.
+        self._thread: threading.Thread | None = None
+        #: True while the IRQ context runs work: nothing nests.
         self._running = False
-        #: Depth of ``machine.disable_irq()``: scheduled work waits while it is > 0.
+        #: Held while work runs; ``machine.disable_irq()`` takes it (from any thread), so
+        #: work that is running finishes first and no other starts until it is released.
+        self._irq_lock = threading.RLock()
+        #: Depth of ``machine.disable_irq()``: work waits while it is > 0.
         self._locked = 0
         #: The main thread sleeps in ``wait`` on the condition and must be notified.
         self._waiting = False
         #: An interrupt (or a loop wake-up) is on its way: no second one is needed.
         self._poked = False
         self._main_loop: asyncio.AbstractEventLoop | None = None
-        self._retry = threading.Event()
-        #: Frames traced while work waits for the program to leave lock-holding code.
-        self._armed: list[types.FrameType] | None = None
+        self._check_points: CheckPoints | None = None
         #: Event rings delivering here; their answered events are run during BLE calls.
         self._rings: list[Any] = []
         #: A pipe that wakes the main thread from ``wait_readable`` (made on first use),
         #: and whether it waits there now.
         self._fd_wake: tuple[int, int] | None = None
         self._fd_waiting = False
+        #: The main thread waits in a ``BLE`` call (``wait_call``).
+        self._in_call = False
 
     # --- set-up (main thread) --------------------------------------------------------
     @property
     def enabled(self) -> bool:
-        return self._enabled
+        """Whether the main thread is the IRQ context."""
+        return self._main_mode
 
     def enable(self) -> bool:
-        """Deliver on the main thread from now on; False where this process cannot (not
-        called from the main thread, or no way to interrupt it)."""
-        if self._enabled:
+        """Make the main thread the IRQ context from now on; False where this process
+        cannot (not called from the main thread, or no way to interrupt it)."""
+        if self._main_mode:
             return True
         if threading.current_thread() is not self._main:
             logger.info("main-thread delivery must be enabled from the main thread")
             return False
-        _lock_holding_roots()
-        interruptible = False
-        if _SIGNUM is not None and sys.version_info >= (3, 10):
-            try:
-                signal.signal(_SIGNUM, self._on_interrupt)
-                interruptible = True
-            except (ValueError, OSError) as exc:
-                logger.info("cannot interrupt the main thread (%r): idle points only", exc)
-        if not interruptible:
+        roots()
+        if SIGNUM is None:
             logger.info(
                 "this platform cannot interrupt a computing main thread: IRQ handlers "
-                "stay on the dispatcher thread"
+                "stay on the mpbluetooth-irq thread"
             )
             return False
+        try:
+            signal.signal(SIGNUM, self._on_interrupt)
+        except (ValueError, OSError) as exc:
+            logger.info("cannot interrupt the main thread (%r): IRQ handlers stay on a thread", exc)
+            return False
+        self._check_points = check_points(self._at_check_point)
         _patch_asyncio()
-        threading.Thread(target=self._retry_loop, name="mpbluetooth-sched", daemon=True).start()
-        self._enabled = True
+        try:
+            # Called once the main thread has finished, before non-daemon threads are
+            # joined: from then on the fallback thread takes the work.
+            threading._register_atexit(self._main_ended)  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # pragma: no cover - interpreter exiting
+            pass
+        with self._cond:
+            self._main_mode = True
+            pending = bool(self._queue)
+        if pending:
+            self.run_pending()
         logger.debug("IRQ handlers and scheduled calls run on the main thread")
         return True
+
+    def _main_ended(self) -> None:
+        if self._check_points is not None:
+            self._check_points.disarm()
+        with self._cond:
+            self._main_mode = False
+            self._start_fallback_locked()
+            self._cond.notify_all()
 
     def add_ring(self, ring: Any) -> None:
         with self._cond:
@@ -158,24 +147,37 @@ class Scheduler:
             if ring in self._rings:
                 self._rings.remove(ring)
 
-    def available(self) -> bool:
-        """True while work submitted now will run on the main thread."""
-        return self._enabled and self._main.is_alive()
-
     def on_main_thread(self) -> bool:
-        return self._enabled and threading.current_thread() is self._main
+        """True on the main thread while it is the IRQ context."""
+        return self._main_mode and threading.current_thread() is self._main
+
+    def in_irq_context(self) -> bool:
+        """True on the thread that runs handlers (the main thread or the fallback)."""
+        current = threading.current_thread()
+        if self._main_mode:
+            return current is self._main
+        return current is self._thread
+
+    def in_handler(self) -> bool:
+        """True inside a handler or scheduled callback (on the IRQ context's thread)."""
+        return self._running and self.in_irq_context()
 
     # --- submitting (any thread) -------------------------------------------------------
     def submit(self, function: Callable[[Any], object], arg: Any, limit: int = 0) -> bool:
-        """Queue ``function(arg)`` for the main thread; False if unavailable or if
-        ``limit`` calls are already pending (``micropython.schedule``'s queue full)."""
-        if not self.available():
-            return False
+        """Queue ``function(arg)`` for the IRQ context, after everything queued before it;
+        False only if ``limit`` calls submitted with a limit are already pending
+        (``micropython.schedule``'s queue is full)."""
         with self._cond:
-            if limit and len(self._queue) >= limit:
-                return False
-            self._queue.append((function, arg))
-            self._wake_locked()
+            if limit:
+                if self._counted >= limit:
+                    return False
+                self._counted += 1
+            self._queue.append((function, arg, bool(limit)))
+            if self._main_mode:
+                self._wake_main_locked()
+            else:
+                self._start_fallback_locked()
+                self._cond.notify_all()
         return True
 
     def wake(self) -> None:
@@ -184,13 +186,19 @@ class Scheduler:
             if self._waiting:
                 self._cond.notify_all()
 
-    def _wake_locked(self) -> None:
+    def _wake_main_locked(self) -> None:
         if self._fd_waiting and self._fd_wake is not None:
             self._fd_waiting = False
             os.write(self._fd_wake[1], b"\0")
             return
         if self._waiting:
             self._cond.notify_all()
+            return
+        if threading.current_thread() is self._main:
+            # Submitted by the program itself (``micropython.schedule``): it runs at the
+            # program's next check point.
+            if not (self._running or self._locked or self._in_call) and self._check_points:
+                self._check_points.arm(sys._getframe(2))
             return
         if self._poked:
             return
@@ -201,108 +209,57 @@ class Scheduler:
                 loop.call_soon_threadsafe(self.run_pending)
             except RuntimeError:  # closed meanwhile: the interrupt below will do
                 pass
-        _interrupt_main()
+        interrupt_main()
 
-    # --- running (main thread) ----------------------------------------------------------
+    # --- the main thread's check points ---------------------------------------------------
     def _on_interrupt(self, signum: int, frame: types.FrameType | None) -> None:
-        """The tripped signal: CPython runs it at a bytecode boundary, or inside a C call
-        that checks for signals (``print`` flushing a buffered stream does, between its
-        writes, holding the stream's lock). So the work never runs here: it runs at the
-        next instruction of an interruptible frame (see ``_defer``)."""
-        if frame is None:
-            self.run_pending()
-        elif self._armed is not None:
-            return  # already waiting for the next instruction of an interruptible frame
-        elif sys.gettrace() is None:
-            self._defer(frame)
-        elif _may_interrupt(frame.f_code.co_filename):
-            self.run_pending()  # a debugger traces: its tracing cannot be shared
-        else:
-            self._retry.set()
+        """The tripped signal, run by CPython at a bytecode boundary or inside a C call that
+        checks for signals (``print`` flushing a stream, holding its lock): never a place
+        where MicroPython would run work, so this only arms the check points."""
+        # Unlocked reads: this may run inside ``submit`` on the main thread, under the lock.
+        if self._queue and not self._running and not self._locked and not self._in_call:
+            # (Inside a BLE call's wait, the call arms them as it returns.)
+            if self._check_points is not None:
+                self._check_points.arm(frame)
 
-    # --- deferring past code that may hold a lock ------------------------------------
-    def _defer(self, frame: types.FrameType) -> None:
-        """Run the work at the next instruction of an interruptible frame (outside
-        lock-holding code): trace the interruptible frames of the stack, and any such frame
-        entered, until one of them executes an instruction. Tracing costs only until then.
-        """
-        if self._armed:
+    def _at_check_point(self) -> None:
+        if self._in_call:
+            # Python code run inside a BLE call's wait (a weakref callback): never a check
+            # point; the call arms them again as it returns.
+            if self._check_points is not None:
+                self._check_points.disarm()
             return
-        armed = []
-        current: types.FrameType | None = frame
-        while current is not None:
-            if _may_interrupt(current.f_code.co_filename):
-                current.f_trace = self._trace_local
-                current.f_trace_lines = False
-                current.f_trace_opcodes = True
-                armed.append(current)
-            current = current.f_back
-        self._armed = armed
-        sys.settrace(self._trace_call)
-
-    def _disarm(self) -> None:
-        sys.settrace(None)
-        for frame in self._armed or ():
-            frame.f_trace = None
-            frame.f_trace_opcodes = False
-        self._armed = None
-
-    def _trace_call(self, frame: types.FrameType, event: str, arg: Any) -> Any:
-        if self._armed is None:
-            return None
-        if event == "call" and _may_interrupt(frame.f_code.co_filename):
-            self._disarm()
-            self.run_pending()
-        return None
-
-    def _trace_local(self, frame: types.FrameType, event: str, arg: Any) -> Any:
-        if self._armed is None:
-            return None
-        if _may_interrupt(frame.f_code.co_filename):
-            self._disarm()
-            self.run_pending()
-            return None
-        return self._trace_local
-
-    def pending_after_call(self) -> None:
-        """Called on the main thread as a ``BLE`` call returns: events that arrived while
-        it waited run at the program's next bytecode, before its next statement."""
-        with self._cond:
-            pending = bool(self._queue) and not self._running and not self._locked
-        if pending and self._armed is None and sys.gettrace() is None:
-            self._defer(sys._getframe(1))
-
-    def _retry_loop(self) -> None:
-        while True:
-            self._retry.wait()
-            self._retry.clear()
-            time.sleep(_RETRY_S)
-            with self._cond:
-                pending = bool(self._queue) and not self._running and not self._waiting
-            if pending:
-                _interrupt_main()
+        self.run_pending()
 
     def run_pending(self) -> None:
-        """Run what is queued, in order, unless a handler is already running (no nesting)
-        or ``machine.disable_irq()`` holds the work back."""
-        if self._running or self._locked or threading.current_thread() is not self._main:
+        """On the main thread: run what is queued, in order, unless a handler is already
+        running (no nesting) or ``machine.disable_irq()`` holds the work back."""
+        if self._running or not self.on_main_thread():
             return
-        if self._armed is not None:
-            self._disarm()  # reached another way (an idle point, the asyncio loop)
+        if self._check_points is not None:
+            self._check_points.disarm()
+        if self._run_batch() and self._check_points is not None:
+            self._check_points.arm(sys._getframe(1))  # a long batch: the rest at the next
+
+    def _run_batch(self) -> bool:
+        """Run queued work in the IRQ context; True if the batch was cut at its limit."""
         self._running = True
         try:
             for _ in range(_BATCH_LIMIT):
                 with self._cond:
                     self._poked = False
-                    if not self._queue:
-                        return
-                    function, arg = self._queue.popleft()
-                try:
-                    function(arg)
-                except BaseException:  # callers report their own; this is a last resort
-                    logger.exception("error in work scheduled on the main thread")
+                    if not self._queue or self._locked:
+                        return False
+                    function, arg, counted = self._queue.popleft()
+                    if counted:
+                        self._counted -= 1
+                with self._irq_lock:
+                    try:
+                        function(arg)
+                    except BaseException:  # callers report their own; this is a last resort
+                        logger.exception("error in work scheduled for the IRQ context")
                 del function, arg
-            self._retry.set()  # a long batch: let the program have a bytecode first
+            return True
         finally:
             self._running = False
 
@@ -311,15 +268,17 @@ class Scheduler:
         handler's answer (read request, L2CAP accept, secrets), when they are next in
         line, so a call such as ``active(True)`` (which asks for the IRK) cannot wait on
         itself; every other event waits until the call has returned, as on NimBLE."""
-        if self._running or self._locked or threading.current_thread() is not self._main:
+        if self._running or self._locked or not self.on_main_thread():
             return
         self._running = True
         try:
-            for ring in list(self._rings):
-                ring.drain_answered()
+            with self._irq_lock:
+                for ring in list(self._rings):
+                    ring.drain_answered()
         finally:
             self._running = False
 
+    # --- the main thread's idle points -------------------------------------------------
     def wait(
         self,
         timeout: float,
@@ -347,7 +306,7 @@ class Scheduler:
         in ``sys.stdin.readline()`` still has its handlers run, and a stack that waits for
         a handler's answer (a read request) is not held up until the next line arrives.
         Returns once ``fd`` is readable; at once off the main thread or inside a handler."""
-        if not self._enabled or self._running or threading.current_thread() is not self._main:
+        if self._running or not self.on_main_thread():
             return
         if self._fd_wake is None:
             self._fd_wake = os.pipe()
@@ -370,7 +329,31 @@ class Scheduler:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake, 512)
             if fd in ready:
+                # Work that woke it together with the input runs now: nothing else will
+                # wake the main thread for it.
+                self.run_pending()
                 return
+
+    def wait_call(
+        self, future: concurrent.futures.Future[Any], timeout: float | None, drain: bool
+    ) -> None:
+        """The main thread waits for a ``BLE`` call's ``future``: only answered events run
+        meanwhile (all events with ``drain``, as NimBLE's ``active(True)`` runs the
+        scheduler while it waits for the host); the rest run at the program's next check
+        point after the call returns. Returns when the future is done or the deadline
+        passed (the caller's ``result`` then raises)."""
+        future.add_done_callback(lambda _: self.wake())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._in_call = True
+        try:
+            while not future.done():
+                remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.wait(remaining, answered_only=not drain, until=future.done)
+        finally:
+            self._in_call = False
+        self._arm_if_pending(sys._getframe(2))
 
     def sleep(self, seconds: float) -> None:
         """``time.sleep`` for the main thread: handlers run while it sleeps."""
@@ -382,14 +365,46 @@ class Scheduler:
                 return
             self.wait(remaining)
 
+    # --- the fallback thread -----------------------------------------------------------
+    def _start_fallback_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._fallback, name="mpbluetooth-irq", daemon=True
+            )
+            self._thread.start()
+
+    def _fallback(self) -> None:
+        """The IRQ context while the main thread is not (library mode, or after it ended)."""
+        cond = self._cond
+        while True:
+            with cond:
+                while self._main_mode or not self._queue or self._locked:
+                    cond.wait()
+            self._run_batch()
+
     # --- machine.disable_irq ------------------------------------------------------------
     def lock(self) -> None:
-        self._locked += 1
+        """``machine.disable_irq()``: wait for work that is running, hold back the rest."""
+        self._irq_lock.acquire()
+        with self._cond:
+            self._locked += 1
 
     def unlock(self) -> None:
-        self._locked = max(0, self._locked - 1)
-        if not self._locked:
+        """``machine.enable_irq()``: RuntimeError if this thread holds no ``lock()``."""
+        with self._cond:
+            self._irq_lock.release()
+            self._locked = max(0, self._locked - 1)
+            if self._locked or not self._queue:
+                return
+            if not self._main_mode:
+                self._cond.notify_all()
+                return
+        if self.on_main_thread():
             self.run_pending()
+        else:
+            with self._cond:
+                self._poked = False
+                self._wake_main_locked()
 
     # --- asyncio on the main thread -----------------------------------------------------
     def _loop_started(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -397,19 +412,19 @@ class Scheduler:
         loop.call_soon(self.run_pending)
 
     def _loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop may have stopped before running the wake-up handed to it: what is
+        pending runs at the program's next check point."""
         if self._main_loop is loop:
             self._main_loop = None
+        self._poked = False
+        self._arm_if_pending(sys._getframe(1))
 
-
-def _interrupt_main() -> None:
-    import _thread
-
-    if _SIGNUM is None:  # pragma: no cover - enable() refuses such a platform
-        return
-    try:
-        _thread.interrupt_main(_SIGNUM)
-    except (ValueError, RuntimeError, TypeError):  # pragma: no cover - platform-specific
-        pass
+    def _arm_if_pending(self, frame: types.FrameType | None) -> None:
+        """On the main thread: have pending work run at the next check point."""
+        with self._cond:
+            pending = bool(self._queue) and not self._running and not self._locked
+        if pending and self._check_points is not None:
+            self._check_points.arm(frame)
 
 
 _patched = False
@@ -417,8 +432,9 @@ _patched = False
 
 def _patch_asyncio() -> None:
     """An asyncio loop on the main thread sleeps in its selector, where neither a
-    condition nor a bytecode boundary reaches it: make it known, so work is handed to it
-    with ``call_soon_threadsafe``."""
+    condition nor a check point reaches it: make it known, so work is handed to it
+    with ``call_soon_threadsafe`` (its selector wait is an idle point, as MicroPython's
+    asyncio waits in ``poll``)."""
     global _patched
     if _patched:
         return
@@ -445,5 +461,5 @@ _scheduler = Scheduler()
 
 
 def scheduler() -> Scheduler:
-    """The process-wide main-thread scheduler."""
+    """The process-wide IRQ context."""
     return _scheduler

@@ -25,6 +25,7 @@ from ._flow import FlowControl
 from ._overrides import report_transport_lost, serve_gap_name
 from ._runtime import runtime
 from ._trace import Trace
+from .boards import Board
 from .constants import ENODEV, ENOTCONN, ETIMEDOUT
 
 if TYPE_CHECKING:
@@ -40,23 +41,28 @@ POWER_OFF_TIMEOUT = 2.0
 #: as for a lost link) before what is left is cancelled silently.
 LOSS_SETTLE_TIMEOUT = 1.0
 
-DEFAULT_GAP_NAME = b"MPY BUMBLE"
-
 
 class Stack:
     """The Bumble objects behind one ``BLE`` instance, and the settings it keeps."""
 
-    def __init__(self, name: str, ring: EventRing, spec: str | None) -> None:
+    def __init__(self, name: str, ring: EventRing, spec: str | None, board: Board) -> None:
         self.name = name
         self.ring = ring
         #: The transport spec of this instance (None: the configured one, else the sim).
         self.spec = spec
+        #: The board profile: built-in services, default name, connection numbering...
+        self.board = board
         # Kept across active(False)/active(True), as MicroPython keeps them.
-        self.gap_name = DEFAULT_GAP_NAME
+        self.gap_name = board.gap_name
         self.own_address = OwnAddress()
         # Valid while active.
         self.device: Device | None = None
         self.transport: _transport.OpenedTransport | None = None
+        #: A controller behind a transport kept open across ``active(False)``: a board's
+        #: host keeps its controller (and so its address) when the radio is switched off,
+        #: and an engine that makes a controller per connection (RootCanal) would give the
+        #: next activation a new address (SPEC D6).
+        self._kept: _transport.OpenedTransport | None = None
         self.active = False
         #: Why the last activation ended without ``active(False)`` (the transport was lost);
         #: events of the links and operations that ended with it are still reported.
@@ -84,7 +90,11 @@ class Stack:
         """Start (or, like NimBLE, restart) the stack. Raises OSError on failure."""
         if self.active:
             await self.power_off()
-        transport = await _transport.open_controller(self.spec, self.name, self.own_address)
+        transport = self._take_kept()
+        if transport is None:
+            transport = await _transport.open_controller(
+                self.spec, self.name, self.own_address, self.board.first_conn_handle
+            )
         try:
             device = self._make_device(transport)
             for prepare in self.on_device_created:
@@ -158,8 +168,35 @@ class Stack:
             self._watch = None
         self.device = None
         self.transport = None
-        await self._close_transport(transport)
+        if transport.terminated is not None and not transport.terminated.done():
+            logger.debug("%s: keeping the controller behind %s", self.name, transport.spec)
+            self._trace.stop()
+            self._kept = transport
+            runtime().add_shutdown_hook(self.release)
+        else:
+            await self._close_transport(transport)
         logger.info("%s: inactive", self.name)
+
+    def _take_kept(self) -> _transport.OpenedTransport | None:
+        """The controller kept at the last ``active(False)``, if it is still there and the
+        instance still asks for the same transport."""
+        kept, self._kept = self._kept, None
+        if kept is None:
+            return None
+        runtime().remove_shutdown_hook(self.release)
+        alive = kept.terminated is None or not kept.terminated.done()
+        if alive and kept.spec == _transport.resolve_spec(self.spec):
+            return kept
+        runtime().spawn(self._close_transport(kept, stop_trace=False), f"{self.name}-close")
+        return None
+
+    async def release(self) -> None:
+        """Close the controller kept across ``active(False)`` (the instance is discarded,
+        or the interpreter exits)."""
+        kept, self._kept = self._kept, None
+        runtime().remove_shutdown_hook(self.release)
+        if kept is not None:
+            await self._close_transport(kept, stop_trace=False)
 
     async def _quiesce(self, device: Device) -> None:
         """Leave the controller idle: peers get their disconnection, adverts stop.
@@ -244,7 +281,9 @@ class Stack:
 
     async def _watch_transport(self, transport: _transport.OpenedTransport) -> None:
         assert transport.terminated is not None
-        await transport.terminated
+        # Shielded: cancelling this watch (at power-off) must not cancel the transport's
+        # own future, which says whether a kept controller is still there.
+        await asyncio.shield(transport.terminated)
         if self.transport is not transport or not self.active:
             return
         logger.error("%s: transport %r lost", self.name, transport.spec)

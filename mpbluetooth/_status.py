@@ -115,8 +115,16 @@ async def link_status(
 
     def on_disconnection(*_: Any) -> None:
         nonlocal lost
+        lost = True
+        # Cut short one loop turn later: the last packets of the link may have answered
+        # the work (a write response in the same connection event as the termination),
+        # and its task was woken before the disconnection came in. NimBLE completes the
+        # procedure with that answer (WRITE_DONE status 0) before it reports the
+        # disconnection.
+        task.get_loop().call_soon(cut_short)
+
+    def cut_short() -> None:
         if not task.done():
-            lost = True
             task.cancel()
 
     connection.on("disconnection", on_disconnection)

@@ -60,28 +60,46 @@ def configured_spec() -> str | None:
     return spec or None
 
 
-async def open_controller(spec: str | None, name: str, address: OwnAddress) -> OpenedTransport:
+async def open_controller(
+    spec: str | None, name: str, address: OwnAddress, first_conn_handle: int = 1
+) -> OpenedTransport:
     """Open the controller for an instance: ``spec``, else the configured one, else the
     default simulated link. ``address`` keeps what the instance's addresses need across
-    openings (a simulated controller's public address, a hub's stable one)."""
-    spec = spec if spec is not None else configured_spec() or SIM_SPEC
+    openings (a simulated controller's public address, a hub's stable one);
+    ``first_conn_handle`` is the board profile's, which a simulated controller is asked to
+    number its connections from."""
+    spec = resolve_spec(spec)
     engine = engine_for(spec)
     if engine is None and spec == SIM_SPEC:
         from .sim.transport import default_engine
 
         engine = default_engine()
     if engine is not None:
-        return engine.open_controller(name, address)
-    opened = await open_spec(spec)
-    if opened.terminated is None:
-        return opened
-    from .sim.transport import claim_stable_address
+        opened = engine.open_controller(name, address)
+    else:
+        opened = await open_spec(spec)
+        if opened.terminated is None:
+            return opened
+    from .sim.transport import claim_stable_address, number_connections_from
+
+    claim = engine is None
+    earlier = opened.after_power_on
 
     async def after_power_on(device: Device) -> None:
-        await claim_stable_address(device, address, name)
+        if earlier is not None:
+            await earlier(device)
+        if claim:
+            await claim_stable_address(device, address, name)
+        await number_connections_from(device, first_conn_handle, name)
 
     opened.after_power_on = after_power_on
     return opened
+
+
+def resolve_spec(spec: str | None) -> str:
+    """The transport an instance opens: its own spec, else the configured one, else the
+    default simulated link."""
+    return spec if spec is not None else configured_spec() or SIM_SPEC
 
 
 async def open_spec(spec: str) -> OpenedTransport:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import _transport
+from . import _transport, boards
 from ._convert import UNSET, advertise_args, buffer_bytes, int32, mp_args, to_int, uint8, uint16
 from ._errors import mp_oserror
 from ._events import MAX_RXBUF, MIN_RXBUF, EventRing, IrqStats
@@ -59,6 +59,7 @@ class BLE:
 
     _singleton: BLE | None = None
     _singleton_lock = threading.Lock()
+    _board: boards.Board
     _stack: Stack
     _ring: EventRing
     _gap: Gap
@@ -79,11 +80,15 @@ class BLE:
         """Nothing to do: the singleton was set up by ``__new__``."""
 
     @classmethod
-    def _new_instance(cls, name: str, transport: str | None = None) -> BLE:
-        self = object.__new__(cls)
+    def _new_instance(
+        cls, name: str, transport: str | None = None, board: str | boards.Board | None = None
+    ) -> BLE:
+        profile = boards.get(board)
+        self = object.__new__(boards.without_absent_methods(cls, profile))
         rt = runtime()
+        self._board = profile
         self._ring = EventRing(name, lambda: rt.loop)
-        self._stack = Stack(name, self._ring, transport)
+        self._stack = Stack(name, self._ring, transport, profile)
         self._gap = Gap(self._stack)
         self._l2cap = L2cap(self._stack)
         self._security = Security(self._stack)
@@ -99,11 +104,12 @@ class BLE:
         return runtime().call(fn, *args, what=f"{self._stack.name}: {what}", drain=drain)
 
     def close(self) -> None:
-        """Desktop only: deactivate and stop the event dispatcher, for an instance made by
+        """Desktop only: deactivate and stop delivering events, for an instance made by
         :func:`mpbluetooth.open` (or ``sim.Link.instance``) that is being discarded. MicroPython
         has no such method: a board's radio lives as long as the program."""
         try:
             self.active(False)
+            self._call(self._stack.release, what="release the controller")
         finally:
             self._ring.close()
 
@@ -152,6 +158,8 @@ class BLE:
     def _config_get(self, name: Any) -> Any:
         if not isinstance(name, str):
             raise TypeError(f"can't convert '{type(name).__name__}' object to str implicitly")
+        if name not in self._board.config_keys:
+            raise ValueError("unknown config param")
         stack = self._stack
         if name == "mac":
             return stack.address()
@@ -166,7 +174,7 @@ class BLE:
 
     def _config_set(self, key: str, value: Any) -> None:
         entry = _CONFIG_SET.get(key)
-        if entry is None:
+        if entry is None or key not in self._board.config_keys:
             raise ValueError("unknown config param")
         convert, owner, setter = entry
         concern = getattr(self, owner)
@@ -294,8 +302,9 @@ class BLE:
         handles each followed by its user descriptors' handles (CCCDs excluded).
 
         Every value starts empty with a 20-byte capacity. Refused with ``OSError(EBUSY)``
-        while advertising, scanning, connecting or connected, as NimBLE refuses.
-        MicroPython: handles differ from NimBLE's (Bumble's GATT service is larger).
+        while advertising, scanning, connecting or connected, as NimBLE refuses. Handles
+        are the board profile's (``mpbluetooth.boards``): on NimBLE's unix build the first
+        value handle is 21, and each registration numbers on from the last.
         """
         services = sized(services_definition)
         if len(services) > MAX_SERVICES:
@@ -529,6 +538,13 @@ def _no_handle_zero(stack: Stack, handle: int, payload: bytes | None) -> None:
         raise mp_oserror(EINVAL, "handle 0 is not an attribute")
 
 
+def set_rxbuf(size: int, ble: BLE | None = None) -> None:
+    """Desktop only: an instance's event ring capacity, 16..65535 bytes (default 16384),
+    discarding queued events as a ring-buffer port's ``config(rxbuf=)``, which no board
+    profile has (SPEC D1, D10). ``irq_stats(ble).capacity`` reads it back."""
+    (ble or BLE())._ring.set_capacity(_rxbuf_arg(size))
+
+
 def irq_stats(ble: BLE | None = None) -> IrqStats:
     """Desktop only: counters of an instance's IRQ ring (delivered, dropped, queued).
 
@@ -549,19 +565,25 @@ def set_l2cap_multichannel(enabled: bool, ble: BLE | None = None) -> None:
 _opened = itertools.count(1)
 
 
-def open(transport: str | None = None, name: str | None = None) -> BLE:
+def open(
+    transport: str | None = None, name: str | None = None, board: str | boards.Board | None = None
+) -> BLE:
     """Desktop only: a new, inactive ``BLE`` instance of its own, not the process singleton
     that ``BLE()`` returns (as on MicroPython).
 
     ``transport`` is a transport spec (``usb:0``, ``tcp-client:127.0.0.1:6402``, ...); None
     takes the configured one (``set_transport``, else ``MPBLUETOOTH_TRANSPORT``, else the
-    in-process simulated link). ``name`` names the instance in logs and traces. Use it as a
-    context manager, or call ``close()`` when done::
+    in-process simulated link). ``name`` names the instance in logs and traces. ``board``
+    is its profile (``unix``, ``esp32``, ``stm32``, ``rp2``; None: ``MPBLUETOOTH_BOARD``,
+    else ``unix``; see ``mpbluetooth.boards``). Use it as a context manager, or call
+    ``close()`` when done::
 
         with mpbluetooth.open("usb:0") as ble:
             ble.active(True)
     """
-    return BLE._new_instance(name=name or f"ble{next(_opened)}", transport=transport)
+    return BLE._new_instance(
+        name=name or f"ble{next(_opened)}", transport=transport, board=boards.get(board)
+    )
 
 
 def set_transport(spec: str | None) -> None:
@@ -569,4 +591,4 @@ def set_transport(spec: str | None) -> None:
     _transport.set_transport(spec)
 
 
-__all__ = ["BLE", "irq_stats", "set_l2cap_multichannel", "set_transport", "ENODEV"]
+__all__ = ["BLE", "irq_stats", "set_l2cap_multichannel", "set_rxbuf", "set_transport", "ENODEV"]

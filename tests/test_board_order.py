@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mpbluetooth.constants import (
     IRQ_GATTC_READ_DONE,
     IRQ_PERIPHERAL_DISCONNECT,
@@ -180,32 +182,6 @@ def test_a_handler_printing_while_the_program_prints_never_fails(tmp_path: Path)
     assert all(line.startswith(("program line", "handler line", "handled")) for line in out)
 
 
-def test_gap_disconnect_returns_before_the_disconnect_event(tmp_path: Path) -> None:
-    result = run_program(
-        """
-        CONN = []
-        def central(event, data):
-            if event == 7:
-                CONN.append(data[0])
-        a.irq(recorder("a"))
-        b.irq(recorder("b", central))
-        a.active(True)
-        b.active(True)
-        for _ in range(5):
-            a.gap_advertise(20000, b"\\x02\\x01\\x06")
-            b.gap_connect(*a.config("mac"))
-            wait_for("b", 7)
-            log.clear()
-            log.append(("program", "returned", b.gap_disconnect(CONN.pop())))
-            wait_for("b", 8)
-            print([entry[1] for entry in log if entry[0] != "a"])
-        """,
-        tmp_path,
-        timing="air",  # on air the termination takes a connection event, as on a board
-    )
-    assert lines(result) == ["['returned', 8]"] * 5
-
-
 def test_delivery_on_the_dispatcher_thread_when_asked(tmp_path: Path) -> None:
     script = tmp_path / "thread.py"
     script.write_text(
@@ -338,3 +314,156 @@ def test_handlers_run_while_the_program_waits_for_a_line_on_stdin(tmp_path: Path
     finally:
         program.kill()
         program.wait()
+
+
+@pytest.mark.parametrize("timing", ["air", "instant"])
+def test_no_handler_between_a_call_and_the_statement_that_uses_it(
+    tmp_path: Path, timing: str
+) -> None:
+    """``gap_disconnect`` returns when the controller accepted the command, as NimBLE's
+    does. On air the termination then takes a connection event; on a fast controller
+    (instant timing, as RootCanal) the disconnection's event arrives while the call still
+    waits, and MicroPython's scheduler runs it only at the next check point. Either way
+    the line that prints the call's result comes first (MicroPython's own
+    ``ble_gap_connect`` test expects exactly this)."""
+    result = run_program(
+        """
+        CONN = []
+        def central(event, data):
+            if event == 7:
+                CONN.append(data[0])
+            elif event == 8:
+                print("_IRQ_PERIPHERAL_DISCONNECT")
+        a.irq(recorder("a"))
+        b.irq(recorder("b", central))
+        a.active(True)
+        b.active(True)
+        for _ in range(5):
+            a.gap_advertise(20000, b"\\x02\\x01\\x06")
+            b.gap_connect(*a.config("mac"))
+            wait_for("b", 7)
+            log.clear()
+            print("gap_disconnect:", b.gap_disconnect(CONN.pop()))
+            wait_for("b", 8)
+        """,
+        tmp_path,
+        timing=timing,
+    )
+    assert lines(result) == ["gap_disconnect: True", "_IRQ_PERIPHERAL_DISCONNECT"] * 5
+
+
+def test_scheduled_work_waits_for_the_programs_next_branch(tmp_path: Path) -> None:
+    """A callback scheduled by the program runs at its next branch (``py/vm.c`` checks
+    for pending work after the jump opcodes only), not at its next instruction."""
+    result = run_program(
+        """
+        import micropython
+        order = []
+        micropython.schedule(order.append, "callback")
+        order.append(1)
+        order.append(2)
+        if order:
+            order.append(3)
+        print(order)
+        """,
+        tmp_path,
+    )
+    assert lines(result) == ["[1, 2, 'callback', 3]"]
+
+
+@pytest.mark.parametrize("delivery", ["main", "thread"])
+def test_disable_irq_holds_back_handlers_and_scheduled_calls(tmp_path: Path, delivery: str) -> None:
+    """``machine.disable_irq()`` holds back BLE handlers and scheduled callbacks wherever
+    they run: on the main thread, and on the fallback thread (``MPBLUETOOTH_DELIVERY=
+    thread``, the only way on a platform without SIGURG)."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            import micropython
+            ran, seen = [], []
+            b.irq(lambda event, data: seen.append(event) if event == 5 else None)
+            b.active(True)
+            a.active(True)
+            a.gap_advertise(20000, b"\\x02\\x01\\x06")
+            state = machine.disable_irq()
+            micropython.schedule(ran.append, 1)
+            b.gap_scan(300, 30000, 30000)
+            t0 = time.ticks_ms()
+            while time.ticks_diff(time.ticks_ms(), t0) < 400:
+                machine.idle()
+            held = (list(ran), list(seen))
+            machine.enable_irq(state)
+            t0 = time.ticks_ms()
+            while not (ran and seen) and time.ticks_diff(time.ticks_ms(), t0) < 5000:
+                machine.idle()
+            print("held while disabled:", held == ([], []))
+            print("run once enabled:", ran == [1], len(seen) > 0)
+            """
+        )
+    )
+    result = run_script(
+        script,
+        MPBLUETOOTH_LOG="warning",
+        MPBLUETOOTH_SIM_TIMING="instant",
+        MPBLUETOOTH_DELIVERY=delivery,
+    )
+    assert lines(result) == ["held while disabled: True", "run once enabled: True True"]
+
+
+@pytest.mark.parametrize("delivery", ["main", "thread"])
+def test_a_scheduled_callback_never_overlaps_a_handler(tmp_path: Path, delivery: str) -> None:
+    """BLE handlers and ``micropython.schedule`` callbacks share one IRQ context: while
+    a scan floods the handler and a thread schedules callbacks, never two run at once."""
+    script = tmp_path / "program.py"
+    script.write_text(
+        PRELUDE
+        + textwrap.dedent(
+            """
+            import micropython
+            inside = [0]
+            most = [0]
+            counts = {"handler": 0, "callback": 0}
+            def work(kind):
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                total = 0
+                for i in range(2000):  # long enough for another thread to get the GIL
+                    total += i
+                counts[kind] += 1
+                inside[0] -= 1
+            b.irq(lambda event, data: work("handler") if event == 5 else None)
+            b.active(True)
+            a.active(True)
+            a.gap_advertise(20000, b"\\x02\\x01\\x06")
+            def scheduler_thread():
+                for _ in range(200):
+                    while True:
+                        try:
+                            micropython.schedule(work, "callback")
+                            break
+                        except RuntimeError:
+                            time.sleep(0.001)
+                    time.sleep(0.001)
+            worker = threading.Thread(target=scheduler_thread)
+            worker.start()
+            b.gap_scan(0, 30000, 30000)
+            t0 = time.ticks_ms()
+            while (worker.is_alive() or counts["callback"] < 200 or counts["handler"] <= 10) and (
+                time.ticks_diff(time.ticks_ms(), t0) < 10000
+            ):
+                machine.idle()
+            b.gap_scan(None)
+            print("most at once:", most[0])
+            print("both ran:", counts["handler"] > 10, counts["callback"] == 200)
+            """
+        )
+    )
+    result = run_script(
+        script,
+        MPBLUETOOTH_LOG="warning",
+        MPBLUETOOTH_SIM_TIMING="instant",
+        MPBLUETOOTH_DELIVERY=delivery,
+    )
+    assert lines(result) == ["most at once: 1", "both ran: True True"]

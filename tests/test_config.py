@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import mpbluetooth
 from mpbluetooth import sim
 from mpbluetooth.ble import BLE
 
@@ -58,12 +59,12 @@ def test_mac_stable_across_restarts(ble: BLE) -> None:
 
 
 def test_gap_name(ble: BLE) -> None:
-    assert ble.config("gap_name") == b"MPY BUMBLE"
+    assert ble.config("gap_name") == b"MPY NIMBLE"
     ble.config(gap_name="sensor")  # str is a buffer, and is readable while inactive
     assert ble.config("gap_name") == b"sensor"
     ble.active(True)
     # ...but lost at activation, as on a board (issue #17)
-    assert ble.config("gap_name") == b"MPY BUMBLE"
+    assert ble.config("gap_name") == b"MPY NIMBLE"
     ble.config(gap_name=bytearray(b"other"))
     assert ble.config("gap_name") == b"other"
     ble.active(False)
@@ -76,16 +77,21 @@ def test_gap_name(ble: BLE) -> None:
         ble.config(gap_name=5)
 
 
-def test_rxbuf(ble: BLE) -> None:
-    assert ble.config("rxbuf") == 16384
-    ble.config(rxbuf=100)
-    assert ble.config("rxbuf") == 100
+def test_rxbuf_is_unknown_and_the_ring_is_sized_by_the_desktop_call(ble: BLE) -> None:
+    """No synchronous-events port has ``rxbuf`` (SPEC D10): both directions are unknown,
+    and the ring's capacity is set by ``mpbluetooth.set_rxbuf`` instead."""
+    for attempt in (lambda: ble.config("rxbuf"), lambda: ble.config(rxbuf=100)):
+        with pytest.raises(ValueError, match="unknown config param"):
+            attempt()
+    assert mpbluetooth.irq_stats(ble).capacity == 16384
+    mpbluetooth.set_rxbuf(100, ble)
+    assert mpbluetooth.irq_stats(ble).capacity == 100
     for bad in (15, 65536, -1):
         with pytest.raises(ValueError):
-            ble.config(rxbuf=bad)
+            mpbluetooth.set_rxbuf(bad, ble)
     with pytest.raises(TypeError, match="can't convert str to int"):
-        ble.config(rxbuf="big")
-    assert ble.config("rxbuf") == 100
+        mpbluetooth.set_rxbuf("big", ble)  # type: ignore[arg-type]
+    assert mpbluetooth.irq_stats(ble).capacity == 100
 
 
 def test_mtu(ble: BLE) -> None:
@@ -142,5 +148,5 @@ def test_pairing_settings_before_active(ble: BLE) -> None:
 
 def test_several_keys_at_once(ble: BLE) -> None:
     ble.active(True)
-    assert ble.config(gap_name=b"x", mtu=200, rxbuf=512) is None
-    assert (ble.config("gap_name"), ble.config("mtu"), ble.config("rxbuf")) == (b"x", 200, 512)
+    assert ble.config(gap_name=b"x", mtu=200, bond=True) is None
+    assert (ble.config("gap_name"), ble.config("mtu")) == (b"x", 200)

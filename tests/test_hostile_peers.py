@@ -383,7 +383,7 @@ def test_notification_flood_is_bounded_and_counted(ours: Any, hostile: Hostile) 
     from bumble import att
 
     ble, rec, handles = ours
-    ble.config(rxbuf=1024)
+    mpbluetooth.set_rxbuf(1024, ble)
     conn = hostile.accept_from(ble, rec)
     stuck, release = threading.Event(), threading.Event()
     notified = []

@@ -18,7 +18,11 @@ import pytest
 import mpbluetooth
 from mpbluetooth import TransportError, sim
 from mpbluetooth.ble import BLE
-from mpbluetooth.constants import IRQ_CENTRAL_DISCONNECT, IRQ_PERIPHERAL_DISCONNECT
+from mpbluetooth.constants import (
+    IRQ_CENTRAL_CONNECT,
+    IRQ_CENTRAL_DISCONNECT,
+    IRQ_PERIPHERAL_DISCONNECT,
+)
 from mpbluetooth.testing import wait_until
 from mpbluetooth.testing.lowlevel import call_soon, on_loop
 
@@ -79,6 +83,42 @@ def test_inactive_radio_raises_enodev(link: sim.Link) -> None:
             call()
         assert info.value.errno == 19
     ble.gap_advertise(None)  # stopping advertising works even inactive
+
+
+@pytest.mark.engines("sim", "hub", "rootcanal")
+def test_identity_survives_active_false_and_peers_reconnect_to_it(pair: Any) -> None:
+    """A board keeps its address across ``active(False)``/``active(True)`` (SPEC D6), on
+    every engine: RootCanal makes a new controller, with a new address, per connection,
+    so the instance keeps its controller while off (aioble's ``ble_shutdown`` depends on
+    it: the central reconnects to the address it was given at the start)."""
+    peripheral, rp, central, rc = pair
+    identity = peripheral.config("mac")
+    for cycle in range(3):
+        if cycle:
+            peripheral.active(False)
+            peripheral.active(True)
+        assert peripheral.config("mac") == identity
+        c_handle, _ = connect(central, rc, peripheral, rp)
+        assert rp.of(IRQ_CENTRAL_CONNECT)[-1][1:] == central.config("mac")
+        central.gap_disconnect(c_handle)
+        rc.wait(IRQ_PERIPHERAL_DISCONNECT, count=cycle + 1)
+
+
+def test_the_kept_controller_is_closed_by_close(hub_spec: str) -> None:
+    """``active(False)`` keeps a transport's controller open (and so the address);
+    ``close()`` releases it: no socket is left behind."""
+    with mpbluetooth.open(hub_spec, "warm-up") as first:  # the runtime's own descriptors
+        first.active(True)
+    before = _fds()
+    ble = mpbluetooth.open(hub_spec, "kept")
+    ble.active(True)
+    address = ble.config("mac")
+    ble.active(False)
+    assert _fds() > before  # still connected to the hub, idle
+    ble.active(True)
+    assert ble.config("mac") == address
+    ble.close()
+    wait_until(lambda: _fds() == before, what="the transport closed")
 
 
 def _fds() -> int:

@@ -68,6 +68,15 @@ COMMANDS: dict[str, str] = {
     "tox -e test": INSTALLS,
     'python3 -m pip install ".[bench]" && python3 -m benchmarks': INSTALLS,
     "mpbluetooth-python -m mip install": "tests/test_mip.py (a local index, and offline)",
+    "mpbluetooth info --board esp32": (
+        "tests/test_boards_runtime.py::test_info_board_prints_the_profile"
+    ),
+    "mpbluetooth run --board esp32": (
+        "tests/test_boards_runtime.py::test_run_board_esp32_notifies_handle_0_to_a_central"
+    ),
+    "mpbluetooth-python --strict": (
+        "tests/test_boards_runtime.py::test_strict_mode_releases_the_view_at_return"
+    ),
 }
 for _name in (
     "mpbluetooth", "mpbluetooth COMMAND --help", "mpbluetooth demo [--timeout S]",
@@ -76,7 +85,8 @@ for _name in (
     "mpbluetooth run A.py [B.py ...]", "mpbluetooth run: interrupted", "mpbluetooth scan",
     "mpbluetooth sim-ctl", "mpbluetooth-python", "mpbluetooth-python --no-ROW",
     "mpbluetooth-python app.py",
-    "mpbluetooth-python [-u] [-c CODE \\| -m MOD \\| FILE \\| -] [args]",
+    "mpbluetooth-python [-u] [--strict] [-c CODE \\| -m MOD \\| FILE \\| -] [args]",
+    "mpbluetooth-irq",  # a thread's name
     "mpbluetooth scan [TRANSPORT] [--duration S] [--plain] [--passive] [--min-rssi DBM] "
     "[--json] [--transport SPEC]",
     "mpbluetooth sim-ctl [--hub SPEC] list\\|loss\\|latency\\|move\\|out-of-range\\|disconnect"

@@ -35,6 +35,8 @@ ENVIRONMENT: Final = (
     ("MPBLUETOOTH_SNOOP", "write every HCI packet to this btsnoop file"),
     ("MPBLUETOOTH_SIM_TIMING", "air (default) or instant: the simulated radio's timing"),
     ("MPBLUETOOTH_SIM_ADDRESS", "this process's address on a hub (an address or any name)"),
+    ("MPBLUETOOTH_BOARD", "the board profile: unix (default), esp32, stm32, rp2"),
+    ("MPBLUETOOTH_STRICT", "1: event memoryviews are released when the IRQ handler returns"),
     ("MPBLUETOOTH_DELIVERY", "thread: IRQ handlers on a thread, not the main one"),
     ("MPBLUETOOTH_L2CAP_MULTICHANNEL", "1: several L2CAP channels per connection"),
     ("MPBLUETOOTH_ROOTCANAL", "the RootCanal binary to run instead of the package's"),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+import click
+
+from .. import boards
 from ._app import Failure, command
 from ._options import format_address, resolve_transport, transport_options, use_snoop
 
@@ -66,10 +69,20 @@ def info(transport: str | None, out: TextIO = sys.stdout) -> int:
         stack = ble._stack
         opened = stack.transport
         details = controller_info(stack.require(), opened.spec if opened else "")
-    width = max(len(k) for k in details)
-    for key, value in details.items():
-        out.write(f"{key:<{width}}  {value}\n")
+    _table(list(details.items()), out)
     return 0
+
+
+def board_info(name: str, out: TextIO = sys.stdout) -> int:
+    """Print a board profile (``mpbluetooth.boards``): what a program sees under it."""
+    _table(boards.get(name).describe(), out)
+    return 0
+
+
+def _table(rows: list[tuple[str, str]], out: TextIO) -> None:
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        out.write(f"{key:<{width}}  {value}\n")
 
 
 @command(
@@ -77,16 +90,25 @@ def info(transport: str | None, out: TextIO = sys.stdout) -> int:
     epilog="\b\nExamples:\n"
     "  mpbluetooth info --transport usb:0\n"
     "  mpbluetooth info --transport serial:/dev/ttyACM0,1000000\n"
-    "  mpbluetooth info     # a sim-hub's controller, if one runs on 127.0.0.1:10723",
+    "  mpbluetooth info     # a sim-hub's controller, if one runs on 127.0.0.1:10723\n"
+    "  mpbluetooth info --board esp32     # the esp32 profile; no controller is opened",
 )
 @transport_options("The HCI transport to query")
-def _info(transport: str | None, snoop: str | None) -> int:
+@click.option(
+    "--board",
+    type=click.Choice(list(boards.BOARDS)),
+    help="Print this board profile (built-in services, handles, names, keys, methods, "
+    "platform, modules, path) instead of querying a controller.",
+)
+def _info(transport: str | None, snoop: str | None, board: str | None) -> int:
     """Describe the attached controller.
 
     Its addresses, HCI and LMP versions, manufacturer, LE features and ACL buffers. Opens
     --transport (else $MPBLUETOOTH_TRANSPORT, else a sim-hub on 127.0.0.1:10723 if one
     runs), powers the controller on, prints what it reported and closes it again.
     """
+    if board is not None:
+        return board_info(board)
     use_snoop(snoop)
     try:
         return info(resolve_transport(transport))

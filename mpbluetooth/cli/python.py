@@ -25,9 +25,10 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from .. import compat
+from .. import boards, compat
 from .._scheduler import scheduler
-from ..compat import features, strbuf
+from .._views import set_strict
+from ..compat import _board, features, strbuf
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 from ._lifeline import watch_parent
 
@@ -53,6 +54,8 @@ Options:
 --no-ROW        : switch off one MicroPython behaviour (also MPBLUETOOTH_ROW=0); ROW is one of
                   {_ROWS}
 --ROW           : switch it back on (every row is on by default)
+--strict        : release event memoryviews when the IRQ handler returns (also
+                  MPBLUETOOTH_STRICT=1); else a kept one stays readable, with a warning
 file            : program read from script file
 -               : program read from stdin (default; interactive mode if a tty)
 arg ...         : arguments passed to program in sys.argv[1:]
@@ -72,6 +75,7 @@ class _Options:
     inspect: bool = False
     #: MicroPython rows switched off (``features``).
     off: set[str] = field(default_factory=set)
+    strict: bool = False
     action: Literal["run", "help", "version"] = "run"
 
 
@@ -88,6 +92,8 @@ def _parse(argv: list[str]) -> _Options:
             options.off.add(arg[5:])
         elif arg[2:] in features.FEATURES:
             options.off.discard(arg[2:])
+        elif arg == "--strict":
+            options.strict = True
         elif arg in ("--help", "--version"):
             options.action = "help" if arg == "--help" else "version"
             return options
@@ -267,9 +273,13 @@ def _micropython_path() -> list[str]:
 
 
 def _add_micropython_path() -> None:
-    """Put the MicroPython module path right after the program's own ``sys.path[0]``."""
+    """Put the MicroPython module path right after the program's own ``sys.path[0]``:
+    the unix port's path (where ``mip`` installs), then the program folder's ``lib/``
+    (what ``mpremote cp -r lib :`` puts in a board's ``/lib``, on every board's path)."""
     position = 0 if sys.flags.safe_path or sys.flags.isolated else 1
-    for offset, entry in enumerate(_micropython_path()):
+    folder = sys.path[0] if position and sys.path and sys.path[0] else os.getcwd()
+    lib = os.path.join(folder, "lib")
+    for offset, entry in enumerate([*_micropython_path(), lib]):
         if entry not in sys.path:
             sys.path.insert(min(position + offset, len(sys.path)), entry)
 
@@ -397,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         _unbuffer()
     str_buffer = "str-buffer" not in options.off
     compat.install(str_buffer=str_buffer, off=options.off - {"str-buffer"})
+    try:
+        board = boards.current()
+    except ValueError as exc:
+        print(f"{PROG}: {exc} (MPBLUETOOTH_BOARD)", file=sys.stderr)
+        return 2
+    _board.apply(board)
+    if options.strict:
+        set_strict(True)
     _install_hooks(str_buffer)
     _read_stdin_through_the_scheduler()
     inspect = options.inspect or bool(os.environ.get("PYTHONINSPECT"))

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .. import boards
 from .._trace import instance_spec
+from .._views import ENV_STRICT
 from ._app import Failure, command, one_line
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 from ._lifeline import Lifeline, own_process_group
@@ -37,7 +39,7 @@ TIMEOUT_STATUS = 124
 _GRACE_S = 10
 
 
-_SETTINGS = ("stdin", "input", "address")
+_SETTINGS = ("stdin", "input", "address", "board")
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Script:
     stdin: Path | None = None
     input: str | None = None
     address: str | None = None
+    board: str | None = None
     process: asyncio.subprocess.Process | None = None
     status: int | None = None
     staying: bool = False
@@ -89,6 +92,8 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
                 pending.stdin = Path(value)
             elif key == "input":
                 pending.input = value
+            elif key == "board":
+                pending.board = _board_name(value)
             else:
                 pending.address = _address_setting(value)
             continue
@@ -99,7 +104,13 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
             pending.path = Path(word)
         scripts.append(pending)
         pending = _Script(Path())
-    if pending.env or pending.stdin or pending.input is not None or pending.address:
+    if (
+        pending.env
+        or pending.stdin
+        or pending.input is not None
+        or pending.address
+        or pending.board
+    ):
         raise SpecError("settings after the last script: put them before the script they are for")
     if not scripts:
         raise SpecError("no script given")
@@ -132,6 +143,13 @@ def check_scripts(scripts: list[_Script]) -> None:
     ]
     if missing:
         raise SpecError("; ".join(missing))
+
+
+def _board_name(value: str) -> str:
+    try:
+        return boards.get(value).name
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -176,16 +194,24 @@ async def run_scripts(
     str_buffer: bool = True,
     link: dict[str, Any] | None = None,
     engine: str = "sim",
+    board: str | None = None,
+    strict: bool = False,
 ) -> int:
     """Run the scripts to completion; the process exit status to return. ``link``: the
     local hub's timing and faults (``_options.link_settings``). ``engine="rootcanal"``: a
-    RootCanal started for the run instead of the local hub."""
+    RootCanal started for the run instead of the local hub. ``board``: every script's
+    profile unless its own ``board=`` says otherwise; ``strict``: release event
+    memoryviews when the handler returns (SPEC D5)."""
     try:
         scripts = parse_scripts(list(paths))
         check_scripts(scripts)
     except SpecError as exc:
         _say(str(exc))
         return 2
+    for script in scripts:
+        script.board = script.board or board
+        if strict:
+            script.env.setdefault(ENV_STRICT, "1")
     from ..sim.hub import Hub
     from ..sim.rootcanal import RootCanal, RootCanalError
 
@@ -273,6 +299,8 @@ async def _supervise(
         }  # fmt: skip
         if launch.snoop:
             env["MPBLUETOOTH_SNOOP"] = instance_spec(launch.snoop, script.label)
+        if script.board is not None:
+            env[boards.ENV_BOARD] = script.board
         if script.address is not None:
             if not launch.simulated:
                 _say(f"{script.label}: address= only applies to the simulated link; ignored")
@@ -410,7 +438,8 @@ Examples:
   mpbluetooth run beacon.py NAME=left address=f2:00:00:00:00:01 input=$'1\\n' menu.py -m app.central
   mpbluetooth run --timing instant --loss 10% --timeout 30 a.py b.py
   mpbluetooth run --snoop run.btsnoop a.py b.py      # run-a.btsnoop, run-b.btsnoop
-  mpbluetooth run --engine rootcanal a.py b.py""",
+  mpbluetooth run --engine rootcanal a.py b.py
+  mpbluetooth run --board esp32 server.py board=rp2 client.py""",
 )
 @click.argument("scripts", nargs=-1, required=True, metavar="[SETTING=value ...] SCRIPT.py...")
 @click.option(
@@ -429,6 +458,19 @@ Examples:
     show_default=True,
     help="The controllers of the local link: ours (sim) or a RootCanal started for the run.",
 )
+@click.option(
+    "--board",
+    type=click.Choice(list(boards.BOARDS)),
+    envvar=boards.ENV_BOARD,
+    show_envvar=True,
+    help="The board profile of every script (a script's board=NAME wins). [default: unix]",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Release event memoryviews when the IRQ handler returns, so a program that keeps "
+    "one fails (else they stay readable, with a warning, as on a board).",
+)
 @link_options
 def _run(
     scripts: tuple[str, ...],
@@ -439,6 +481,8 @@ def _run(
     transport: str | None,
     snoop: str | None,
     engine: str,
+    board: str | None,
+    strict: bool,
     **link: Any,
 ) -> int:
     """Run MicroPython BLE scripts, each as its own board.
@@ -457,7 +501,8 @@ def _run(
 
     Per-script settings precede their script, as `env` takes them: VAR=value sets an
     environment variable, stdin=FILE or input=TEXT give the script's stdin,
-    address=XX:XX:XX:XX:XX:XX its simulated address, and -m MODULE (or module=MODULE)
+    address=XX:XX:XX:XX:XX:XX its simulated address, board=NAME its board profile
+    (`mpbluetooth info --board NAME` shows one), and -m MODULE (or module=MODULE)
     runs a module instead of a file. --snoop PATH writes one HCI trace per script
     (PATH with the script's name added before the extension).
     """
@@ -473,5 +518,7 @@ def _run(
             str_buffer=not no_str_buffer,
             link=link_settings(**link),
             engine=engine,
+            board=board,
+            strict=strict,
         )
     )

@@ -169,9 +169,9 @@ def deepsleep(time_ms: int | None = None) -> _NoReturn:
 def disable_irq() -> int:
     """Hold back ``Timer`` and ``micropython.schedule`` callbacks until ``enable_irq``.
 
-    Returns the state to pass to ``enable_irq``. Nests. BLE IRQ handlers on the main
-    thread are held back too; on the dispatcher thread (``MPBLUETOOTH_DELIVERY=thread``)
-    they are not.
+    Returns the state to pass to ``enable_irq``. Nests. BLE IRQ handlers are held back
+    too, wherever they run (the main thread, or the fallback thread with
+    ``MPBLUETOOTH_DELIVERY=thread``); one that is running finishes first.
     """
     _sched.disable()
     return 1

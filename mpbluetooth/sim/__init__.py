@@ -187,16 +187,17 @@ class Link:
         if self.timing != "air":
             raise ValueError(f"{what} needs timing='air' (this link is {self.timing!r})")
 
-    def instance(self, name: str | None = None) -> BLE:
-        """A new, inactive ``BLE`` instance on this link (not the process singleton)."""
+    def instance(self, name: str | None = None, board: str | None = None) -> BLE:
+        """A new, inactive ``BLE`` instance on this link (not the process singleton), of
+        the board profile ``board`` (None: ``MPBLUETOOTH_BOARD``, else ``unix``)."""
         from ..ble import open as open_instance
 
-        ble = open_instance(self.spec, name or f"sim{len(self._instances) + 1}")
+        ble = open_instance(self.spec, name or f"sim{len(self._instances) + 1}", board)
         self._instances.append(ble)
         return ble
 
     def close(self) -> None:
-        """Deactivate every instance made by this link and stop their dispatchers."""
+        """Deactivate every instance made by this link."""
         try:
             for ble in self._instances:
                 ble.close()

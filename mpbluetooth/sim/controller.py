@@ -14,7 +14,9 @@ scan-response data for the receiving controller to report faithfully.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bumble import hci, ll
@@ -60,6 +62,12 @@ _UNIT = 0.000625
 #: (6 bytes, little-endian). A process that rejoins a hub uses it to keep its identity, so a
 #: peer that bonded with it recognises it after a restart, as it would a board.
 SET_PUBLIC_ADDRESS_OPCODE = hci.hci_command_op_code(0x3F, 0x3D0)
+#: Vendor command: number connections from this handle (2 bytes, little-endian), as the
+#: controller of the board being simulated does (an ESP32's gives its first link 0).
+SET_FIRST_CONNECTION_HANDLE_OPCODE = hci.hci_command_op_code(0x3F, 0x3D1)
+#: What Bumble's controller numbers from, and ours unless told otherwise.
+DEFAULT_FIRST_CONNECTION_HANDLE = 1
+_MAX_CONNECTION_HANDLE = 0x0EFF
 
 _PROPERTIES = "mpb_properties"
 _SCAN_RESPONSE_DATA = "mpb_scan_response"
@@ -163,6 +171,21 @@ class SimController(Controller):
         #: (connection handle, reason) of every Disconnection Complete given to the host:
         #: the reason a MicroPython DISCONNECT event does not carry, for tests.
         self.disconnections: list[tuple[int, int]] = []
+        self.first_connection_handle = DEFAULT_FIRST_CONNECTION_HANDLE
+
+    def allocate_connection_handle(self) -> int:
+        """The lowest free handle from ``first_connection_handle`` (Bumble's from 1)."""
+        used = {
+            link.handle
+            for link in itertools.chain(
+                self.le_connections.values(), self.classic_connections.values()
+            )
+        }
+        return next(
+            handle
+            for handle in range(self.first_connection_handle, _MAX_CONNECTION_HANDLE + 1)
+            if handle not in used
+        )
 
     def go_silent(self) -> None:
         """Stop advertising, scanning and connecting, as a radio that is switched off.
@@ -201,7 +224,8 @@ class SimController(Controller):
 
     # --- vendor commands ---------------------------------------------------------------
     def on_hci_command(self, command: hci.HCI_Command) -> Any:
-        if command.op_code != SET_PUBLIC_ADDRESS_OPCODE:
+        vendor = self._vendor_commands.get(command.op_code)
+        if vendor is None:
             if isinstance(command, hci.HCI_SyncCommand):
                 return super().on_hci_command(command)
             # The stock answer to a command it does not implement is a Command Complete,
@@ -214,7 +238,7 @@ class SimController(Controller):
             return None
         # Bumble dispatches opcodes it does not know as asynchronous commands: the handler
         # sends its own Command Complete.
-        status = self._set_public_address(bytes(command.parameters or b""))
+        status = vendor(self, bytes(command.parameters or b""))
         self.send_hci_packet(
             hci.HCI_Command_Complete_Event(
                 num_hci_command_packets=1,
@@ -223,6 +247,15 @@ class SimController(Controller):
             )
         )
         return None
+
+    def _set_first_connection_handle(self, parameters: bytes) -> hci.HCI_ErrorCode:
+        if len(parameters) != 2:
+            return hci.HCI_ErrorCode.INVALID_COMMAND_PARAMETERS_ERROR
+        first = int.from_bytes(parameters, "little")
+        if first > _MAX_CONNECTION_HANDLE:
+            return hci.HCI_ErrorCode.INVALID_COMMAND_PARAMETERS_ERROR
+        self.first_connection_handle = first
+        return hci.HCI_ErrorCode.SUCCESS
 
     def _set_public_address(self, parameters: bytes) -> hci.HCI_ErrorCode:
         if len(parameters) != 6:
@@ -234,6 +267,11 @@ class SimController(Controller):
             return hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR
         self.public_address = address
         return hci.HCI_ErrorCode.SUCCESS
+
+    _vendor_commands: dict[int, Callable[[SimController, bytes], hci.HCI_ErrorCode]] = {
+        SET_PUBLIC_ADDRESS_OPCODE: _set_public_address,
+        SET_FIRST_CONNECTION_HANDLE_OPCODE: _set_first_connection_handle,
+    }
 
     # --- advertising out ------------------------------------------------------------
     def send_advertising_pdu(self, packet: ll.AdvertisingPdu) -> None:

@@ -159,7 +159,7 @@ async def claim_stable_address(device: Device, own: OwnAddress, name: str) -> No
     address. It goes after power-on because a Bumble host ignores everything before its
     HCI Reset completes.
     """
-    from bumble.hci import Address, HCI_Command
+    from bumble.hci import Address
 
     from .controller import SET_PUBLIC_ADDRESS_OPCODE
 
@@ -167,24 +167,7 @@ async def claim_stable_address(device: Device, own: OwnAddress, name: str) -> No
     if address is None:
         own.remember_sim_identity(device)
         return
-    command = HCI_Command(address[::-1], op_code=SET_PUBLIC_ADDRESS_OPCODE)
-    try:
-        response = await asyncio.wait_for(
-            device.host.send_command(command, check_result=False),  # type: ignore[call-overload]
-            ANSWER_TIMEOUT,
-        )
-    except TimeoutError:
-        raise mp_oserror(
-            ETIMEDOUT, "the controller did not answer the simulated-address command"
-        ) from None
-    # Bumble gives an unknown opcode's return parameters as raw bytes (or a generic
-    # object holding them): the first byte is the status.
-    parameters = getattr(response, "return_parameters", None)
-    raw = getattr(parameters, "data", parameters)
-    if isinstance(raw, bytes | bytearray):
-        status = raw[0] if raw else 0
-    else:
-        status = int(getattr(parameters, "status", 0) or 0)
+    status = await _vendor_command(device, SET_PUBLIC_ADDRESS_OPCODE, address[::-1], "address")
     if status == 0x01 and sim_address() is None:
         # Unknown command: not our simulator, though its public address is locally
         # administered too (RootCanal's are). It gives a new address to every
@@ -203,4 +186,55 @@ async def claim_stable_address(device: Device, own: OwnAddress, name: str) -> No
     device.public_address = Address(address[::-1], Address.PUBLIC_DEVICE_ADDRESS)
 
 
-__all__ = ["Medium", "default_engine", "claim_stable_address", "new_public_address"]
+async def number_connections_from(device: Device, first: int, name: str) -> None:
+    """Ask a simulated controller to number its connections from ``first``, as the
+    simulated board's controller does (the program sees the controller's handles).
+
+    A real controller keeps its own numbering and is never sent the vendor command: it
+    goes only to a controller with a locally administered public address, as ours
+    (in-process and on a hub) have; one that does not know it (RootCanal) keeps its own.
+    """
+    from .controller import DEFAULT_FIRST_CONNECTION_HANDLE, SET_FIRST_CONNECTION_HANDLE_OPCODE
+
+    if first == DEFAULT_FIRST_CONNECTION_HANDLE or not bytes(device.public_address)[5] & 0x02:
+        return
+    status = await _vendor_command(
+        device, SET_FIRST_CONNECTION_HANDLE_OPCODE, first.to_bytes(2, "little"), "numbering"
+    )
+    if status:
+        logger.debug(
+            "%s: the controller keeps its own connection handles (status 0x%02x)", name, status
+        )
+
+
+async def _vendor_command(device: Device, opcode: int, parameters: bytes, what: str) -> int:
+    """Send one of our simulated controllers' vendor commands; its status (0x01: the
+    controller does not know it)."""
+    from bumble.hci import HCI_Command
+
+    command = HCI_Command(parameters, op_code=opcode)
+    try:
+        response = await asyncio.wait_for(
+            device.host.send_command(command, check_result=False),  # type: ignore[call-overload]
+            ANSWER_TIMEOUT,
+        )
+    except TimeoutError:
+        raise mp_oserror(
+            ETIMEDOUT, f"the controller did not answer the simulated-{what} command"
+        ) from None
+    # Bumble gives an unknown opcode's return parameters as raw bytes (or a generic
+    # object holding them): the first byte is the status.
+    parameters_back = getattr(response, "return_parameters", None)
+    raw = getattr(parameters_back, "data", parameters_back)
+    if isinstance(raw, bytes | bytearray):
+        return raw[0] if raw else 0
+    return int(getattr(parameters_back, "status", 0) or 0)
+
+
+__all__ = [
+    "Medium",
+    "number_connections_from",
+    "default_engine",
+    "claim_stable_address",
+    "new_public_address",
+]

@@ -1,9 +1,10 @@
 """The pytest plugin of ``mpbluetooth.testing`` (registered as ``mpbluetooth``).
 
 Installed with the package through the ``pytest11`` entry point, so a project that tests
-its MicroPython BLE code needs no conftest of its own. It only adds fixtures and a marker:
-nothing runs unless a test asks for a fixture, and importing it loads neither Bumble nor
-the simulator. ``pytest -p no:mpbluetooth`` switches it off.
+its MicroPython BLE code needs no conftest of its own. It adds fixtures and markers, sets
+``MPBLUETOOTH_STRICT`` for the session (below) and ``MPBLUETOOTH_BOARD`` for a test that
+asks; nothing else runs unless a test asks for a fixture, and importing it loads neither
+Bumble nor the simulator. ``pytest -p no:mpbluetooth`` switches it off.
 
 Fixtures:
 
@@ -23,6 +24,15 @@ is faster, air is what a board sees. The hub process lives for one test unless t
 still gets its own instances and boards, closed after it).
 
 A failing test's report shows the last lines each of its boards printed.
+
+Board profile (``mpbluetooth.boards``): the ``mpbluetooth_board`` ini option (also
+``pytest -o mpbluetooth_board=esp32``) or ``@pytest.mark.mpbluetooth_board("esp32")`` sets
+``MPBLUETOOTH_BOARD`` for the test, so its boards and its own instances behave as that
+port (default ``unix``).
+
+Memoryviews from event tuples are released when the handler returns (strict mode, SPEC D5):
+a test is where a program that keeps one should fail. ``mpbluetooth_strict = false`` in the
+ini file (or ``MPBLUETOOTH_STRICT=0``) keeps them readable, as on a board.
 """
 
 from __future__ import annotations
@@ -42,10 +52,26 @@ if TYPE_CHECKING:
 _TIMINGS = ("air", "instant")
 _SCOPES = ("function", "module", "package", "session")
 #: The boards a test started, for its failure report.
-_BOARDS = pytest.StashKey["list[Board]"]()
+_STARTED_BOARDS = pytest.StashKey["list[Board]"]()
+_BOARDS = ("unix", "esp32", "stm32", "rp2")  # mpbluetooth.boards.BOARDS, without importing it
+_STRICT_ENV = "MPBLUETOOTH_STRICT"
+_BOARD_ENV = "MPBLUETOOTH_BOARD"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "mpbluetooth_board",
+        "board profile of the instances and boards of every test: unix, esp32, stm32 or rp2 "
+        "(default: $MPBLUETOOTH_BOARD, else unix)",
+        default=None,
+    )
+    parser.addini(
+        "mpbluetooth_strict",
+        "release event memoryviews when the IRQ handler returns (default true; "
+        "$MPBLUETOOTH_STRICT wins when set)",
+        type="bool",
+        default=True,
+    )
     parser.addini(
         "mpbluetooth_timing",
         "radio timing of the links and hubs mpbluetooth's fixtures make: air or instant "
@@ -70,9 +96,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "mpbluetooth_board(name): board profile (unix, esp32, stm32, rp2) of this test's "
+        "instances and boards",
+    )
+    if _STRICT_ENV not in os.environ:
+        # The session, and every board it starts, runs strict (SPEC D5) unless told not to.
+        os.environ[_STRICT_ENV] = "1" if config.getini("mpbluetooth_strict") else "0"
+        config.add_cleanup(_forget_strict)
+    config.addinivalue_line(
+        "markers",
         "mpbluetooth_timing(timing): radio timing ('air' or 'instant') of the sim_link, "
         "sim_instances, sim_hub and board fixtures in this test",
     )
+
+
+def _forget_strict() -> None:
+    os.environ.pop(_STRICT_ENV, None)
 
 
 def timing_for(request: pytest.FixtureRequest) -> str:
@@ -90,6 +129,22 @@ def timing_for(request: pytest.FixtureRequest) -> str:
     if timing not in _TIMINGS:
         raise pytest.UsageError(f"mpbluetooth_timing is air or instant, not {timing!r}")
     return str(timing)
+
+
+@pytest.fixture(autouse=True)
+def _mpbluetooth_board(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's board profile, from its marker or the ini option (else the environment)."""
+    marker = request.node.get_closest_marker("mpbluetooth_board")
+    name = (
+        marker.args[0]
+        if marker is not None and marker.args
+        else request.config.getini("mpbluetooth_board")
+    )
+    if not name:
+        return
+    if name not in _BOARDS:
+        raise pytest.UsageError(f"mpbluetooth_board is one of {', '.join(_BOARDS)}, not {name!r}")
+    monkeypatch.setenv(_BOARD_ENV, str(name))
 
 
 @pytest.fixture
@@ -170,11 +225,12 @@ def board(request: pytest.FixtureRequest, sim_hub: HubProcess) -> Iterator[Calla
     """``board(script, *args, env=..., input=..., name=...)``: run a MicroPython script as
     its own simulated board on ``sim_hub``; returns the running ``Board``. After the test
     the test's own instances close first (their links end at once, with the boards still
-    there to answer), then every board stops."""
+    there to answer), then every board is told to stop; they end on their own (and with
+    the test run in any case)."""
     from .board import Board
 
     boards: list[Board] = []
-    request.node.stash[_BOARDS] = boards
+    request.node.stash[_STARTED_BOARDS] = boards
 
     def start(script: str | os.PathLike[str], *args: str, **options: Any) -> Board:
         started = Board(sim_hub.spec, script, *args, **options)
@@ -188,14 +244,8 @@ def board(request: pytest.FixtureRequest, sim_hub: HubProcess) -> Iterator[Calla
         sim_hub.close_instances()
     except Exception as exc:  # the boards must still stop
         errors.append(exc)
-    for started in boards:  # all at once: each takes a moment to close its radio
-        if started.process.poll() is None:
-            started.process.terminate()
-    for started in boards:
-        try:
-            started.stop()
-        except Exception as exc:  # stop the others, then report
-            errors.append(exc)
+    for started in boards:  # not waited for: a board that stayed on takes a while to exit
+        started.terminate()
     if errors:
         raise errors[0]
 
@@ -207,6 +257,6 @@ def pytest_runtest_makereport(
     """A failing test's report shows the tail of what each of its boards printed."""
     report = yield
     if report.failed:
-        for started in item.stash.get(_BOARDS, []):
+        for started in item.stash.get(_STARTED_BOARDS, []):
             report.sections.append((f"board {started.name} printed", started.tail()))
     return report
