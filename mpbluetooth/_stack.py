@@ -1,13 +1,11 @@
 """One instance's lifecycle: open the controller, build Host and Device, power on and off.
 
-Everything here runs on the runtime's loop thread. A fresh Device (and Host, and
-controller for the simulation) is made at every ``active(True)`` and dropped at
-``active(False)``: Bumble objects are cheap to make and this is the only way to be sure no
-state leaks from one activation into the next. What MicroPython keeps across a restart
-lives beside them: the GAP name here, the addresses in ``own_address`` (SPEC D6), the
-pairing settings in ``_security``. The concerns attach through the hooks below and share
-the few helpers every one of them needs (``require``, ``connection``, ``post``, ``spawn``,
-``flow``).
+Everything here runs on the runtime's loop thread. A fresh Device and Host are made at every
+``active(True)`` and dropped at ``active(False)``, so no state leaks from one activation
+into the next; a transport's controller is kept (reset) across them, as a board keeps its
+own. What MicroPython keeps across a restart lives beside them: the GAP name, the addresses
+(SPEC D6), the pairing settings in ``_security``. The concerns attach through the hooks
+below and share the helpers they all need (``require``, ``post``, ``spawn``, ``flow``...).
 """
 
 from __future__ import annotations
@@ -58,11 +56,7 @@ class Stack:
         # Valid while active.
         self.device: Device | None = None
         self.transport: _transport.OpenedTransport | None = None
-        #: A controller behind a transport kept open across ``active(False)``: a board's
-        #: host keeps its controller (and so its address) when the radio is switched off,
-        #: and an engine that makes a controller per connection (RootCanal) would give the
-        #: next activation a new address (SPEC D6).
-        self._kept: _transport.OpenedTransport | None = None
+        self.kept = _transport.KeptController(name)  # kept while inactive (SPEC D6)
         self.active = False
         #: Why the last activation ended without ``active(False)`` (the transport was lost);
         #: events of the links and operations that ended with it are still reported.
@@ -90,7 +84,7 @@ class Stack:
         """Start (or, like NimBLE, restart) the stack. Raises OSError on failure."""
         if self.active:
             await self.power_off()
-        transport = self._take_kept()
+        transport = self.kept.take(self.spec)
         if transport is None:
             transport = await _transport.open_controller(
                 self.spec, self.name, self.own_address, self.board.first_conn_handle
@@ -168,35 +162,11 @@ class Stack:
             self._watch = None
         self.device = None
         self.transport = None
-        if transport.terminated is not None and not transport.terminated.done():
-            logger.debug("%s: keeping the controller behind %s", self.name, transport.spec)
+        if self.kept.keep(transport):
             self._trace.stop()
-            self._kept = transport
-            runtime().add_shutdown_hook(self.release)
         else:
             await self._close_transport(transport)
         logger.info("%s: inactive", self.name)
-
-    def _take_kept(self) -> _transport.OpenedTransport | None:
-        """The controller kept at the last ``active(False)``, if it is still there and the
-        instance still asks for the same transport."""
-        kept, self._kept = self._kept, None
-        if kept is None:
-            return None
-        runtime().remove_shutdown_hook(self.release)
-        alive = kept.terminated is None or not kept.terminated.done()
-        if alive and kept.spec == _transport.resolve_spec(self.spec):
-            return kept
-        runtime().spawn(self._close_transport(kept, stop_trace=False), f"{self.name}-close")
-        return None
-
-    async def release(self) -> None:
-        """Close the controller kept across ``active(False)`` (the instance is discarded,
-        or the interpreter exits)."""
-        kept, self._kept = self._kept, None
-        runtime().remove_shutdown_hook(self.release)
-        if kept is not None:
-            await self._close_transport(kept, stop_trace=False)
 
     async def _quiesce(self, device: Device) -> None:
         """Leave the controller idle: peers get their disconnection, adverts stop.
@@ -274,10 +244,7 @@ class Stack:
     ) -> None:
         if stop_trace:
             self._trace.stop()
-        try:
-            await asyncio.wait_for(transport.close(), POWER_OFF_TIMEOUT)
-        except Exception as exc:
-            logger.warning("%s: closing %s failed: %r", self.name, transport.spec, exc)
+        await _transport.close_quietly(transport)
 
     async def _watch_transport(self, transport: _transport.OpenedTransport) -> None:
         assert transport.terminated is not None

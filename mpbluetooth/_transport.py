@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._engine import SIM_SPEC, OpenedTransport, engine_for
 from ._errors import TransportError
+from ._runtime import runtime
 
 if TYPE_CHECKING:
     from bumble.device import Device
@@ -34,6 +35,8 @@ ENV_TRANSPORT = "MPBLUETOOTH_TRANSPORT"
 
 #: Seconds allowed to open a transport (a TCP connect, a USB claim, a serial open).
 OPEN_TIMEOUT = 5.0
+#: Seconds a transport may take to close before teardown goes on without it.
+CLOSE_TIMEOUT = 2.0
 
 _process_spec: str | None = None
 
@@ -94,6 +97,57 @@ async def open_controller(
 
     opened.after_power_on = after_power_on
     return opened
+
+
+class KeptController:
+    """A controller behind a transport, kept open across ``active(False)``.
+
+    A board's host keeps its controller (and so its address) while the radio is off, and
+    an engine that makes a controller per connection (RootCanal) would give the next
+    activation a new address (SPEC D6). The in-process simulated controller is not kept:
+    the instance keeps its address itself.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._transport: OpenedTransport | None = None
+
+    def keep(self, transport: OpenedTransport) -> bool:
+        """Keep ``transport`` (loop thread); False if it cannot be (in process, or lost)."""
+        if transport.terminated is None or transport.terminated.done():
+            return False
+        logger.debug("%s: keeping the controller behind %s", self._name, transport.spec)
+        self._transport = transport
+        runtime().add_shutdown_hook(self.release)
+        return True
+
+    def take(self, spec: str | None) -> OpenedTransport | None:
+        """The kept controller, if it is still there and the instance still asks for the
+        same transport; else None (and the kept one is closed)."""
+        kept, self._transport = self._transport, None
+        if kept is None:
+            return None
+        runtime().remove_shutdown_hook(self.release)
+        if kept.terminated is not None and not kept.terminated.done():
+            if kept.spec == resolve_spec(spec):
+                return kept
+        runtime().spawn(close_quietly(kept), f"{self._name}-close")
+        return None
+
+    async def release(self) -> None:
+        """Close the kept controller (the instance is discarded, or the interpreter exits)."""
+        kept, self._transport = self._transport, None
+        runtime().remove_shutdown_hook(self.release)
+        if kept is not None:
+            await close_quietly(kept)
+
+
+async def close_quietly(transport: OpenedTransport) -> None:
+    """Close a transport within a deadline; a failure is only logged (teardown goes on)."""
+    try:
+        await asyncio.wait_for(transport.close(), CLOSE_TIMEOUT)
+    except Exception as exc:
+        logger.warning("closing %s failed: %r", transport.spec, exc)
 
 
 def resolve_spec(spec: str | None) -> str:

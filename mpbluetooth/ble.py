@@ -109,7 +109,7 @@ class BLE:
         has no such method: a board's radio lives as long as the program."""
         try:
             self.active(False)
-            self._call(self._stack.release, what="release the controller")
+            self._call(self._stack.kept.release, what="release the controller")
         finally:
             self._ring.close()
 

@@ -21,7 +21,7 @@ import pytest
 from mpbluetooth.cli.scan import render
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ("demo", "info", "rootcanal", "run", "scan", "sim-ctl", "sim-hub")
+COMMANDS = ("board", "demo", "info", "rootcanal", "run", "scan", "sim-ctl", "sim-hub")
 BEACON = str(REPO / "examples" / "beacon.py")
 ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 

@@ -28,6 +28,12 @@ HARDWARE = "needs a controller on usb:0"
 INSTALLS = "installs packages (CI and tox run it in a fresh venv)"
 NAME = "names a command or an API, not a command line"
 
+_TWO_BOARDS = "tests/test_board_repl_conformance.py (two boards on a hub, run-multitests)"
+_PACKAGE = (
+    "tests/test_board_repl.py::test_a_package_copied_into_lib_is_imported_by_a_script_that_"
+    "advertises"
+)
+
 #: Each command line (or command-like span) of the README, and where it is held.
 COMMANDS: dict[str, str] = {
     # Quick start and "Several processes on one simulated link": run here.
@@ -77,6 +83,23 @@ COMMANDS: dict[str, str] = {
     "mpbluetooth-python --strict": (
         "tests/test_boards_runtime.py::test_strict_mode_releases_the_view_at_return"
     ),
+    "mpbluetooth sim-hub &": RUN_HERE,
+    # "Use it like a board" (issue 27): its own tests hold these.
+    "mpbluetooth board": "tests/test_board_repl.py (BoardProcess starts it)",
+    "mpbluetooth board --root ./board --hub tcp-client:127.0.0.1:10723": _TWO_BOARDS,
+    "mpbluetooth board --root ./other --hub tcp-client:127.0.0.1:10723": _TWO_BOARDS,
+    "./run-multitests.py -t /dev/pts/7 -t /dev/pts/8 multi_bluetooth/ble_characteristic.py": (
+        _TWO_BOARDS
+    ),
+    'mpremote connect /dev/pts/7 exec "print(1)"': (
+        "tests/test_board_repl.py::test_mpremote_exec_prints_1"
+    ),
+    "mpremote connect /dev/pts/7 fs mkdir :lib + fs cp -r mypkg :lib/": _PACKAGE,
+    "mpremote connect /dev/pts/7 run app.py": _PACKAGE,
+    "mpremote connect /dev/pts/7 soft-reset": (
+        "tests/test_board_repl.py::test_soft_reset_ends_a_program_and_runs_main_py_again"
+    ),
+    "mpremote connect /dev/pts/7 repl": "tests/test_board_repl_keys.py (the REPL key by key)",
 }
 for _name in (
     "mpbluetooth", "mpbluetooth COMMAND --help", "mpbluetooth demo [--timeout S]",
@@ -87,6 +110,8 @@ for _name in (
     "mpbluetooth-python app.py",
     "mpbluetooth-python [-u] [--strict] [-c CODE \\| -m MOD \\| FILE \\| -] [args]",
     "mpbluetooth-irq",  # a thread's name
+    "mpbluetooth board [--root DIR] [--hub SPEC \\| --transport SPEC \\| --engine rootcanal] "
+    "[--board NAME] [--tcp H:P] [--link PATH]",
     "mpbluetooth scan [TRANSPORT] [--duration S] [--plain] [--passive] [--min-rssi DBM] "
     "[--json] [--transport SPEC]",
     "mpbluetooth sim-ctl [--hub SPEC] list\\|loss\\|latency\\|move\\|out-of-range\\|disconnect"

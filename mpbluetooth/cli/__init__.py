@@ -14,7 +14,7 @@ import importlib
 __all__ = ["COMMANDS", "main"]
 
 #: The modules of the subcommands (``sim_hub`` is ``mpbluetooth sim-hub``).
-COMMANDS = ("demo", "info", "rootcanal", "run", "scan", "sim_ctl", "sim_hub")
+COMMANDS = ("board", "demo", "info", "rootcanal", "run", "scan", "sim_ctl", "sim_hub")
 
 
 def main(argv: list[str] | None = None) -> int:
