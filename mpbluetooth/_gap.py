@@ -205,9 +205,9 @@ class Gap:
     async def scan(self, duration_ms: int, interval_us: int, window_us: int, active: bool) -> None:
         device = self.stack.require()
         if self.scanning:
-            raise mp_oserror(EALREADY)
+            raise mp_oserror(EALREADY, "a scan is already running")
         if self.connecting is not None:
-            raise mp_oserror(EBUSY)
+            raise mp_oserror(EBUSY, "a connection is being made")
         interval = min(max(_c_div(interval_us, 625), _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
         window = min(max(_c_div(window_us, 625), _SCAN_UNITS_MIN), _SCAN_UNITS_MAX)
         if window > interval:
@@ -297,7 +297,7 @@ class Gap:
         if addr_type > _MAX_ADDR_TYPE:
             raise mp_oserror(EINVAL, "address type must be 0..3")
         if self.connecting is not None:
-            raise mp_oserror(EALREADY)
+            raise mp_oserror(EALREADY, "a connection is already being made")
         # NimBLE checks none of these (its LE Create Connection carries whatever the uint16_t
         # fields hold): the controller refuses what it cannot take, e.g. an interval outside
         # 7.5 ms .. 4 s, or one whose two intervals do not fit in the supervision timeout.
@@ -371,7 +371,7 @@ class Gap:
     async def cancel_connect(self) -> None:
         device = self.stack.require()
         if self.connecting is None:
-            raise mp_oserror(EALREADY)
+            raise mp_oserror(EALREADY, "no connection is being made")
         await device.cancel_connection()
 
     async def disconnect(self, conn_handle: int) -> bool:

@@ -558,9 +558,9 @@ class GattClient:
         device = self.stack.device
         connection = device.lookup_connection(conn_handle) if device is not None else None
         if connection is None or not self.stack.active:
-            raise mp_oserror(ENOTCONN)
+            raise mp_oserror(ENOTCONN, f"no connection with handle {conn_handle}")
         if connection.handle in self._mtu_exchanged:
-            raise mp_oserror(EALREADY)
+            raise mp_oserror(EALREADY, "the MTU of this link was already exchanged")
         self._mtu_exchanged.add(connection.handle)
         mtu = self.stack.require().gatt_server.max_mtu  # config('mtu'), set by the server
 

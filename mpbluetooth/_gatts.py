@@ -497,7 +497,7 @@ class GattServer:
         if data is None:
             data = self.stored(handle)
             if data is None:
-                raise mp_oserror(-HS_EAPP)  # NimBLE cannot read the value to send
+                raise mp_oserror(-HS_EAPP, f"no value stored at handle {handle} to send")
         connection = self.stack.connection(conn_handle)
         self.stack.flow.refuse_if_backlogged(device)
         return device, connection, data

@@ -21,6 +21,8 @@ _FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 #: The loggers given our stderr handler so far (once each, however often this runs: the
 #: CLI applies its options after importing mpbluetooth applied the environment).
 _configured: set[str] = set()
+#: Unknown values already said (once each).
+_said: set[str] = set()
 
 
 def configure_from_env(default: str = "") -> None:
@@ -31,10 +33,11 @@ def configure_from_env(default: str = "") -> None:
     levels = [w for w in words if w != "bumble"]
     if not levels:
         return
-    level = getattr(logging, levels[0].upper(), None)
-    if not isinstance(level, int):
-        logging.getLogger(__name__).warning("%s: unknown level %r", ENV_LOG, levels[0])
-        return
+    named = getattr(logging, levels[0].upper(), None)
+    unknown = not isinstance(named, int) or len(levels) > 1
+    # Said, not ignored: the user asked for logs on stderr and would otherwise see nothing
+    # and not know why. Warnings still reach stderr.
+    level = named if isinstance(named, int) and not unknown else logging.WARNING
     names = ["mpbluetooth"] + (["bumble"] if "bumble" in words else [])
     for name in names:
         logger = logging.getLogger(name)
@@ -44,3 +47,12 @@ def configure_from_env(default: str = "") -> None:
             handler.setFormatter(logging.Formatter(_FORMAT))
             logger.addHandler(handler)
             _configured.add(name)
+    value = os.environ.get(ENV_LOG, default)
+    if unknown and value not in _said:
+        _said.add(value)
+        logging.getLogger(__name__).warning(
+            "%s=%s: expected one of debug, info, warning, error, critical (optionally with "
+            "',bumble'); showing warnings only",
+            ENV_LOG,
+            value,
+        )

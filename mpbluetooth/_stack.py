@@ -127,7 +127,7 @@ class Stack:
             "%s: active on %s, address %s (%s)",
             self.name,
             transport.spec,
-            addr.hex(":"),
+            addr.hex(":").upper(),
             "public" if addr_type == 0 else "random",
         )
 
@@ -204,7 +204,7 @@ class Stack:
         while inactive)."""
         connection = self.require().lookup_connection(conn_handle)
         if connection is None:
-            raise mp_oserror(ENOTCONN)
+            raise mp_oserror(ENOTCONN, f"no connection with handle {conn_handle}")
         return connection
 
     def spawn(
@@ -282,7 +282,7 @@ class Stack:
         """The active Device, or MicroPython's ``OSError(ENODEV)``."""
         device = self.device
         if device is None or not self.active:
-            raise mp_oserror(ENODEV, self.lost)
+            raise mp_oserror(ENODEV, self.lost or "the radio is off: active(True) first")
         return device
 
     def address(self) -> tuple[int, bytes]:

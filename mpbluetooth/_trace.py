@@ -27,8 +27,8 @@ def snoop_spec() -> str | None:
     """The HCI trace to write, from ``MPBLUETOOTH_SNOOP``, as a Bumble snooper spec.
 
     A plain path means a btsnoop file (what Wireshark opens); ``btsnoop:...`` and
-    ``pcapsnoop:...`` specs pass through. ``{pid}`` and ``{instance}`` in the path keep the
-    traces of several processes or instances apart.
+    ``pcapsnoop:...`` specs pass through. ``{pid}`` (the process) and ``{instance}`` (the
+    instance's name, see :meth:`Trace.start`) in the path keep traces apart.
     """
     value = os.environ.get(ENV_SNOOP, "").strip()
     if not value:
@@ -60,6 +60,9 @@ class Trace:
             return
         from bumble.snoop import create_snooper
 
+        # Bumble would put its own counter for ``{instance}``: the instance's name is what
+        # the user knows it by (``sim.Link.instance("alpha")``).
+        spec = spec.replace("{instance}", self.name)
         if spec in _OPEN:
             spec = instance_spec(spec, self.name)
         files = contextlib.ExitStack()

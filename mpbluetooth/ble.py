@@ -281,7 +281,7 @@ class BLE:
         peripheral, send a Security Request. The outcome is ``_IRQ_ENCRYPTION_UPDATE``."""
         handle = uint16(conn_handle)
         if not self._stack.active:
-            raise mp_oserror(ENOTCONN)  # NimBLE finds no link: its binding has no check
+            raise mp_oserror(ENOTCONN, "gap_pair: the radio is off")  # NimBLE finds no link
         self._call(self._security.pair, handle, what="gap_pair")
 
     @mp_args(4, 4)
@@ -292,7 +292,7 @@ class BLE:
         if action_value not in _PASSKEY_ACTIONS:
             raise mp_oserror(EINVAL, "action must be 2, 3 or 4")
         if not self._stack.active:
-            raise mp_oserror(ENOENT)  # NimBLE finds no pairing waiting: no active check
+            raise mp_oserror(ENOENT, "gap_passkey: the radio is off")  # no pairing waiting
         self._call(self._security.passkey, handle, action_value, passkey_value, what="gap_passkey")
 
     # --- GATT server -------------------------------------------------------------------
@@ -433,7 +433,7 @@ class BLE:
         conn = uint16(conn_handle)
         if not self._stack.active:
             # NimBLE's binding does not check: its procedure pool is not set up (ENOMEM).
-            raise mp_oserror(ENOMEM)
+            raise mp_oserror(ENOMEM, "gattc_exchange_mtu: the radio is off")
         self._call(self._gattc.exchange_mtu, conn, what="exchange MTU")
 
     # --- L2CAP -------------------------------------------------------------------------

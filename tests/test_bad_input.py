@@ -186,6 +186,8 @@ def expect(outcome: Raises | Errno | Returns, call: Callable[[], Any]) -> None:
         assert info.value.errno == code and info.value.args == (code,), repr(info.value)
         text = f"[Errno {code}] {errno.errorcode[code]}" if code > 0 else str(code)
         assert str(info.value) == text
+        # docs/compat.md: what failed, in words, is in the notes a traceback shows.
+        assert getattr(info.value, "__notes__", None), f"{info.value!r} has no notes"
     elif outcome.message is not None:
         assert str(info.value) == outcome.message
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import pytest
 import mpbluetooth
 
 from .conftest import ENV
+
+ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 
 PERIPHERAL = """\
 import bluetooth, time
@@ -143,6 +147,29 @@ def test_scan_lists_the_advertisers_on_a_hub(two_advertisers: str) -> None:
     assert {"alpha", "beta"} <= names
 
 
+def test_scan_takes_the_transport_as_bumbles_apps_do_and_prints_json(
+    two_advertisers: str, hub_spec: str
+) -> None:
+    shy = mpbluetooth.open(hub_spec, "shy")  # its name only in its scan response
+    shy.active(True)
+    shy.gap_advertise(20000, b"\x02\x01\x06", resp_data=b"\x04\x09shy")
+    try:
+        active = cli("scan", two_advertisers, "--duration", "1.5", "--json", "--min-rssi", "-127")
+        passive = cli("scan", two_advertisers, "--duration", "1.5", "--json", "--passive")
+    finally:
+        shy.close()
+    assert active.returncode == 0 and passive.returncode == 0, active.stderr + passive.stderr
+    devices = json.loads(active.stdout)
+    assert {"alpha", "beta", "shy"} <= {d["name"] for d in devices}
+    assert all(ADDRESS.match(d["address"]) and d["reports"] >= 1 for d in devices)
+    heard = {d["name"] for d in json.loads(passive.stdout)}
+    assert {"alpha", "beta"} <= heard and "shy" not in heard  # no scan requests sent
+    none = cli("scan", two_advertisers, "--duration", "1", "--json", "--min-rssi", "20")
+    assert json.loads(none.stdout) == [] and "no devices seen" in none.stderr
+    both = cli("scan", "usb:0", "--transport", "usb:1")
+    assert both.returncode == 2 and "give the transport once" in both.stderr
+
+
 def test_info_describes_the_controller(hub_spec: str) -> None:
     result = cli("info", "--transport", hub_spec)
     assert result.returncode == 0, result.stderr
@@ -203,3 +230,29 @@ def test_run_snoop_writes_one_trace_per_script(scripts: tuple[Path, Path], tmp_p
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run-peripheral.btsnoop").read_bytes()[:8] == b"btsnoop\0"
     assert (tmp_path / "run-central.btsnoop").read_bytes()[:8] == b"btsnoop\0"
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("s-{instance}.btsnoop", ["s-alpha.btsnoop", "s-beta.btsnoop"]),
+        ("trace.btsnoop", ["trace-beta.btsnoop", "trace.btsnoop"]),  # the first keeps the path
+    ],
+)
+def test_snoop_files_of_named_instances_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, written: list[str]
+) -> None:
+    monkeypatch.setenv("MPBLUETOOTH_SNOOP", str(tmp_path / given))
+    with mpbluetooth.sim.Link() as link:
+        for name in ("alpha", "beta"):
+            link.instance(name).active(True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
+
+
+def test_the_hub_logs_the_address_a_script_runs_with(tmp_path: Path) -> None:
+    script = tmp_path / "on.py"
+    script.write_text("import bluetooth\nbluetooth.BLE().active(True)\n")
+    result = cli("-v", "run", "--timeout", "5", "address=f2:2c:3f:00:00:01", str(script))
+    assert result.returncode == 124, result.stderr  # it stays on until --timeout
+    assert "unix-1 is F2:2C:3F:00:00:01" in result.stderr
+    assert "active on unix:" in result.stdout and "address F2:2C:3F:00:00:01" in result.stdout

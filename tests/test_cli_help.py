@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from mpbluetooth.cli.scan import render
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("board", "demo", "info", "rootcanal", "run", "scan", "sim-ctl", "sim-hub")
+BEACON = str(REPO / "examples" / "beacon.py")
 ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 
 
@@ -58,6 +61,11 @@ def test_each_command_has_a_description_and_an_example(command: str) -> None:
     assert f"\n    mpbluetooth {command}" in result.stdout.split("Examples:")[1]
 
 
+def test_run_help_says_a_failing_script_stops_the_others() -> None:
+    text = " ".join(run_cli("run", "--help").stdout.split())
+    assert "A script that fails (a non-zero exit status, an uncaught exception) stops all" in text
+
+
 def test_version_names_the_package_bumble_and_python() -> None:
     import mpbluetooth
 
@@ -83,7 +91,13 @@ def test_version_names_the_package_bumble_and_python() -> None:
         (["sim-hub", "--loss", "150%"], "a loss rate is in [0, 1)"),
         (["sim-hub", "--latency", "-5"], "'--latency': -5.0 is not in the range x>=0"),
         (["sim-hub", "--pdus-per-event", "0"], "'--pdus-per-event': 0 is not in the range x>=1"),
-        (["sim-ctl", "loss", "1.5"], "1.5 is not in the range 0<=x<1"),
+        (["sim-ctl", "loss", "1.5"], "a loss rate is in [0, 1)"),
+        (["run", "-m"], "-m needs a module name"),
+        (["run", "stdin=nofile.txt", BEACON], "no such stdin file: nofile.txt"),
+        (["run", "address=f2:00", BEACON], "address=f2:00: expected six bytes"),
+        (["run", "--transport", "usb:0", "--hub", "unix:/x", BEACON], "give one"),
+        (["run", "--loss", "10%", "--transport", "usb:0", BEACON], "--loss set the link"),
+        (["run", "--timing", "instant", "--hub", "unix:/x", BEACON], "not with --hub"),
         (["sim-ctl", "loss", "0.1", "tcp-1"], "give two members or none, not 1"),
         (["sim-ctl", "disconnect", "a", "b", "soon"], "'soon' is not a number"),
         (["rootcanal", "--port", "0"], "0 is not in the range 1<=x<=65535"),
@@ -96,6 +110,66 @@ def test_a_bad_argument_is_one_clear_line(args: list[str], says: str) -> None:
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("mpbluetooth") and says in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["run", "--hub", "tcp-client:127.0.0.1:1", BEACON], "run: no hub answers at tcp-"),
+        (["sim-hub", "--unix", "/nonexistent/dir/x.sock"], "unix /nonexistent/dir/x.sock"),
+    ],
+)
+def test_a_failure_to_start_is_one_clear_line(args: list[str], says: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert says in result.stderr
+
+
+def test_sim_ctl_against_something_that_is_not_a_hub_says_so() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_as_a_web_server() -> None:
+            peer, _ = server.accept()
+            with peer:
+                peer.recv(100)
+                peer.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer_as_a_web_server, daemon=True).start()
+        spec = f"tcp-client:127.0.0.1:{server.getsockname()[1]}"
+        result = run_cli("sim-ctl", "--hub", spec, "list")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"no answer from a hub at {spec} (what answered is not a hub" in result.stderr
+
+
+def test_sim_ctl_takes_a_loss_rate_as_run_does(empty_hub: str) -> None:
+    result = run_cli("sim-ctl", "--hub", empty_hub, "loss", "10%")
+    # Parsed and sent: this (instant) hub answers that loss needs air timing.
+    assert "loss needs air timing" in result.stderr, result.stderr
+
+
+def test_run_on_a_controller_that_will_not_open_says_one_line_per_script() -> None:
+    result = run_cli("run", "--transport", "serial:/dev/mpbluetooth-no-such-port", BEACON)
+    assert result.returncode == 1
+    said = [line for line in result.stdout.splitlines() if line.startswith("[beacon]")]
+    assert len(said) == 1, result.stdout
+    assert "beacon.py, line" in said[0] and "cannot open transport 'serial:" in said[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_unknown_log_level_in_the_environment_is_said_in_any_program() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli.python", "-c", "import bluetooth"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "MPBLUETOOTH_LOG": "bogus"},
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stderr.count("\n") == 1 and "MPBLUETOOTH_LOG=bogus: expected one of" in (
+        result.stderr
+    )
+    command = run_cli("demo", MPBLUETOOTH_LOG="bogus")
+    assert command.returncode == 0 and "MPBLUETOOTH_LOG=bogus" in command.stderr
 
 
 def test_a_bad_environment_variable_names_the_variable() -> None:
@@ -142,7 +216,7 @@ def test_the_help_defaults_are_the_simulators() -> None:
 
 
 #: Set by ``run`` for its scripts, not by users (the docs table lists it, the help not).
-INTERNAL_VARIABLES = {"MPBLUETOOTH_STAY_ON"}
+INTERNAL_VARIABLES = {"MPBLUETOOTH_STAY_ON", "MPBLUETOOTH_LIFELINE"}
 
 
 def variables_read() -> set[str]:
@@ -161,7 +235,8 @@ def variables_read() -> set[str]:
 def test_every_environment_variable_is_in_the_help_and_the_docs_table() -> None:
     helped = set(re.findall(r"MPBLUETOOTH_[A-Z0-9_]*[A-Z0-9]", run_cli("--help").stdout))
     assert variables_read() == helped
-    table = (REPO / "docs" / "environment.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Environment variables") :]
     for name in helped | INTERNAL_VARIABLES | {"MPBLUETOOTH_<ROW>"}:
         assert f"`{name}`" in table, name
 

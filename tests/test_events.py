@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -312,10 +313,34 @@ def test_answered_events_are_never_dropped(link: sim.Link) -> None:
     authorized = gatt.secure(3)
     gatt.rs.answers[authorized] = GATTS_ERROR_INSUFFICIENT_AUTHENTICATION
     mpbluetooth.set_rxbuf(64, gatt.server)
-    gatt.rs.on[IRQ_SCAN_RESULT] = lambda data: time.sleep(0.002)  # a slow handler
+
+    def dropped() -> int:
+        return mpbluetooth.irq_stats(gatt.server).dropped
+
+    # While ``full`` is set the scan handler returns only once another event was dropped,
+    # so the ring stays full, under any CPU load, until the read request has reached the
+    # handler (a fixed delay filled it only on a fast enough machine). Then the flood
+    # drains, and every instance's events get their turn in the one IRQ context.
+    full = threading.Event()
+
+    def behind_the_flood(data: Any) -> None:
+        at_entry = dropped()
+        deadline = time.monotonic() + 2.0
+        while full.is_set() and dropped() == at_entry and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    gatt.rs.on[IRQ_SCAN_RESULT] = behind_the_flood
+    gatt.rs.on_read = lambda *_: full.clear()
     flood(link, 4)
     gatt.server.gap_scan(0, 30000, 30000)
-    wait_until(lambda: mpbluetooth.irq_stats(gatt.server).dropped > 0, what="a full ring")
-    statuses = [read_status(gatt, authorized) for _ in range(20)]
+
+    def overflowed_after(count: int) -> Callable[[], bool]:
+        return lambda: dropped() > count
+
+    statuses = []
+    for _ in range(20):
+        full.set()
+        wait_until(overflowed_after(dropped()), what="a full ring")  # the read meets it
+        statuses.append(read_status(gatt, authorized))
     gatt.server.gap_scan(None)
     assert statuses == [REFUSED] * 20

@@ -89,6 +89,20 @@ def test_mip_target_and_a_missing_package(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "Package not found" in missing.stdout
 
 
+def test_mip_offline_says_the_index_cannot_be_reached(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = launch(
+        "-m", "mip", "install", "-i", f"http://127.0.0.1:{port}", "aioble", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert f"cannot reach the package index at http://127.0.0.1:{port}" in result.stdout
+    assert "Package not found" not in result.stdout
+
+
 def test_mip_refuses_a_file_whose_hash_does_not_match(tmp_path: Path) -> None:
     index = make_index(tmp_path)
     for blob in (index / "file").rglob("*"):

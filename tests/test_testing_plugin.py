@@ -45,7 +45,7 @@ def test_recorder_waits_counts_takes_and_checks_order() -> None:
         recorder.assert_order(1, 1)
     assert recorder.take(1) == (1, (2,))  # the oldest of that code; the others stay
     assert [code for code, _ in recorder.events] == [7, 7]
-    with pytest.raises(WaitTimeout, match="no event 9"):
+    with pytest.raises(WaitTimeout, match="no _IRQ_GATTC_SERVICE_RESULT"):
         recorder.wait(9, timeout=0.05)
 
 
@@ -73,6 +73,7 @@ def test_a_board_prints_stays_on_and_is_seen_by_the_test(
     assert adv.events.wait(IRQ_CENTRAL_CONNECT)[0] >= 0
     adv.wait_for_line(f"irq {IRQ_CENTRAL_CONNECT}")
     assert len(sim_hub.members()) == 2
+    assert adv.address.hex(":").upper() in repr(adv)  # addresses are shown upper case
     sim_hub.kill(adv)  # its controller dies: the link ends on our side
     events.wait(IRQ_PERIPHERAL_DISCONNECT)
 
@@ -129,3 +130,99 @@ def test_the_plugin_loads_by_itself_and_switches_off(tmp_path: Path) -> None:
     assert on.returncode == 0, on.stdout + on.stderr
     off = _pytest(tmp_path, "-p", "no:mpbluetooth")
     assert off.returncode == 1 and "fixture 'sim_instances' not found" in off.stdout
+
+
+# --- what a user's failing test shows, and how long teardown takes ------------------------
+BOARD_TESTS = """
+from pathlib import Path
+
+import pytest
+
+from mpbluetooth.constants import IRQ_PERIPHERAL_CONNECT
+
+ADVERTISER = Path(__file__).with_name("advertiser.py")
+
+
+@pytest.mark.mpbluetooth_timing("air")  # a hub of its own: the module's is instant
+def test_connected_then_done(board, sim_hub):
+    adv = board(ADVERTISER, "x")
+    adv.wait_for_line("advertising")
+    central, events = sim_hub.instance("central")
+    central.gap_connect(*adv.config("mac"))
+    events.wait(IRQ_PERIPHERAL_CONNECT)
+    sim_hub.move("central", 1.0)  # the test's name for its own instance
+    sim_hub.move("advertiser", 2.0)  # and its board's
+
+
+def test_fails_with_the_board_output(board):
+    adv = board(ADVERTISER, "shown-in-the-report")
+    adv.wait_for_line("advertising")
+    assert False, "the test's own failure"
+
+
+def test_hub_pid_one(sim_hub):
+    Path("pids").open("a").write(f"{sim_hub.process.pid}\\n")
+
+
+def test_hub_pid_two(sim_hub, sim_link):
+    Path("pids").open("a").write(f"{sim_hub.process.pid}\\n")
+    Path("timing").write_text(sim_link.timing)
+
+
+def test_a_missing_script(board):
+    board("nope.py")
+"""
+
+
+def test_a_users_board_tests_report_and_tear_down_quickly(tmp_path: Path) -> None:
+    (tmp_path / "advertiser.py").write_text(ADVERTISER)
+    (tmp_path / "test_boards.py").write_text(BOARD_TESTS)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmpbluetooth_hub_scope = module\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-vv", "-p", "no:cacheprovider", "--durations=0",
+         "--mpbluetooth-timing", "instant", str(tmp_path)],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    out = result.stdout
+    assert "2 failed, 3 passed" in out, out + result.stderr
+    # The failure shows what the board printed, and a missing script is one clear error.
+    assert "board advertiser printed" in out and "advertising as shown-in-the-report" in out
+    assert "board('nope.py'): no such script" in out and "raised in repr()" not in out
+    # The hub was shared by the module's tests, and the command line set the timing.
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 2 and pids[0] == pids[1]
+    assert (tmp_path / "timing").read_text() == "instant"
+    # Teardown: the test's central closes before the board stops, so no 2 s power-off.
+    teardown = [
+        float(line.split("s ")[0])
+        for line in out.splitlines()
+        if "teardown" in line and "test_connected_then_done" in line
+    ]
+    assert teardown and teardown[0] < 0.5, out  # was 2.1 s; about 0.06 s on a quiet machine
+    assert "did not stop cleanly" not in out + result.stderr
+
+
+def test_expect_looks_after_its_last_match_and_wait_for_line_counts(
+    board: Callable[..., Board], tmp_path: Path
+) -> None:
+    script = tmp_path / "lines.py"
+    script.write_text("for word in ('a', 'b', 'a', 'c'):\n    print(word)\n")
+    lines = board(script)
+    assert lines.wait_exit() == 0
+    assert lines.wait_for_line("a", count=2) == "a" and lines.wait_for_line("c") == "c"
+    assert lines.expect("b") == "b"
+    assert lines.expect("a") == "a"  # the third line: the first "a" is behind the cursor
+    with pytest.raises(BoardExited, match="'b' after line 3"):
+        lines.expect("b", timeout=1)
+
+
+def test_wait_timeout_names_events_and_lists_what_came() -> None:
+    recorder = Recorder(timeout=0.01)
+    recorder(IRQ_CENTRAL_CONNECT, (0, 0, memoryview(bytes.fromhex("f200000000aa"))))
+    with pytest.raises(WaitTimeout) as failure:
+        recorder.wait(15)
+    message = str(failure.value)
+    assert message.startswith("no _IRQ_GATTC_READ_RESULT within 0.01 s")
+    assert "_IRQ_CENTRAL_CONNECT(0, 0, F2:00:00:00:00:AA)" in message
+    with pytest.raises(AssertionError, match="_IRQ_CENTRAL_DISCONNECT, _IRQ_CENTRAL_CONNECT"):
+        recorder.assert_order(IRQ_CENTRAL_DISCONNECT, IRQ_CENTRAL_CONNECT)

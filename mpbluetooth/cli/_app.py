@@ -17,6 +17,8 @@ import logging
 import os
 import platform
 import re
+import signal
+import sys
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any, Final
@@ -25,7 +27,8 @@ import click
 
 from .. import __version__
 from .._logging import ENV_LOG, configure_from_env
-from ._options import ENVIRONMENT
+from ._lifeline import watch_parent
+from ._options import ENVIRONMENT, received
 
 PROG: Final = "mpbluetooth"
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -69,10 +72,11 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: str | None) 
     words = [w.strip().lower() for w in value.split(",") if w.strip()]
     levels = [w for w in words if w != "bumble"]
     if len(levels) != 1 or levels[0] not in _LEVELS:
-        where = f"${ENV_LOG}" if _from_env(ctx, param) else "--log-level"
+        if _from_env(ctx, param):
+            return None  # importing mpbluetooth said so, as in every program that uses it
         raise click.BadParameter(
             f"{value!r}: expected one of {', '.join(_LEVELS)}, optionally with ',bumble'",
-            param_hint=where,
+            param_hint="--log-level",
         )
     return ",".join(words)
 
@@ -99,7 +103,9 @@ def _environment_epilog() -> str:
     lines = [f"  {name:<{width}}  {text}" for name, text in ENVIRONMENT]
     return (
         "\b\nEnvironment (read by any program using mpbluetooth, not only by this command;\n"
-        "docs/environment.md has the full table):\n" + "\n".join(lines) + "\n\n"
+        "the README's 'Environment variables', also the package's PyPI page, says more):\n"
+        + "\n".join(lines)
+        + "\n\n"
         "\b\nExamples:\n"
         "  mpbluetooth demo\n"
         "  mpbluetooth run examples/sensor_peripheral.py examples/sensor_central.py\n"
@@ -196,8 +202,16 @@ def command(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    watch_parent()
+    received.clear()  # a command run in-process again starts uninterrupted
+    args = list(sys.argv[1:] if argv is None else argv)
+    where = _command_path(args)
     try:
-        status = group.main(args=argv, prog_name=PROG, standalone_mode=False)
+        # click's own ``main`` would print an empty line on Ctrl-C: its parts, without.
+        with group.make_context(PROG, args) as ctx:
+            status = group.invoke(ctx)
+    except KeyboardInterrupt:
+        return _interrupted(where)
     except Failure as exc:
         click.echo(f"{exc.where}: {exc.format_message()}", err=True)
         return exc.exit_code
@@ -209,10 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"{PROG}: {exc.format_message()}", err=True)
         return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
     except click.Abort:
-        return 130
+        return _interrupted(where)
     except OSError as exc:
         if exc.errno == errno.EPIPE:  # `mpbluetooth scan | head`
             return 1
         raise
+    if signal.SIGINT in received:
+        return _interrupted(where)
     return status if isinstance(status, int) else 0
+
+
+def _command_path(args: list[str]) -> str:
+    """``mpbluetooth COMMAND`` for the command line ``args``, as an interruption names it."""
+    name = next((word for word in args if word in group.commands), None)
+    return f"{PROG} {name}" if name is not None else PROG
+
+
+def _interrupted(where: str) -> int:
+    """Ctrl-C: one quiet line and the shell's status for SIGINT, 128 + 2."""
+    click.echo(f"{where}: interrupted", err=True)
+    return 130

@@ -27,7 +27,8 @@ DEFAULT_HUB_TEXT: Final = f"{DEFAULT_HUB[0]}:{DEFAULT_HUB[1]}"
 DEFAULT_HUB_SPEC: Final = f"tcp-client:{DEFAULT_HUB_TEXT}"
 
 #: Every ``MPBLUETOOTH_*`` variable a user sets, for ``mpbluetooth --help``;
-#: docs/environment.md says more about each (a test checks both name the same ones).
+#: the README's 'Environment variables' table says more about each (a test checks both
+#: name the same ones).
 ENVIRONMENT: Final = (
     ("MPBLUETOOTH_TRANSPORT", "the HCI controller (Bumble spec); unset: a simulated one"),
     ("MPBLUETOOTH_LOG", "log level of the mpbluetooth.* loggers (debug, info, ...[,bumble])"),
@@ -86,13 +87,23 @@ def transport_options(what: str, *, from_env: bool = True) -> Callable[[F], F]:
     return decorate
 
 
+#: The signals :func:`stop_on_signals` received: a command stopped by Ctrl-C ends with
+#: exit status 130 and one line (``_app.main``), however it wound down.
+received: list[int] = []
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     """Set ``stop`` on Ctrl-C or SIGTERM (call on the running loop). Windows has no signal
     handlers on a loop: there Ctrl-C interrupts ``asyncio.run`` instead."""
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
 
 
 def use_snoop(snoop: str | None) -> None:

@@ -30,6 +30,7 @@ from .._scheduler import scheduler
 from .._views import set_strict
 from ..compat import _board, features, strbuf
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
+from ._lifeline import watch_parent
 
 __all__ = ["main"]
 
@@ -346,7 +347,13 @@ def _run_file(options: _Options) -> int:
 
 
 def _report(exc: BaseException) -> None:
-    """Print an uncaught exception through ``sys.excepthook``, minus the launcher's frames."""
+    """Print an uncaught exception through ``sys.excepthook``, minus the launcher's frames.
+
+    A controller that cannot be opened (``TransportError``) is not a bug in the program: it
+    gets one line naming the program's line, the transport, the cause and the hint,
+    instead of a traceback through the stack's internals."""
+    from .._errors import TransportError
+
     own_files = {
         __file__,
         runpy.__file__,
@@ -357,11 +364,34 @@ def _report(exc: BaseException) -> None:
     while tb is not None and tb.tb_frame.f_code.co_filename in own_files:
         tb = tb.tb_next
     exc.__traceback__ = tb
+    if isinstance(exc, TransportError):
+        print(f"{PROG}: {_program_line(tb)}{_one_line(exc)}", file=sys.stderr)
+        return
     sys.excepthook(type(exc), exc, tb)
+
+
+def _program_line(tb: types.TracebackType | None) -> str:
+    """``a.py, line 3: `` for the program's last frame before mpbluetooth's own."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    where = ""
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if os.path.abspath(filename).startswith(package + os.sep):
+            break
+        where = f"{filename}, line {tb.tb_lineno}: "
+        tb = tb.tb_next
+    return where
+
+
+def _one_line(exc: BaseException) -> str:
+    from ._app import one_line
+
+    return one_line(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mpbluetooth-python``; returns the process exit status."""
+    watch_parent()
     try:
         options = _parse(sys.argv[1:] if argv is None else argv)
     except _UsageError as exc:

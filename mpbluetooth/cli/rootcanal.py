@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from ._app import Failure, command
+from ._options import received
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def serve(port: int | None, host: str) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)  # Ctrl-C: one line and status 130 (``_app.main``)
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

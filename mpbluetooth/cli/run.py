@@ -22,8 +22,9 @@ import click
 from .. import boards
 from .._trace import instance_spec
 from .._views import ENV_STRICT
-from ._app import command
+from ._app import Failure, command, one_line
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
+from ._lifeline import Lifeline, own_process_group
 from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
         word = str(item)
         key, eq, value = word.partition("=")
         if key == "module" and eq:
+            if not value:
+                raise SpecError("-m needs a module name (-m MODULE or module=MODULE)")
             pending.module = value
             pending.path = Path(value.replace(".", "/") + ".py")
         elif eq and key in _SETTINGS:
@@ -92,7 +95,7 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
             elif key == "board":
                 pending.board = _board_name(value)
             else:
-                pending.address = value
+                pending.address = _address_setting(value)
             continue
         elif eq and key.isidentifier() and not word.endswith(".py"):
             pending.env[key] = value
@@ -114,6 +117,32 @@ def parse_scripts(words: list[str | Path]) -> list[_Script]:
     for script, label in zip(scripts, _labels([s.path for s in scripts]), strict=True):
         script.label = label
     return scripts
+
+
+def _address_setting(value: str) -> str:
+    """``address=``: six bytes as ``XX:XX:XX:XX:XX:XX`` (a typo must not become another
+    address silently, as a name given to ``$MPBLUETOOTH_SIM_ADDRESS`` would)."""
+    try:
+        address = bytes.fromhex(value.replace(":", ""))
+    except ValueError:
+        address = b""
+    if len(address) != 6:
+        raise SpecError(f"address={value}: expected six bytes, as XX:XX:XX:XX:XX:XX")
+    return address.hex(":")
+
+
+def check_scripts(scripts: list[_Script]) -> None:
+    """Every script and stdin file exists (``SpecError`` naming what is missing)."""
+    missing = [
+        f"no such script: {s.path}" for s in scripts if s.module is None and not s.path.is_file()
+    ]
+    missing += [
+        f"no such stdin file: {s.stdin}"
+        for s in scripts
+        if s.stdin is not None and not s.stdin.is_file()
+    ]
+    if missing:
+        raise SpecError("; ".join(missing))
 
 
 def _board_name(value: str) -> str:
@@ -175,6 +204,7 @@ async def run_scripts(
     memoryviews when the handler returns (SPEC D5)."""
     try:
         scripts = parse_scripts(list(paths))
+        check_scripts(scripts)
     except SpecError as exc:
         _say(str(exc))
         return 2
@@ -182,11 +212,6 @@ async def run_scripts(
         script.board = script.board or board
         if strict:
             script.env.setdefault(ENV_STRICT, "1")
-    missing = [str(s.path) for s in scripts if s.module is None and not s.path.is_file()]
-    missing += [str(s.stdin) for s in scripts if s.stdin is not None and not s.stdin.is_file()]
-    if missing:
-        _say(f"no such script: {', '.join(missing)}")
-        return 2
     from ..sim.hub import Hub
     from ..sim.rootcanal import RootCanal, RootCanalError
 
@@ -195,6 +220,7 @@ async def run_scripts(
     local_hub: Hub | None = None
     rootcanal: RootCanal | None = None
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
+        lifeline = Lifeline()
         if engine == "rootcanal" and (transport is not None or hub is not None):
             _say("--engine rootcanal starts its own controller: drop --transport/--hub")
             return 2
@@ -228,46 +254,62 @@ async def run_scripts(
             )
         try:
             return await _supervise(
-                scripts, spec, transport is None, stop, timeout, snoop, stop_on_exit, str_buffer
+                scripts,
+                _Launch(spec, transport is None, snoop, str_buffer, lifeline, workdir),
+                stop,
+                timeout,
+                stop_on_exit,
             )
         finally:
+            lifeline.close()
             if local_hub is not None:
                 await local_hub.close()
             if rootcanal is not None:
                 await asyncio.to_thread(rootcanal.stop)
 
 
+@dataclass
+class _Launch:
+    """How every script of a run is started."""
+
+    spec: str
+    simulated: bool
+    snoop: str | None
+    str_buffer: bool
+    #: The scripts end when ``run`` does, even if it is killed; they then remove ``workdir``.
+    lifeline: Lifeline
+    workdir: str
+
+
 async def _supervise(
     scripts: list[_Script],
-    spec: str,
-    simulated: bool,
+    launch: _Launch,
     stop: asyncio.Event,
     timeout: float | None,
-    snoop: str | None,
     stop_on_exit: bool,
-    str_buffer: bool,
 ) -> int:
     width = max(len(s.label) for s in scripts)
     pumps = []
     changed = asyncio.Event()
     for script in scripts:
         env = {
-            **os.environ, **script.env, "MPBLUETOOTH_TRANSPORT": spec, "PYTHONUNBUFFERED": "1",
-            STAY_ON_ENV: "1",
+            **os.environ, **script.env, "MPBLUETOOTH_TRANSPORT": launch.spec,
+            "PYTHONUNBUFFERED": "1", STAY_ON_ENV: "1",
+            **launch.lifeline.environment(launch.workdir),
         }  # fmt: skip
-        if snoop:
-            env["MPBLUETOOTH_SNOOP"] = instance_spec(snoop, script.label)
+        if launch.snoop:
+            env["MPBLUETOOTH_SNOOP"] = instance_spec(launch.snoop, script.label)
         if script.board is not None:
             env[boards.ENV_BOARD] = script.board
         if script.address is not None:
-            if not simulated:
+            if not launch.simulated:
                 _say(f"{script.label}: address= only applies to the simulated link; ignored")
             env["MPBLUETOOTH_SIM_ADDRESS"] = script.address
-        elif simulated:
+        elif launch.simulated:
             # The same script gets the same address on every run, as a board keeps its own.
             env.setdefault("MPBLUETOOTH_SIM_ADDRESS", f"mpbluetooth-run:{script.label}")
         args = [sys.executable, "-m", "mpbluetooth.cli.python", "-u"]
-        if not str_buffer:
+        if not launch.str_buffer:
             args.append("--no-str-buffer")
         args += ["-m", script.module] if script.module is not None else [str(script.path)]
         stdin_file = open(script.stdin, "rb") if script.stdin is not None else None
@@ -284,6 +326,8 @@ async def _supervise(
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                pass_fds=launch.lifeline.pass_fds,
+                process_group=own_process_group(),
             )
         finally:
             if stdin_file is not None:
@@ -341,10 +385,40 @@ async def _supervise(
         _say(f"stopped after --timeout {timeout:g} s")
         return TIMEOUT_STATUS
     if interrupted:
-        _say("interrupted")
-        return 130
+        return 130  # said by the command (``_app.main``)
     failed = [s for s in scripts if s.status not in (0, None) and s.status != -signal.SIGTERM]
     return 1 if failed else 0
+
+
+def _check_command_line(words: list[str], transport: str | None, hub: str | None) -> None:
+    """Refuse, as a usage error, what ``run`` cannot do, before anything starts: missing
+    scripts, bad settings, options that contradict each other; and fail in one line when
+    ``--hub`` names no running hub."""
+    try:
+        check_scripts(parse_scripts(list(words)))
+    except SpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("timing", "loss", "latency", "pdus_per_event", "seed")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+    ]
+    if transport is not None and hub is not None:
+        raise click.UsageError("--transport and --hub both name where to run: give one")
+    if given and (transport is not None or hub is not None):
+        raise click.UsageError(
+            f"{', '.join(given)} set the link run starts itself: not with "
+            f"{'--transport' if transport is not None else '--hub'} (a running hub takes "
+            "faults from `mpbluetooth sim-ctl`)"
+        )
+    if hub is not None:
+        from .sim_ctl import send
+
+        try:
+            send(hub, {"op": "list"}, 5.0)
+        except (OSError, ValueError) as exc:
+            raise Failure(f"no hub answers at {hub} ({one_line(exc)})") from None
 
 
 class _RunCommand(click.Command):
@@ -416,9 +490,10 @@ def _run(
     Every script runs in its own process as `mpbluetooth-python` runs it, all on one
     simulated link (a hub started here, unless --hub names a running one, or a real
     controller with --transport; $MPBLUETOOTH_TRANSPORT is not read: each script gets the
-    run's). Output is interleaved line by line behind a per-script prefix. The exit status
-    is non-zero if any script fails (124 after --timeout); everything is stopped on Ctrl-C,
-    on --timeout, or (--stop-on-exit) when the first script ends.
+    run's). Output is interleaved line by line behind a per-script prefix. A script that
+    fails (a non-zero exit status, an uncaught exception) stops all the others, and the
+    run's exit status is then 1 (124 after --timeout, 130 after Ctrl-C); everything is
+    also stopped on Ctrl-C, on --timeout, or (--stop-on-exit) when the first script ends.
 
     A script whose radio is still active when it returns stays on, as a board at its REPL
     keeps advertising and answering IRQs, until every other script's program has returned
@@ -431,6 +506,7 @@ def _run(
     runs a module instead of a file. --snoop PATH writes one HCI trace per script
     (PATH with the script's name added before the extension).
     """
+    _check_command_line(list(scripts), transport, hub)
     return asyncio.run(
         run_scripts(
             list(scripts),

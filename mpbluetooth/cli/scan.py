@@ -7,7 +7,9 @@ second and cut to the terminal's width; with ``rich`` installed it is drawn by r
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -21,6 +23,7 @@ from ._app import Failure, command
 from ._options import (
     NON_NEGATIVE,
     format_address,
+    received,
     resolve_transport,
     transport_options,
     use_snoop,
@@ -68,9 +71,11 @@ def address_kind(addr_type: int, addr: bytes) -> str:
 
 
 class Table:
-    """Devices seen so far, updated from the IRQ thread, drawn from the main thread."""
+    """Devices seen so far, updated from the IRQ thread, drawn from the main thread.
+    ``min_rssi``: reports weaker than this (dBm) are ignored."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_rssi: int | None = None) -> None:
+        self.min_rssi = min_rssi
         self._lock = threading.Lock()
         self.devices: dict[bytes, Seen] = {}
         self.done = threading.Event()
@@ -82,6 +87,8 @@ class Table:
         if event != IRQ_SCAN_RESULT:
             return
         addr_type, addr, adv_type, rssi, adv = data
+        if self.min_rssi is not None and rssi < self.min_rssi:
+            return
         key = bytes(addr)
         with self._lock:
             seen = self.devices.get(key)
@@ -107,6 +114,27 @@ class Table:
                 )
                 for s in ordered
             ]
+
+    def as_json(self) -> str:
+        """Every device as a JSON array, for programs (``--json``): the table's columns
+        as numbers where they are numbers."""
+        now = time.monotonic()
+        with self._lock:
+            ordered = sorted(self.devices.values(), key=lambda s: (-s.rssi, s.addr))
+            devices = [
+                {
+                    "address": format_address(s.addr),
+                    "address_type": s.addr_type,
+                    "kind": address_kind(s.addr_type, s.addr),
+                    "name": s.name,
+                    "rssi": s.rssi,
+                    "last_seen_s": round(now - s.last, 3),
+                    "reports": s.count,
+                    "adv_types": sorted(s.kinds),
+                }
+                for s in ordered
+            ]
+        return json.dumps(devices, indent=2)
 
 
 def _widths(table: list[tuple[str, ...]], width: int | None) -> list[int]:
@@ -175,28 +203,42 @@ def _hint(transport: str | None) -> str:
 
 
 def scan(
-    transport: str | None, duration: float, plain: bool = False, out: TextIO = sys.stdout
+    transport: str | None,
+    duration: float,
+    plain: bool = False,
+    out: TextIO = sys.stdout,
+    *,
+    active: bool = True,
+    min_rssi: int | None = None,
+    as_json: bool = False,
 ) -> int:
-    """Scan for ``duration`` seconds (0: until Ctrl-C) and show what answered."""
+    """Scan for ``duration`` seconds (0: until Ctrl-C) and show what answered: ``active``
+    asks for scan responses; ``as_json`` prints a JSON array once at the end."""
     from ..ble import open as open_ble
 
-    table = Table()
+    table = Table(min_rssi)
     started = time.monotonic()
-    live = not plain and out.isatty()
+    live = not plain and not as_json and out.isatty()
     fancy = live and _rich_available(out)
-    with open_ble(transport, name="scan") as ble:
-        ble.irq(table.irq)
-        ble.active(True)
-        ble.gap_scan(int(duration * 1000), 100000, 100000, True)
-        if fancy:
-            _show_rich(table, started)
-        else:
-            _show_plain(table, started, live, out)
+    try:
+        with open_ble(transport, name="scan") as ble:
+            ble.irq(table.irq)
+            ble.active(True)
+            ble.gap_scan(int(duration * 1000), 100000, 100000, active)
+            if fancy:
+                _show_rich(table, started)
+            else:
+                _show_plain(table, started, live, out)
+    except KeyboardInterrupt:  # before the table was up: still say what was seen
+        received.append(signal.SIGINT)
     rows = table.rows()
+    if as_json:
+        out.write(table.as_json() + "\n")
+        out.flush()
     if not rows:
         seconds = duration or time.monotonic() - started
         click.echo(f"no devices seen in {seconds:.3g} s (hint: {_hint(transport)})", err=True)
-    elif not fancy:  # rich left its last table on the screen
+    elif not fancy and not as_json:  # rich left its last table on the screen
         width = shutil.get_terminal_size().columns if out.isatty() else None
         out.write(render(rows, width) + "\n")
         out.flush()
@@ -217,7 +259,7 @@ def _show_plain(table: Table, started: float, live: bool, out: TextIO) -> None:
                 out.write("\n\n" + _fit(_status(table, started), width) + "\n")
                 out.flush()
     except KeyboardInterrupt:
-        pass
+        received.append(signal.SIGINT)  # the table is still shown; then status 130
     if live:
         out.write("\x1b[H\x1b[J")
 
@@ -236,17 +278,19 @@ def _show_rich(table: Table, started: float) -> None:
             while not table.done.wait(_REFRESH):
                 live.update(view(_status(table, started)))
         except KeyboardInterrupt:
-            pass
+            received.append(signal.SIGINT)
         live.update(view(f"{len(table.devices)} device(s)"))
 
 
 @command(
     "scan",
     epilog="\b\nExamples:\n"
-    "  mpbluetooth scan --transport usb:0             # a USB dongle, until Ctrl-C\n"
+    "  mpbluetooth scan usb:0                         # a USB dongle, until Ctrl-C\n"
     "  mpbluetooth scan --duration 5 --plain | sort   # 5 s, then the table once\n"
+    "  mpbluetooth scan --duration 5 --passive --min-rssi -70 --json\n"
     "  MPBLUETOOTH_TRANSPORT=hci-socket:0 mpbluetooth scan",
 )
+@click.argument("spec", required=False, metavar="[TRANSPORT]")
 @click.option(
     "--duration",
     type=NON_NEGATIVE,
@@ -255,18 +299,50 @@ def _show_rich(table: Table, started: float) -> None:
     help="Seconds to scan. [default: 0, until Ctrl-C]",
 )
 @click.option("--plain", is_flag=True, help="No live refresh: print the table once at the end.")
-@transport_options("The HCI transport to scan with")
-def _scan(duration: float, plain: bool, transport: str | None, snoop: str | None) -> int:
+@click.option(
+    "--passive", is_flag=True, help="Listen only: no scan requests, so no scan responses."
+)
+@click.option(
+    "--min-rssi",
+    type=click.IntRange(-127, 20),
+    metavar="DBM",
+    help="Ignore reports weaker than this RSSI (e.g. -70).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the devices once at the end, as JSON.")
+@transport_options("The HCI transport to scan with (or give it as TRANSPORT)")
+def _scan(
+    spec: str | None,
+    duration: float,
+    plain: bool,
+    passive: bool,
+    min_rssi: int | None,
+    as_json: bool,
+    transport: str | None,
+    snoop: str | None,
+) -> int:
     """A live table of nearby devices.
 
     Address, type, name, RSSI and when each was last seen, from an active scan on the
     controller of --transport (else $MPBLUETOOTH_TRANSPORT, else a sim-hub on
     127.0.0.1:10723 if one runs). On a terminal the table refreshes in place (drawn by
     rich when it is installed); piped, or with --plain, it is printed once at the end.
-    Without a device in reach it says so on stderr.
+    Without a device in reach it says so on stderr. TRANSPORT may be given as Bumble's
+    apps take it (`mpbluetooth scan usb:0`), instead of --transport.
     """
+    if spec is not None:
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("transport") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{spec} and --transport {transport}: give the transport once")
+        transport = spec
     use_snoop(snoop)
     try:
-        return scan(resolve_transport(transport), duration, plain)
+        return scan(
+            resolve_transport(transport),
+            duration,
+            plain,
+            active=not passive,
+            min_rssi=min_rssi,
+            as_json=as_json,
+        )
     except OSError as exc:
         raise Failure.of(exc) from None

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from ._app import Failure, command, one_line
-from ._options import DEFAULT_HUB_SPEC, NON_NEGATIVE
+from ._options import DEFAULT_HUB_SPEC, NON_NEGATIVE, LossRate
 
 #: Seconds to wait for the hub to answer a request.
 ANSWER_TIMEOUT = 5.0
@@ -56,7 +56,12 @@ def send(spec: str, request: dict[str, Any], timeout: float = ANSWER_TIMEOUT) ->
             if not chunk:
                 raise ConnectionError("the hub closed the control session")
             answer += chunk
-    result: dict[str, Any] = json.loads(answer)
+    try:
+        result = json.loads(answer)
+    except ValueError:
+        result = None
+    if not isinstance(result, dict):
+        raise ConnectionError(f"what answered is not a hub (it said {answer[:32]!r})")
     return result
 
 
@@ -133,10 +138,10 @@ def _list() -> int:
 
 
 @sim_ctl.command("loss")
-@click.argument("rate", type=click.FloatRange(0, 1, max_open=True))
+@click.argument("rate", type=LossRate())
 @click.argument("pair", nargs=-1, metavar="[MEMBER MEMBER]")
 def _loss(rate: float, pair: tuple[str, ...]) -> int:
-    """Lose this share (0 to 1) of PDUs between a pair, or between everyone."""
+    """Lose this share (0.1 or 10%) of PDUs between a pair, or between everyone."""
     return _ask({"op": "loss", "rate": rate, **_pair(pair)})
 
 

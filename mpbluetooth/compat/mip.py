@@ -53,6 +53,11 @@ class MipError(Exception):
     """A package or one of its files could not be installed."""
 
 
+class Unreachable(MipError):
+    """The index (or a file's host) did not answer at all: said as such, not as a
+    package that does not exist."""
+
+
 def _say(*parts: object) -> None:
     sys.stdout.write(" ".join(str(p) for p in parts) + "\n")
     sys.stdout.flush()
@@ -80,8 +85,16 @@ def _fetch(url: str) -> bytes:
         with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             data: bytes = response.read()
             return data
-    except (urllib.error.URLError, OSError) as exc:
+    except urllib.error.HTTPError as exc:  # the index answered: it has no such file
         raise MipError(f"not found: {url} ({exc})") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        # No answer at all (offline, DNS, refused, timed out): not the package's fault.
+        reason = getattr(exc, "reason", exc)
+        parts = urllib.parse.urlsplit(url)
+        raise Unreachable(
+            f"cannot reach the package index at {parts.scheme}://{parts.netloc} ({reason}): "
+            "offline, or a wrong --index / $MPBLUETOOTH_MIP_INDEX?"
+        ) from exc
 
 
 def _join(base: str, relative: str) -> str:
@@ -108,6 +121,8 @@ def _matches(data: bytes, short_hash: str) -> bool:
 def _install_json(url: str, index: str, target: str, version: str | None, seen: set[str]) -> None:
     try:
         description: dict[str, Any] = json.loads(_fetch(_expand(url, version)))
+    except Unreachable:
+        raise
     except MipError:
         raise MipError(f"Package not found: {url}") from None
     for relative, short_hash in description.get("hashes", ()):

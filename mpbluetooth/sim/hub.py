@@ -20,12 +20,14 @@ set faults at run time (see ``Hub.control``). No HCI packet starts with ``M``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import os
 import termios
 import tty
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +110,22 @@ class Hub:
         controller.host = _StreamSink(write)
         member = _Member(name, controller, address)
         self.members[name] = member
-        logger.info("%s joined as %s (%d on the link)", name, address, len(self.members))
+        logger.info(
+            "%s joined (%d on the link), for now as %s",
+            name,
+            len(self.members),
+            address.to_string(False),
+        )
         return member
+
+    @staticmethod
+    def _note_address(member: _Member) -> None:
+        """Log the address a member's host claimed (``MPBLUETOOTH_SIM_ADDRESS``, a board's
+        stable one) once it has: the one its peers and ``sim-ctl`` know it by."""
+        current = member.controller.public_address
+        if current != member.address:
+            member.address = current
+            logger.info("%s is %s", member.name, current.to_string(False))
 
     def _leave(self, member: _Member) -> None:
         """The process behind ``member`` is gone: its peers lose their links at the
@@ -138,16 +154,18 @@ class Hub:
 
     # --- streams (TCP, unix sockets) ------------------------------------------------------
     async def serve_tcp(self, host: str, port: int) -> tuple[str, int]:
-        server = await asyncio.start_server(self._serve_stream, host, port)
+        with _naming(f"tcp {host}:{port}"):
+            server = await asyncio.start_server(self._serve_stream, host, port)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         logger.info("hub listening on tcp %s:%d", bound[0], bound[1])
         return bound[0], bound[1]
 
     async def serve_unix(self, path: str) -> None:
-        if os.path.exists(path):
-            os.unlink(path)
-        server = await asyncio.start_unix_server(self._serve_stream, path)
+        with _naming(f"unix {path}"):
+            if os.path.exists(path):
+                os.unlink(path)
+            server = await asyncio.start_unix_server(self._serve_stream, path)
         self._servers.append(server)
         logger.info("hub listening on unix %s", path)
 
@@ -173,6 +191,7 @@ class Hub:
             data = first
             while data:
                 parser.feed_data(data)
+                self._note_address(member)
                 data = await reader.read(65536)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             logger.debug("%s: stream ended: %r", member.name, exc)
@@ -362,6 +381,7 @@ class Hub:
                 data = b""
             if data:
                 parser.feed_data(data)
+                self._note_address(member)
 
         loop.add_reader(master, readable)
         logger.info("hub pty %s -> %s", path, slave_name)
@@ -381,6 +401,17 @@ class Hub:
             os.close(slave)
         self._pty_slaves.clear()
         self._ptys.clear()
+
+
+@contextlib.contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """An ``OSError`` while setting up a listener names it: ``[Errno 2] cannot listen on
+    unix /no/dir/hub.sock: No such file or directory`` (the bare error names no path)."""
+    try:
+        yield
+    except OSError as exc:
+        error = OSError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}")
+        raise error from None
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -179,7 +179,7 @@ async def claim_stable_address(device: Device, own: OwnAddress, name: str) -> No
         logger.warning(
             "%s: the controller refused address %s (status 0x%02x): it keeps its own",
             name,
-            address.hex(":"),
+            address.hex(":").upper(),
             status,
         )
         return

@@ -31,6 +31,8 @@ _STAY_ON_ENV: Final = "MPBLUETOOTH_STAY_ON"
 _STAY_ON_MARKER: Final = "\x00mpbluetooth:stay-on"
 #: How long a stopped board may take to close its radio before it is killed.
 _STOP_GRACE_S: Final = 10.0
+#: How many of its last lines a board shows in a failure's message or report.
+_TAIL_LINES: Final = 40
 _numbers = itertools.count(1)
 
 
@@ -78,17 +80,23 @@ class Board:
         name: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
     ) -> None:
+        from ..cli._lifeline import own_process_group, shared
         from .hub import child_environment
 
         self.script = Path(script)
-        if not self.script.is_file():
-            raise FileNotFoundError(f"no such script: {self.script}")
         self.name = name or self.script.stem
+        if not self.script.is_file():
+            raise FileNotFoundError(
+                f"board({str(script)!r}): no such script (relative to {os.getcwd()})"
+            )
         self.address = board_address(next(_numbers))
         self.events = Recorder()
         self.lines: list[str] = []
         self.stayed_on = False
         self._cond = threading.Condition()
+        #: Where ``expect`` looks next: the index of the line after its last match.
+        self._expect_from = 0
+        lifeline = shared()
         read_fd, write_fd = os.pipe()
         child_env = child_environment(
             **{
@@ -96,6 +104,7 @@ class Board:
                 "MPBLUETOOTH_SIM_ADDRESS": self.address.hex(":"),
                 "PYTHONUNBUFFERED": "1",
                 _STAY_ON_ENV: "1",
+                **lifeline.environment(),
                 **(env or {}),  # the test's settings win
             }
         )
@@ -108,7 +117,8 @@ class Board:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd, *lifeline.pass_fds),
+                process_group=own_process_group(),
             )
         except BaseException:
             os.close(read_fd)
@@ -158,36 +168,67 @@ class Board:
             return "\n".join(self.lines)
 
     def wait_for_line(
-        self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_TIMEOUT
+        self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_TIMEOUT, *, count: int = 1
     ) -> str:
-        """Wait until the script printed a line containing ``pattern`` (a string) or
-        matching it (``re.search`` with a compiled pattern); return that line. Raises
-        ``BoardExited`` if the program ends first, ``WaitTimeout`` after ``timeout`` s."""
+        """Wait until the script printed ``count`` lines containing ``pattern`` (a string)
+        or matching it (``re.search`` with a compiled pattern), counting from its first
+        line; return the ``count``-th. Raises ``BoardExited`` if the program ends first,
+        ``WaitTimeout`` after ``timeout`` s. (``expect`` looks only after its last match.)"""
+        return self._wait_line(pattern, timeout, 0, count)[1]
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Wait for a line matching ``pattern`` printed after the line the previous
+        ``expect`` matched (from the first line, the first time), as pexpect's ``expect``
+        does; return it. So ``expect("advertising")`` twice waits for two such lines, and
+        a line printed before a step of the test cannot satisfy a wait after it."""
+        index, line = self._wait_line(pattern, timeout, self._expect_from, 1)
+        self._expect_from = index + 1
+        return line
+
+    def _wait_line(
+        self, pattern: str | re.Pattern[str], timeout: float, start: int, count: int
+    ) -> tuple[int, str]:
+        if count < 1:
+            raise ValueError(f"count is 1 or more, not {count}")
 
         def matches(line: str) -> bool:
             if isinstance(pattern, str):
                 return pattern in line
             return pattern.search(line) is not None
 
+        what = f"{pattern!r}" + (f" {count} times" if count > 1 else "")
+        if start:
+            what += f" after line {start}"
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                for line in self.lines:
-                    if matches(line):
-                        return line
+                seen = 0
+                for index in range(start, len(self.lines)):
+                    if matches(self.lines[index]):
+                        seen += 1
+                        if seen == count:
+                            return index, self.lines[index]
                 if self.process.poll() is not None and not self._readers[0].is_alive():
                     raise BoardExited(
                         f"{self.name} exited with {self.process.returncode} before printing "
-                        f"{pattern!r}; it printed:\n{self.output}"
+                        f"{what}; it printed:\n{self.tail()}"
                     )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WaitTimeout(
-                        f"{self.name} printed no {pattern!r} within {timeout:g} s; "
-                        f"it printed:\n{self.output}"
+                        f"{self.name} printed no {what} within {timeout:g} s; "
+                        f"it printed:\n{self.tail()}"
                     )
                 # Woken by each line; the cap notices an exit that printed nothing.
                 self._cond.wait(min(remaining, 0.2))
+
+    def tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last ``lines`` lines it printed (all of them if fewer), for a report."""
+        with self._cond:
+            kept = self.lines[-lines:]
+            skipped = len(self.lines) - len(kept)
+        head = [f"... ({skipped} earlier lines)"] if skipped else []
+        return "\n".join(head + kept) if kept else "(nothing)"
 
     def wait_exit(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """Wait until the program ends (or stays on, radio active); return its exit status
@@ -195,7 +236,7 @@ class Board:
         wait_until(
             lambda: self.process.poll() is not None or self.stayed_on,
             timeout,
-            f"{self.name} to finish; it printed:\n{self.output}",
+            f"{self.name} to finish; it printed:\n{self.tail()}",
         )
         return 0 if self.process.returncode is None else self.process.returncode
 
@@ -227,6 +268,14 @@ class Board:
             self.process.stdout.close()
         return self.process.returncode
 
+    def terminate(self) -> None:
+        """Ask the program to stop (SIGTERM, as ``stop``) and return at once; a thread
+        waits for it (killing it if it lingers), so a test's teardown need not wait for
+        a board that stayed on to close its radio and exit (a few tenths of a second)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        threading.Thread(target=self.stop, name=f"board-{self.name}-stop", daemon=True).start()
+
     def __enter__(self) -> Board:
         return self
 
@@ -234,5 +283,8 @@ class Board:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "running" if self.process.poll() is None else f"exit {self.process.returncode}"
-        return f"<Board {self.name} {self.address.hex(':')} {state}>"
+        process = getattr(self, "process", None)  # None: it never started
+        if process is None:
+            return f"<Board {self.name} not started>"
+        state = "running" if process.poll() is None else f"exit {process.returncode}"
+        return f"<Board {self.name} {self.address.hex(':').upper()} {state}>"

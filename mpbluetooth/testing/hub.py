@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -35,11 +36,9 @@ class HubError(RuntimeError):
     """The hub refused a request (unknown member, wrong timing...) or could not start."""
 
 
-def _member_name(who: BLE | str | Any) -> str:
-    """A hub member by what the test holds: a name (``tcp-3``), an address string, a
-    ``Board`` (its ``address``) or an active ``BLE`` instance on the hub (its own address)."""
-    if isinstance(who, str):
-        return who
+def _address_of(who: BLE | Any) -> str:
+    """The address of a ``Board`` (its ``address``) or an active ``BLE`` instance, as the
+    hub names members."""
     address = getattr(who, "address", None)
     if address is None:
         address = who.config("mac")[1]
@@ -73,8 +72,12 @@ class HubProcess:
     def __init__(
         self, timing: str | None = None, *, spec: str | None = None, extra: tuple[str, ...] = ()
     ) -> None:
+        from ..cli._lifeline import own_process_group, shared
+
         self._dir = tempfile.mkdtemp(prefix="mpbt-hub-")  # short: a unix socket path is
         self._instances: list[BLE] = []  # limited to about 100 bytes
+        #: The test's names for members: its instances' and its boards' (``register``).
+        self._names: dict[str, str] = {}
         if spec is None:
             if hasattr(socket, "AF_UNIX"):
                 spec = f"unix:{os.path.join(self._dir, 'hub.sock')}"
@@ -91,13 +94,16 @@ class HubProcess:
         self.timing = timing
         # Its log goes to a file: a pipe nobody reads would block a talkative hub.
         self._log_path = os.path.join(self._dir, "hub.log")
+        lifeline = shared()
         with open(self._log_path, "wb") as log:
             self.process = subprocess.Popen(
                 args,
-                env=child_environment(),
+                env=child_environment(**lifeline.environment(self._dir)),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                pass_fds=lifeline.pass_fds,
+                process_group=own_process_group(),
             )
         self._log = ""
         try:
@@ -141,11 +147,23 @@ class HubProcess:
         wait_until(lambda: len(self.members()) >= count, timeout, f"{count} members on the hub")
 
     # --- faults: the names of sim.Link's ------------------------------------------------
-    @staticmethod
-    def _pair(a: Any, b: Any) -> dict[str, Any]:
+    def register(self, name: str, who: Any) -> None:
+        """Let faults name a member ``name``: a ``Board`` or an active ``BLE`` on the hub
+        (``instance`` and the ``board`` fixture register theirs)."""
+        self._names[name] = _address_of(who)
+
+    def _member_name(self, who: BLE | str | Any) -> str:
+        """A hub member by what the test holds: the name of one of its instances or boards
+        (``"central"``), the hub's name (``tcp-3``), an address string, a ``Board`` or an
+        active ``BLE`` instance on the hub."""
+        if isinstance(who, str):
+            return self._names.get(who, who)
+        return _address_of(who)
+
+    def _pair(self, a: Any, b: Any) -> dict[str, Any]:
         if (a is None) != (b is None):
             raise ValueError("give both a and b, or neither")
-        return {} if a is None else {"a": _member_name(a), "b": _member_name(b)}
+        return {} if a is None else {"a": self._member_name(a), "b": self._member_name(b)}
 
     def set_loss(self, rate: float, a: Any = None, b: Any = None) -> None:
         """Lose ``rate`` of the PDUs between ``a`` and ``b`` (or everyone); air timing.
@@ -158,19 +176,19 @@ class HubProcess:
 
     def move(self, who: Any, x: float, y: float = 0.0, z: float = 0.0) -> None:
         """Put a member at (x, y, z) metres; air timing."""
-        self.control("move", name=_member_name(who), x=x, y=y, z=z)
+        self.control("move", name=self._member_name(who), x=x, y=y, z=z)
 
     def out_of_range(self, who: Any) -> None:
         """Move a member out of everyone's range; its links end at the supervision timeout."""
-        self.control("out_of_range", name=_member_name(who))
+        self.control("out_of_range", name=self._member_name(who))
 
     def disconnect(self, a: Any, b: Any, reason: int = 0x08) -> None:
         """Force the link between two members down with an HCI ``reason``."""
-        self.control("disconnect", a=_member_name(a), b=_member_name(b), reason=reason)
+        self.control("disconnect", a=self._member_name(a), b=self._member_name(b), reason=reason)
 
     def kill(self, who: Any) -> None:
         """A member's controller dies: its process sees its transport lost, its peers time out."""
-        self.control("kill", name=_member_name(who))
+        self.control("kill", name=self._member_name(who))
 
     # --- the test's own instances -----------------------------------------------------------
     def instance(self, name: str | None = None) -> Instance:
@@ -183,7 +201,23 @@ class HubProcess:
         recorder = Recorder()
         ble.irq(recorder)
         ble.active(True)
+        if name is not None:
+            self.register(name, ble)
         return Instance(ble, recorder)
+
+    def close_instances(self) -> None:
+        """Close the instances ``instance`` made (before their peers' boards stop: a link
+        closed from this side ends at once, one whose peer vanished first waits out a
+        timeout)."""
+        errors: list[BaseException] = []
+        for ble in self._instances:
+            try:
+                ble.close()
+            except Exception as exc:  # close the others, then report
+                errors.append(exc)
+        self._instances.clear()
+        if errors:
+            raise errors[0]
 
     # --- life -------------------------------------------------------------------------------
     def log(self) -> str:
@@ -201,18 +235,31 @@ class HubProcess:
             self.process.kill()
         self.process.wait(_STOP_GRACE_S)
 
-    def stop(self) -> str:
+    def stop(self, *, wait: bool = True) -> str:
         """Close this process's instances, stop the hub (killed if it lingers) and return
-        what it logged."""
+        what it logged.
+
+        ``wait=False`` (the pytest plugin's teardown) returns once the hub has been told
+        to stop, with nothing logged: its interpreter takes a fifth of a second or more
+        to exit on a loaded machine, which a test need not wait for. A thread finishes
+        the job, and the hub ends with this process in any case (its lifeline)."""
         errors: list[BaseException] = []
-        for ble in self._instances:
-            try:
-                ble.close()
-            except Exception as exc:  # the hub must still stop
-                errors.append(exc)
-        self._instances.clear()
+        try:
+            self.close_instances()
+        except Exception as exc:  # the hub must still stop
+            errors.append(exc)
         if self.process.poll() is None:
             self.process.terminate()
+        if wait:
+            self._finish()
+        else:
+            reaper = threading.Thread(target=self._finish, name="mpbluetooth-hub", daemon=True)
+            reaper.start()
+        if errors:
+            raise errors[0]
+        return self._log
+
+    def _finish(self) -> None:
         try:
             self.process.wait(timeout=_STOP_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -220,9 +267,6 @@ class HubProcess:
             self.process.wait(timeout=_STOP_GRACE_S)
         self._log = self.log()
         shutil.rmtree(self._dir, ignore_errors=True)
-        if errors:
-            raise errors[0]
-        return self._log
 
     def __enter__(self) -> HubProcess:
         return self

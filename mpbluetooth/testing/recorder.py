@@ -26,6 +26,9 @@ DEFAULT_TIMEOUT: Final = 10.0
 _CODES: Final = 64
 #: How often ``wait_until`` looks again at a condition no event announces.
 _POLL_S: Final = 0.005
+#: How many of the last recorded events a ``WaitTimeout`` lists, and how wide each is.
+_SHOWN: Final = 12
+_SHOWN_WIDTH: Final = 96
 
 Data = tuple[Any, ...]
 
@@ -45,6 +48,29 @@ def wait_until(
         if time.monotonic() > deadline:
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or condition}")
         time.sleep(_POLL_S)
+
+
+def event_name(event: int) -> str:
+    """``_IRQ_GATTC_READ_RESULT`` for 15: the name a MicroPython program gives the code."""
+    from .. import constants
+
+    for name, value in vars(constants).items():
+        if name.startswith("IRQ_") and value == event:
+            return f"_{name}"
+    return f"event {event}"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex(":").upper() if len(value) == 6 else repr(value)
+    return repr(value)
+
+
+def describe(event: int, data: Data) -> str:
+    """One recorded event, short and readable: ``_IRQ_GATTC_READ_RESULT(0, 3, b'\\x01')``
+    (a 6-byte value is shown as an address)."""
+    text = f"{event_name(event)}({', '.join(_value(v) for v in data)})"
+    return text if len(text) <= _SHOWN_WIDTH else text[: _SHOWN_WIDTH - 3] + "..."
 
 
 def _copy(data: Data) -> Data:
@@ -113,8 +139,15 @@ class Recorder:
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise WaitTimeout(f"no {what} within {limit:g} s; recorded {self.events[-12:]}")
+                    raise WaitTimeout(f"no {what} within {limit:g} s; {self._recorded()}")
                 self._cond.wait(remaining)
+
+    def _recorded(self) -> str:
+        if not self.events:
+            return "nothing was recorded"
+        shown = self.events[-_SHOWN:]
+        head = f"recorded (the last {len(shown)} of {len(self.events)})"
+        return head + ":\n" + "\n".join(f"  {describe(code, data)}" for code, data in shown)
 
     def wait(
         self,
@@ -130,7 +163,8 @@ class Recorder:
             matching = [d for c, d in self.events if c == event and (where is None or where(d))]
             return matching[count - 1] if len(matching) >= count else None
 
-        result: Data = self._wait_for(found, timeout, f"event {event} (#{count})")
+        what = event_name(event) + (f" (#{count})" if count > 1 else "")
+        result: Data = self._wait_for(found, timeout, what)
         return result
 
     def wait_next(
@@ -150,7 +184,7 @@ class Recorder:
         self._wait_for(
             lambda: True if self.counts[event] >= count else None,
             timeout,
-            f"{count} x event {event} (have {self.counts[event]})",
+            f"{count} x {event_name(event)} (have {self.counts[event]})",
         )
 
     def take(self, *events: int, timeout: float | None = None) -> tuple[int, Data]:
@@ -168,7 +202,8 @@ class Recorder:
                     return code, data
             return None
 
-        result: tuple[int, Data] = self._wait_for(found, timeout, f"event of {events}")
+        names = " or ".join(event_name(e) for e in events)
+        result: tuple[int, Data] = self._wait_for(found, timeout, names)
         return result
 
     # --- asserting --------------------------------------------------------------------
@@ -182,8 +217,10 @@ class Recorder:
             try:
                 position = codes.index(event, position + 1)
             except ValueError:
+                wanted = ", ".join(event_name(e) for e in events)
+                came = ", ".join(event_name(c) for c in codes) or "nothing"
                 raise AssertionError(
-                    f"events {events} not recorded in this order; recorded codes {codes}"
+                    f"events {wanted} not recorded in this order; recorded {came}"
                 ) from None
 
 
