@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -114,6 +115,13 @@ def gatt(link: Any) -> Any:
     from .gatt_setup import make_gatt
 
     return make_gatt(link)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT: a shell runs a
+    background job (CI's second lane) with SIGINT ignored, the child would inherit that,
+    and Python then installs no KeyboardInterrupt handler of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def connect(central: BLE, rc: Recorder, peripheral: BLE, rp: Recorder) -> tuple[int, int]:

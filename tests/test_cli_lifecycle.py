@@ -15,7 +15,7 @@ import pytest
 
 from mpbluetooth.testing import HubProcess, wait_until
 
-from .conftest import ENV
+from .conftest import ENV, default_sigint
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc to find the children"
@@ -138,7 +138,7 @@ def test_ctrl_c_ends_a_scan_with_what_it_saw_and_status_130() -> None:
         scan = subprocess.Popen(
             [sys.executable, "-m", "mpbluetooth", "scan", hub.spec, "--plain"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=default_sigint,
         )  # fmt: skip
         wait_until(lambda: len(hub.members()) == 2, 30, "the scanner on the hub")
         os.killpg(scan.pid, signal.SIGINT)

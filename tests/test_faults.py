@@ -37,7 +37,7 @@ from mpbluetooth.constants import (
 from mpbluetooth.testing import HubProcess, wait_until
 from mpbluetooth.testing.lowlevel import bumble_device, call_soon
 
-from .conftest import ENV, connect
+from .conftest import ENV, connect, default_sigint
 from .gatt_setup import SERVICES, Server
 
 ENODEV = 19
@@ -403,6 +403,7 @@ def test_ctrl_c_while_events_flow_exits_promptly(delay: float) -> None:
         [sys.executable, "-c", CTRL_C_SCRIPT],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         env=ENV,
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
