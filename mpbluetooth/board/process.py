@@ -16,11 +16,12 @@ import tempfile
 import time
 from typing import Final
 
+from ..cli._lifeline import wait_or_kill
+
 __all__ = ["BoardProcess"]
 
 #: How long a board may take to open its serial line (a cold import on a loaded machine).
 START_TIMEOUT: Final = 30.0
-_STOP_GRACE_S: Final = 10.0
 
 
 class BoardProcess:
@@ -108,11 +109,7 @@ class BoardProcess:
         """Stop the board (SIGTERM, then SIGKILL if it lingers); what it logged."""
         if self.process.poll() is None:
             self.process.terminate()
-        try:
-            self.process.wait(_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(_STOP_GRACE_S)
+        wait_or_kill(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
         if self._text is None:

@@ -20,8 +20,9 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import threading
-from typing import Final
+from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +118,16 @@ def shared() -> Lifeline:
         if _shared is None:
             _shared = Lifeline()
         return _shared
+
+
+#: Seconds a child told to stop (SIGTERM) gets before it is killed, and then again to die.
+STOP_GRACE_S: Final = 10.0
+
+
+def wait_or_kill(process: subprocess.Popen[Any], grace: float = STOP_GRACE_S) -> int:
+    """Wait for a child already told to stop; kill it if it lingers. Its exit status."""
+    try:
+        return process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(grace)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from ..cli._lifeline import STOP_GRACE_S, wait_or_kill
 from .recorder import DEFAULT_TIMEOUT, Recorder, WaitTimeout, wait_until
 
 __all__ = ["Board", "BoardExited"]
@@ -29,8 +30,6 @@ __all__ = ["Board", "BoardExited"]
 #: (``mpbluetooth.cli._board``; spelled here so the test process need not import the CLI).
 _STAY_ON_ENV: Final = "MPBLUETOOTH_STAY_ON"
 _STAY_ON_MARKER: Final = "\x00mpbluetooth:stay-on"
-#: How long a stopped board may take to close its radio before it is killed.
-_STOP_GRACE_S: Final = 10.0
 #: How many of its last lines a board shows in a failure's message or report.
 _TAIL_LINES: Final = 40
 _numbers = itertools.count(1)
@@ -257,13 +256,9 @@ class Board:
         return its exit status. Its radio leaves the hub, so peers see the link drop."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(_STOP_GRACE_S)
+            wait_or_kill(self.process)
         for reader in self._readers:
-            reader.join(_STOP_GRACE_S)
+            reader.join(STOP_GRACE_S)
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from ..cli._lifeline import STOP_GRACE_S, wait_or_kill
 from .recorder import DEFAULT_TIMEOUT, Instance, Recorder, wait_until
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ __all__ = ["HubError", "HubProcess"]
 
 #: How long a hub may take to start (a cold import of Bumble on a loaded machine).
 START_TIMEOUT: Final = 30.0
-#: How long a stopped hub may take to exit before it is killed.
-_STOP_GRACE_S: Final = 10.0
 
 
 class HubError(RuntimeError):
@@ -233,7 +232,7 @@ class HubProcess:
         is the fault that kills one member's controller, as on ``sim.Link``.)"""
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait(_STOP_GRACE_S)
+        self.process.wait(STOP_GRACE_S)
 
     def stop(self, *, wait: bool = True) -> str:
         """Close this process's instances, stop the hub (killed if it lingers) and return
@@ -260,11 +259,7 @@ class HubProcess:
         return self._log
 
     def _finish(self) -> None:
-        try:
-            self.process.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=_STOP_GRACE_S)
+        wait_or_kill(self.process)
         self._log = self.log()
         shutil.rmtree(self._dir, ignore_errors=True)
 
