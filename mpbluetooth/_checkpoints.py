@@ -52,7 +52,8 @@ _JUMPS: Final = frozenset(dis.hasjrel + dis.hasjabs) - _NOT_CHECK_POINTS
 
 @functools.cache
 def roots() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Folders whose code has no check points, folders inside them that do, and the rest.
+    """mpbluetooth's folder, the standard library's, and the folders inside it whose code
+    has check points.
 
     No check points: mpbluetooth itself (its locks, and the compat modules that stand in
     for MicroPython's C code) and CPython's standard library, whose Python code is C
@@ -96,10 +97,6 @@ class TraceCheckPoints:
         self._armed: list[types.FrameType] | None = None
         #: The frame whose last instruction was a branch: its next one is a check point.
         self._after_branch: types.FrameType | None = None
-
-    @property
-    def armed(self) -> bool:
-        return self._armed is not None
 
     def arm(self, frame: types.FrameType | None) -> None:
         if self._armed is not None:
@@ -184,10 +181,6 @@ class MonitoringCheckPoints:
                 continue
             return cls(fire, tool)
         return None
-
-    @property
-    def armed(self) -> bool:
-        return self._armed
 
     def arm(self, frame: types.FrameType | None) -> None:
         if not self._armed:

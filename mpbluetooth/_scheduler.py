@@ -197,8 +197,7 @@ class Scheduler:
         if threading.current_thread() is self._main:
             # Submitted by the program itself (``micropython.schedule``): it runs at the
             # program's next check point.
-            if not (self._running or self._locked or self._in_call) and self._check_points:
-                self._check_points.arm(sys._getframe(2))
+            self._arm_if_pending(sys._getframe(2))
             return
         if self._poked:
             return
@@ -216,11 +215,7 @@ class Scheduler:
         """The tripped signal, run by CPython at a bytecode boundary or inside a C call that
         checks for signals (``print`` flushing a stream, holding its lock): never a place
         where MicroPython would run work, so this only arms the check points."""
-        # Unlocked reads: this may run inside ``submit`` on the main thread, under the lock.
-        if self._queue and not self._running and not self._locked and not self._in_call:
-            # (Inside a BLE call's wait, the call arms them as it returns.)
-            if self._check_points is not None:
-                self._check_points.arm(frame)
+        self._arm_if_pending(frame)
 
     def _at_check_point(self) -> None:
         if self._in_call:
@@ -420,11 +415,13 @@ class Scheduler:
         self._arm_if_pending(sys._getframe(1))
 
     def _arm_if_pending(self, frame: types.FrameType | None) -> None:
-        """On the main thread: have pending work run at the next check point."""
-        with self._cond:
-            pending = bool(self._queue) and not self._running and not self._locked
-        if pending and self._check_points is not None:
-            self._check_points.arm(frame)
+        """On the main thread: have pending work run at the program's next check point,
+        unless a handler is running (its batch takes it), ``disable_irq()`` holds it, or
+        a ``BLE`` call waits (it arms them as it returns). Unlocked reads: this also runs
+        in ``submit``, under the lock, and in the signal handler."""
+        if self._queue and not (self._running or self._locked or self._in_call):
+            if self._check_points is not None:
+                self._check_points.arm(frame)
 
 
 _patched = False
