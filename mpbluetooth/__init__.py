@@ -22,25 +22,64 @@ of this namespace is desktop only:
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from ._errors import TransportError
-from ._events import IrqStats
 from ._logging import configure_from_env as configure_logging_from_env
-from ._overrides import check_bumble_version
-from ._scheduler import scheduler as _scheduler
-from .ble import BLE, irq_stats, open, set_rxbuf, set_transport
-from .constants import FLAG_INDICATE, FLAG_NOTIFY, FLAG_READ, FLAG_WRITE, FLAG_WRITE_NO_RESPONSE
-from .uuid import UUID
+
+if TYPE_CHECKING:
+    from ._errors import TransportError
+    from ._events import IrqStats
+    from .ble import BLE, irq_stats, open, set_rxbuf, set_transport
+    from .constants import (
+        FLAG_INDICATE,
+        FLAG_NOTIFY,
+        FLAG_READ,
+        FLAG_WRITE,
+        FLAG_WRITE_NO_RESPONSE,
+    )
+    from .uuid import UUID
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 # Bumble logs a refused HCI command as a warning: never on the user's terminal (a board
 # prints nothing) unless logging is configured, or MPBLUETOOTH_LOG=...,bumble.
 logging.getLogger("bumble").addHandler(logging.NullHandler())
 configure_logging_from_env()
-check_bumble_version()
 
 __version__ = "0.1.0"
+
+#: Where each public name lives. They are imported on first use, so that importing a
+#: submodule alone stays cheap: ``mpbluetooth-python``'s launcher imports no Bumble when
+#: it hands the program to a warm process (``cli/_warm.py``).
+_PUBLIC = {
+    "TransportError": "._errors",
+    "IrqStats": "._events",
+    "BLE": ".ble",
+    "irq_stats": ".ble",
+    "open": ".ble",
+    "set_rxbuf": ".ble",
+    "set_transport": ".ble",
+    "FLAG_READ": ".constants",
+    "FLAG_WRITE": ".constants",
+    "FLAG_NOTIFY": ".constants",
+    "FLAG_INDICATE": ".constants",
+    "FLAG_WRITE_NO_RESPONSE": ".constants",
+    "UUID": ".uuid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
 
 
 def deliver_on_main_thread() -> bool:
@@ -56,7 +95,9 @@ def deliver_on_main_thread() -> bool:
     keeps the fallback thread, where the platform cannot interrupt the main thread (no
     ``signal.SIGURG``) or when not called from it.
     """
-    return _scheduler().enable()
+    from ._scheduler import scheduler
+
+    return scheduler().enable()
 
 
 __all__ = [

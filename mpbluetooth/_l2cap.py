@@ -92,8 +92,10 @@ DISCONNECT_TIMEOUT = 5.0
 
 _LE_CID_RANGE = range(0x0040, 0x0080)
 
-#: The default of the desktop-only multi-channel switch, for instances made from now on.
-_MULTICHANNEL_DEFAULT = os.environ.get("MPBLUETOOTH_L2CAP_MULTICHANNEL", "") in ("1", "true")
+def _multichannel_default() -> bool:
+    """The default of the desktop-only multi-channel switch, read as each instance is made
+    (not at import: a warm start's server imports this module for many programs)."""
+    return os.environ.get("MPBLUETOOTH_L2CAP_MULTICHANNEL", "") in ("1", "true")
 
 
 class L2cap:
@@ -112,7 +114,7 @@ class L2cap:
         #: Guards changes to ``closed_rx``, which the IRQ context also makes.
         self._closed_lock = threading.Lock()
         #: Desktop only: any number of channels (see the module docstring).
-        self.multichannel = _MULTICHANNEL_DEFAULT
+        self.multichannel = _multichannel_default()
         #: MicroPython's one channel slot: taken by a listen (for good) or a connect.
         self.slot_taken = False
         self.slot_listening = False

@@ -7,8 +7,8 @@ such a test starts failing, Bumble fixed it: drop the override). The concern mod
 these functions and never assign into Bumble objects themselves.
 
 The Bumble releases we test are :data:`TESTED_BUMBLE` (``constraints.txt`` pins the
-oldest; tox's ``newest-bumble`` runs the newest); :func:`check_bumble_version` warns at
-import outside them.
+oldest; tox's ``newest-bumble`` runs the newest); :func:`check_bumble_version` warns when
+a process opens its first controller outside them.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@functools.cache
 def check_bumble_version() -> str | None:
     """Log a warning when the installed Bumble is outside :data:`TESTED_BUMBLE` (without
     importing Bumble). Returns the installed version, None when it is not installed."""

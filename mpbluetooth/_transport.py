@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._engine import SIM_SPEC, OpenedTransport, engine_for
 from ._errors import TransportError
+from ._overrides import check_bumble_version
 from ._runtime import runtime
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ async def open_controller(
     openings (a simulated controller's public address, a hub's stable one);
     ``first_conn_handle`` is the board profile's, which a simulated controller is asked to
     number its connections from."""
+    check_bumble_version()  # once per process, as its first controller opens
     spec = resolve_spec(spec)
     engine = engine_for(spec)
     if engine is None and spec == SIM_SPEC:

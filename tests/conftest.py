@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 
 import mpbluetooth
 from mpbluetooth import BLE, sim
+from mpbluetooth.cli import _warm
 from mpbluetooth.constants import IRQ_CENTRAL_CONNECT, IRQ_PERIPHERAL_CONNECT
 from mpbluetooth.testing import HubProcess, Recorder
 
@@ -24,6 +28,20 @@ from mpbluetooth.testing import HubProcess, Recorder
 # ask for air timing explicitly. Setting MPBLUETOOTH_SIM_TIMING=air before pytest runs the
 # whole suite in air timing instead.
 os.environ.setdefault("MPBLUETOOTH_SIM_TIMING", "instant")
+
+# The programs the suite starts (`mpbluetooth-python`, `mpbluetooth run`) start warm, as a
+# user's do (cli/_warm.py), from servers in a folder of this session that end with it.
+_WARM_DIR = tempfile.mkdtemp(prefix="mpbluetooth-warm-")
+os.environ.setdefault(_warm.ENV_WARM_DIR, _WARM_DIR)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the session's warm servers and wait (bounded) until they are gone."""
+    _warm.stop_all(_WARM_DIR)
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline and any(n.endswith(".pid") for n in os.listdir(_WARM_DIR)):
+        time.sleep(0.05)
+    shutil.rmtree(_WARM_DIR, ignore_errors=True)
 
 
 @pytest.fixture

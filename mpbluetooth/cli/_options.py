@@ -41,6 +41,9 @@ ENVIRONMENT: Final = (
     ("MPBLUETOOTH_L2CAP_MULTICHANNEL", "1: several L2CAP channels per connection"),
     ("MPBLUETOOTH_ROOTCANAL", "the RootCanal binary to run instead of the package's"),
     ("MPBLUETOOTH_MIP_INDEX", "the package index of `mip install`"),
+    ("MPBLUETOOTH_WARM", "0: start mpbluetooth-python programs cold (no warm server)"),
+    ("MPBLUETOOTH_WARM_DIR", "where warm-start servers keep their sockets"),
+    ("MPBLUETOOTH_WARM_IDLE", "seconds a warm-start server waits idle before it ends (60)"),
     ("MPBLUETOOTH_<ROW>", "0 switches off a MicroPython behaviour (mpbluetooth-python -h)"),
 )
 

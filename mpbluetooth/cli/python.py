@@ -29,6 +29,7 @@ from .. import boards, compat
 from .._scheduler import scheduler
 from .._views import set_strict
 from ..compat import _board, features, strbuf
+from . import _warm
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 from ._lifeline import watch_parent
 
@@ -482,5 +483,24 @@ def _version() -> str:
         return "unknown"
 
 
+def entry() -> int:
+    """``mpbluetooth-python`` and ``python -m mpbluetooth.cli.python``: the program in a
+    warm server's fork when it can (``_warm``), else in this process."""
+    argv = sys.argv[1:]
+    if argv[:1] == [_warm.SERVER_ARG]:
+        return _serve_warm(*argv[1:4])
+    status = _warm.launch(argv)
+    return main(argv) if status is None else status
+
+
+def _serve_warm(path: str, lock_fd: str, idle: str) -> int:
+    """A warm server's life; in each forked child, that child's program."""
+    request = _warm.serve(path, int(lock_fd), float(idle))
+    if request is None:
+        return 0
+    _warm.become(request)
+    return main(request["argv"][1:])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -71,8 +71,14 @@ class _Yasmarang:
         return value - 1
 
 
-# Seeded at import from the OS, as the unix port and most boards do.
+# Seeded at import from the OS, as the unix port and most boards do, and again in a
+# forked child (a warm start forks many programs from one import): two boards never
+# share a sequence they did not seed alike.
 _state = _Yasmarang(int.from_bytes(_os.urandom(4), "little"))
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(
+        after_in_child=lambda: _state.seed(int.from_bytes(_os.urandom(4), "little"))
+    )
 
 
 def seed(n: int | None = None) -> None:
