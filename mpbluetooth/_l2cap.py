@@ -92,6 +92,7 @@ DISCONNECT_TIMEOUT = 5.0
 
 _LE_CID_RANGE = range(0x0040, 0x0080)
 
+
 def _multichannel_default() -> bool:
     """The default of the desktop-only multi-channel switch, read as each instance is made
     (not at import: a warm start's server imports this module for many programs)."""

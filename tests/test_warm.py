@@ -46,7 +46,9 @@ def environment(folder: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(folder: Path, *args: str, stdin: str = "", **extra: str) -> subprocess.CompletedProcess[str]:
+def run(
+    folder: Path, *args: str, stdin: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*LAUNCHER, *args],
         input=stdin,

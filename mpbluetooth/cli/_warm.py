@@ -28,6 +28,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import selectors
 import signal
@@ -36,6 +37,10 @@ import subprocess
 import sys
 import time
 from typing import Any, Final
+
+from ._lifeline import STOP_GRACE_S
+
+logger = logging.getLogger(__name__)
 
 ENV_WARM: Final = "MPBLUETOOTH_WARM"
 #: Directory of the servers' sockets (default: ``$XDG_RUNTIME_DIR/mpbluetooth``, else
@@ -156,6 +161,7 @@ def key() -> str:
         package,
         _newest_mtime(package),
         bumble,
+        _nice(),  # a fork keeps the server's priority: a niced caller gets its own server
     ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
@@ -303,7 +309,7 @@ def _hand_over(sock: socket.socket, argv: list[str]) -> int | None:
         "path": sys.path,
         "umask": _umask(),
         "nice": _nice(),
-        "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN,
+        "ignored": [int(n) for n in _FORWARDED if signal.getsignal(n) is signal.SIG_IGN],
         "fds": fds,
     }
     try:
@@ -320,6 +326,8 @@ def _hand_over(sock: socket.socket, argv: list[str]) -> int | None:
     pid = int(started["pid"])
     previous = {}
     for signum in _FORWARDED:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # ignored here, and so in the program (``become``)
         with contextlib.suppress(OSError, ValueError):
             previous[signum] = signal.signal(signum, lambda s, f: _forward(pid, s))
     try:
@@ -414,6 +422,8 @@ class _Server:
         self.stopping = False
         #: Running children: pid -> their launcher's connection.
         self.children: dict[int, socket.socket] = {}
+        #: Children told to stop because their launcher went: pid -> when to kill them.
+        self.orphans: dict[int, float] = {}
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.selector.register(self.wake_read, selectors.EVENT_READ)
@@ -433,6 +443,7 @@ class _Server:
         while True:
             if self.children:
                 last_work = time.monotonic()
+                self._kill_lingering()
             elif self.stopping or not self._ours() or time.monotonic() - last_work > self.idle:
                 self._close()
                 return None
@@ -510,6 +521,18 @@ class _Server:
         self.selector.unregister(conn)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
+        self.orphans[pid] = time.monotonic() + STOP_GRACE_S
+
+    def _kill_lingering(self) -> None:
+        """Programs whose launcher is gone and that outlived SIGTERM's grace: killed."""
+        now = time.monotonic()
+        for pid, deadline in list(self.orphans.items()):
+            if pid not in self.children:
+                del self.orphans[pid]
+            elif now > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                del self.orphans[pid]
 
     def _reap(self) -> None:
         while self.children:
@@ -567,9 +590,16 @@ def become(request: dict[str, Any]) -> None:
     os.environ.update(request["env"])
     sys.argv = list(request["argv"])
     sys.path[:] = request["path"]
-    signal.signal(
-        signal.SIGINT, signal.SIG_IGN if request["sigint_ignored"] else signal.default_int_handler
-    )
+    # As an exec'd program inherits them: ignored signals stay ignored, the rest default
+    # (SIGINT: Python's KeyboardInterrupt).
+    ignored = set(request["ignored"])
+    for signum in _FORWARDED:
+        if signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
+        elif signum == signal.SIGINT:
+            signal.signal(signum, signal.default_int_handler)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
     _fresh_standard_streams()
     from .._logging import configure_from_env
 
@@ -594,7 +624,7 @@ def _fresh_standard_streams() -> None:
         except OSError:
             continue
         raw = io.FileIO(fd, mode, closefd=False)
-        raw.name = f"<{name}>"  # type: ignore[misc]
+        raw.name = f"<{name}>"
         buffered: Any
         if mode == "w" and unbuffered:
             buffered = raw
@@ -621,8 +651,10 @@ def _warm_up() -> None:
     for name in _WARM_MODULES:
         try:
             importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - an optional module: the fork imports it
-            print(f"warm start: not preloaded {name}: {exc!r}", file=sys.stderr, flush=True)
+        except Exception as exc:  # an optional module: each child imports it, or says why
+            # No handler is configured here (the children must not inherit one): logging's
+            # last resort writes the warning to this server's log file.
+            logger.warning("not preloaded: %s (%r)", name, exc)
     import gc
 
     # What is imported stays for every child: the collector need not walk it again in
