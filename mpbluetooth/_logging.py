@@ -25,9 +25,10 @@ _configured: set[str] = set()
 _said: set[str] = set()
 
 
-def configure_from_env(default: str = "") -> None:
+def configure_from_env(default: str = "", *, said: bool = False) -> None:
     """Apply ``MPBLUETOOTH_LOG`` (or ``default``): each logger it names gets one stderr
-    handler, at the level it gives."""
+    handler, at the level it gives. ``said``: an unknown value was already said on the
+    same stderr (by the launcher of a warm start), so it is not said again."""
     logging.getLogger("bumble").propagate = False
     words = [w.strip().lower() for w in os.environ.get(ENV_LOG, default).split(",") if w.strip()]
     levels = [w for w in words if w != "bumble"]
@@ -48,7 +49,7 @@ def configure_from_env(default: str = "") -> None:
             logger.addHandler(handler)
             _configured.add(name)
     value = os.environ.get(ENV_LOG, default)
-    if unknown and value not in _said:
+    if unknown and not said and value not in _said:
         _said.add(value)
         logging.getLogger(__name__).warning(
             "%s=%s: expected one of debug, info, warning, error, critical (optionally with "

@@ -603,7 +603,8 @@ def become(request: dict[str, Any]) -> None:
     _fresh_standard_streams()
     from .._logging import configure_from_env
 
-    configure_from_env()
+    # The launcher imported mpbluetooth too, and said a bad MPBLUETOOTH_LOG on this stderr.
+    configure_from_env(said=True)
 
 
 def _fresh_standard_streams() -> None:
