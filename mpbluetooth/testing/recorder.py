@@ -26,6 +26,9 @@ DEFAULT_TIMEOUT: Final = 10.0
 _CODES: Final = 64
 #: How often ``wait_until`` looks again at a condition no event announces.
 _POLL_S: Final = 0.005
+#: Longest single idle wait of a recorder wait on the main thread (it is woken as soon as
+#: work arrives; this only bounds a wake-up that went elsewhere).
+_IDLE_SLICE_S: Final = 0.05
 #: How many of the last recorded events a ``WaitTimeout`` lists, and how wide each is.
 _SHOWN: Final = 12
 _SHOWN_WIDTH: Final = 96
@@ -43,11 +46,17 @@ def wait_until(
 ) -> None:
     """Poll ``condition`` until it is true, for a state no event announces (a counter, a
     file, a process ending). Raises ``WaitTimeout`` naming ``what`` after ``timeout`` s."""
+    from .._scheduler import scheduler
+
+    sched = scheduler()
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or condition}")
-        time.sleep(_POLL_S)
+        if sched.on_main_thread():
+            sched.wait(_POLL_S)  # handlers run here under main-thread delivery
+        else:
+            time.sleep(_POLL_S)
 
 
 def event_name(event: int) -> str:
@@ -130,17 +139,26 @@ class Recorder:
 
     # --- waiting ----------------------------------------------------------------------
     def _wait_for(self, found: Callable[[], Any], timeout: float | None, what: str) -> Any:
+        from .._scheduler import scheduler
+
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
-        with self._cond:
-            while True:
+        # Under main-thread delivery the handler that records runs on this very thread:
+        # the wait is then one of the scheduler's idle points, as ``time.sleep`` is.
+        sched = scheduler()
+        on_main = sched.on_main_thread()
+        while True:
+            with self._cond:
                 result = found()
                 if result is not None:
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WaitTimeout(f"no {what} within {limit:g} s; {self._recorded()}")
-                self._cond.wait(remaining)
+                if not on_main:
+                    self._cond.wait(remaining)
+                    continue
+            sched.wait(min(remaining, _IDLE_SLICE_S))
 
     def _recorded(self) -> str:
         if not self.events:
