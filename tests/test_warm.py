@@ -71,6 +71,17 @@ def test_a_program_starts_with_bumble_already_imported(warm_dir: Path) -> None:
     warm_probe(warm_dir)
     cold = run(warm_dir, "-c", PROBE, MPBLUETOOTH_WARM="0")
     assert cold.stdout.split()[1] == "False"
+    # The console entry's launcher (what `mpbluetooth-python` and `run` start) is served
+    # by the same server.
+    console = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth.cli._launch", "-c", PROBE],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=environment(warm_dir),
+        timeout=60,
+    )
+    assert console.stdout.split()[1] == "True", console.stderr
     assert len(list(warm_dir.glob("*.pid"))) == 1
 
 
@@ -234,3 +245,33 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_the_launcher_imports_neither_bumble_nor_asyncio() -> None:
+    code = (
+        "import sys, mpbluetooth.cli._launch; "
+        "print(sorted(m for m in ('asyncio', 'bumble', 'mpbluetooth.ble') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(warm_dir: Path) -> None:
+    warm_probe(warm_dir)
+    program = (
+        "import signal\n"
+        "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN,"
+        " signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL)\n"
+    )
+    result = subprocess.run(
+        [*LAUNCHER, "-c", program],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=environment(warm_dir),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+        timeout=60,
+    )
+    assert result.stdout.split() == ["True", "True"], result.stderr

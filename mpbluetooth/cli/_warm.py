@@ -26,19 +26,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
-import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
-from typing import Any, Final
+import zlib
+from typing import TYPE_CHECKING, Any, Final
 
-from ._lifeline import STOP_GRACE_S
+if TYPE_CHECKING:
+    import selectors
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +151,9 @@ def key() -> str:
             bumble = [candidate, info.st_mtime_ns, info.st_ino]
             break
     parts = [
-        _interpreter(),
+        sys.executable,
+        sys.warnoptions,
+        bool(getattr(sys.__stdout__, "write_through", False)),
         sys.version,
         list(sys.flags),
         sorted(sys._xoptions.items()),
@@ -163,7 +164,9 @@ def key() -> str:
         bumble,
         _nice(),  # a fork keeps the server's priority: a niced caller gets its own server
     ]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+    data = json.dumps(parts, default=str).encode()
+    # Two 32-bit checksums (zlib; hashlib would cost the launcher OpenSSL's import).
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
 
 # --- messages: one JSON object per line ---------------------------------------------
@@ -248,6 +251,7 @@ def _start_server(path: str) -> bool | None:
     """Start a server for ``path`` unless one is starting (it holds the lock file for its
     life). True: started; False: another is starting; None: cannot."""
     import fcntl
+    import subprocess
 
     try:
         lock_fd = os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -279,6 +283,8 @@ def _start_server(path: str) -> bool | None:
 def _interpreter() -> list[str]:
     """This interpreter with the options it was started with (``-X``, ``-W``, ``-O``,
     ``-u``...), so that the server's children run as this process would."""
+    import subprocess
+
     arguments = [sys.executable, *subprocess._args_from_interpreter_flags()]  # type: ignore[attr-defined]
     if getattr(sys.__stdout__, "write_through", False) and "-u" not in arguments:
         arguments.append("-u")
@@ -399,6 +405,8 @@ class _Server:
     end to its launcher, and ends when idle."""
 
     def __init__(self, path: str, lock_fd: int, idle: float) -> None:
+        import selectors
+
         self.path = path
         self.idle = idle
         self.lock_fd = lock_fd
@@ -424,9 +432,10 @@ class _Server:
         self.children: dict[int, socket.socket] = {}
         #: Children told to stop because their launcher went: pid -> when to kill them.
         self.orphans: dict[int, float] = {}
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ)
-        self.selector.register(self.wake_read, selectors.EVENT_READ)
+        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
+        self.selector_read = selectors.EVENT_READ
+        self.selector.register(self.listener, self.selector_read)
+        self.selector.register(self.wake_read, self.selector_read)
 
     def _stop(self) -> None:
         self.stopping = True
@@ -491,7 +500,7 @@ class _Server:
         except OSError:
             pass
         self.children[pid] = conn
-        self.selector.register(conn, selectors.EVENT_READ, pid)
+        self.selector.register(conn, self.selector_read, pid)
         return None
 
     def _in_child(self, conn: socket.socket) -> None:
@@ -521,6 +530,8 @@ class _Server:
         self.selector.unregister(conn)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
+        from ._lifeline import STOP_GRACE_S
+
         self.orphans[pid] = time.monotonic() + STOP_GRACE_S
 
     def _kill_lingering(self) -> None:

@@ -308,7 +308,7 @@ async def _supervise(
         elif launch.simulated:
             # The same script gets the same address on every run, as a board keeps its own.
             env.setdefault("MPBLUETOOTH_SIM_ADDRESS", f"mpbluetooth-run:{script.label}")
-        args = [sys.executable, "-m", "mpbluetooth.cli.python", "-u"]
+        args = [sys.executable, "-m", "mpbluetooth.cli._launch", "-u"]
         if not launch.str_buffer:
             args.append("--no-str-buffer")
         args += ["-m", script.module] if script.module is not None else [str(script.path)]
