@@ -8,16 +8,23 @@ peripheral of their index by name, read the greeting and disconnect (``node.py``
 MicroPython program run by ``mpbluetooth-python``). The engine is one RootCanal
 (``mpbluetooth.sim.rootcanal``) or one ``mpbluetooth sim-hub``; every process joins it
 with ``MPBLUETOOTH_TRANSPORT=tcp-client:127.0.0.1:PORT``, as processes on other machines
-would with the engine's address. Desktop only (uses /proc for the engine's figures).
+would with the engine's address. Desktop only (uses /proc for the figures).
+
+The processes start warm (``mpbluetooth-python``'s default: each program is a fork of one
+server that has already imported Bumble); ``--cold`` makes each import Bumble itself.
+Memory is given as PSS, which shares each page among the processes that map it (the
+launcher's and its program's, when warm), and as RSS, which counts shared pages in full.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,10 +64,58 @@ def start_hub() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.05)
 
 
+def pss_rss(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) in KiB of a running process, 0 when it is gone. PSS shares each page among
+    the processes that map it: the memory a board really adds, where its warm-start
+    server's pages are shared by every board."""
+    pss = rss = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+            elif line.startswith("Rss:"):
+                rss = int(line.split()[1])
+    except OSError:
+        pass
+    return pss, rss
+
+
+def children_of(pid: int) -> list[int]:
+    """The running children of ``pid`` (a warm-start server's programs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the children ``pid`` has reaped (a warm server's finished programs)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / TICKS
+
+
+def warm_server(folder: str) -> int | None:
+    for pid_file in Path(folder).glob("warm-*.pid"):
+        try:
+            return int(pid_file.read_text())
+        except (OSError, ValueError):
+            pass
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=("rootcanal", "sim"), default="rootcanal")
     parser.add_argument("--count", type=int, default=20, help="processes (an even number)")
+    parser.add_argument(
+        "--cold", action="store_true", help="every process imports Bumble itself (no warm start)"
+    )
     args = parser.parse_args()
     pairs = max(1, args.count // 2)
     rootcanal: RootCanal | None = None
@@ -79,28 +134,55 @@ def main() -> int:
         engine_pid = hub.pid
     env = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
     env.update(MPBLUETOOTH_TRANSPORT=spec, PYTHONUNBUFFERED="1")
+    # A warm-start server of this run's own (ended 1 s after the last program), so that its
+    # programs' CPU is counted here and nothing of it outlives the run.
+    warm_dir = tempfile.mkdtemp(prefix="swarm-warm-")
+    env.update(MPBLUETOOTH_WARM_DIR=warm_dir, MPBLUETOOTH_WARM_IDLE="1")
+    if args.cold:
+        env["MPBLUETOOTH_WARM"] = "0"
+    console = Path(sys.executable).with_name("mpbluetooth-python")
+    launcher = (
+        [str(console)] if console.exists() else [sys.executable, "-m", "mpbluetooth.cli.python"]
+    )
     started = time.monotonic()
     nodes: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+    peak: dict[int, tuple[int, int]] = {}  # pid -> peak (PSS, RSS) seen
+    server: int | None = None
+    server_cpu_before = 0.0
     try:
         for index in range(pairs):
             for role in ("peripheral", "central"):
                 node = subprocess.Popen(
-                    [sys.executable, "-m", "mpbluetooth.cli.python", str(NODE)],
+                    [*launcher, str(NODE)],
                     env={**env, "NODE_ROLE": role, "NODE_INDEX": str(index)},
+                    stdin=subprocess.DEVNULL,
                 )
                 nodes[node.pid] = (f"{role} {index}", node)
-        cpu_total, peaks, failed = 0.0, [], []
+        cpu_total, failed = 0.0, []
         while nodes:
-            # wait4 gives each child's own CPU time and peak RSS.
-            pid, status, usage = os.wait4(-1, 0)
+            if server is None and not args.cold:
+                server = warm_server(warm_dir)
+                if server is not None:
+                    server_cpu_before = children_cpu(server)
+            watched = list(nodes) + (children_of(server) if server is not None else [])
+            for pid in watched:
+                pss, rss = pss_rss(pid)
+                old = peak.get(pid, (0, 0))
+                peak[pid] = (max(old[0], pss), max(old[1], rss))
+            # wait4 gives each launcher's own CPU time (with --cold, the whole program's).
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+            if pid == 0:
+                time.sleep(0.25)
+                continue
             label, node = nodes.pop(pid)
             node.returncode = os.waitstatus_to_exitcode(status)
             cpu_total += usage.ru_utime + usage.ru_stime
-            peaks.append(usage.ru_maxrss)
             if node.returncode != 0:
                 failed.append(label)
         wall = time.monotonic() - started
+        programs_cpu = children_cpu(server) - server_cpu_before if server is not None else 0.0
         engine_cpu, engine_peak = engine_figures(engine_pid)
+        server_cpu, server_peak = engine_figures(server) if server is not None else (0.0, 0)
     finally:
         for _, node in nodes.values():
             node.kill()
@@ -110,12 +192,26 @@ def main() -> int:
         if hub is not None:
             hub.terminate()
             hub.wait(10)
+        shutil.rmtree(warm_dir, ignore_errors=True)
     count = 2 * pairs
-    print(f"{count} processes on {args.engine} ({spec}): {count - len(failed)} ok in {wall:.1f} s")
+    cpu_total += programs_cpu
+    pss_each = sum(p for p, _ in peak.values()) / count / 1024
+    rss_each = sum(r for _, r in peak.values()) / count / 1024
+    mode = "cold" if args.cold else "warm"
     print(
-        f"  processes: CPU {cpu_total:.1f} s in all ({cpu_total / count:.2f} s each), "
-        f"peak RSS {sum(peaks) / count / 1024:.0f} MiB each, {sum(peaks) / 1024:.0f} MiB in all"
+        f"{count} processes ({mode}) on {args.engine} ({spec}): "
+        f"{count - len(failed)} ok in {wall:.1f} s"
     )
+    print(
+        f"  boards:    CPU {cpu_total:.1f} s in all ({cpu_total / count:.2f} s each); "
+        f"peak memory {pss_each:.0f} MiB PSS each ({rss_each:.0f} MiB RSS), "
+        f"{pss_each * count:.0f} MiB PSS in all"
+    )
+    if server is not None:
+        print(
+            f"  warm server: CPU {server_cpu:.2f} s (its imports, once), "
+            f"peak RSS {server_peak / 1024:.0f} MiB"
+        )
     print(f"  engine:    CPU {engine_cpu:.2f} s, peak RSS {engine_peak / 1024:.0f} MiB")
     if failed:
         print(f"  failed: {', '.join(failed)}")
