@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TCP = ("127.0.0.1", 10723)
 _CONNECTION_TIMEOUT = 0x08
+#: Connections the kernel queues before the hub accepts them. asyncio's default (100) is
+#: less than a room of boards that all join in the same second (they start warm, in tens of
+#: milliseconds each): an overflowing queue drops the handshake's last ACK, and a board
+#: then waits seconds for its first answer.
+_BACKLOG = 1024
 #: First bytes of a control session (``sim-ctl``), then a newline.
 CONTROL_HELLO = b"MPBCTL"
 
@@ -155,7 +160,7 @@ class Hub:
     # --- streams (TCP, unix sockets) ------------------------------------------------------
     async def serve_tcp(self, host: str, port: int) -> tuple[str, int]:
         with _naming(f"tcp {host}:{port}"):
-            server = await asyncio.start_server(self._serve_stream, host, port)
+            server = await asyncio.start_server(self._serve_stream, host, port, backlog=_BACKLOG)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         logger.info("hub listening on tcp %s:%d", bound[0], bound[1])
@@ -165,7 +170,7 @@ class Hub:
         with _naming(f"unix {path}"):
             if os.path.exists(path):
                 os.unlink(path)
-            server = await asyncio.start_unix_server(self._serve_stream, path)
+            server = await asyncio.start_unix_server(self._serve_stream, path, backlog=_BACKLOG)
         self._servers.append(server)
         logger.info("hub listening on unix %s", path)
 
