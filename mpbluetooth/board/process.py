@@ -3,7 +3,9 @@
 A test that drives a board as MicroPython's tools do (mpremote, pyboard.py,
 run-multitests.py) needs the board running in a process of its own and the serial device
 it prints; ``BoardProcess`` starts one, waits for the device, and stops it (killed if it
-lingers), with what it logged kept for the failure message.
+lingers), with what it logged kept for the failure message. The board is given this
+process's lifeline (``cli._lifeline``): if this process is killed outright, the board ends
+too, and so does the RootCanal that ``--engine rootcanal`` started (POSIX).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 import time
 from typing import Final
 
-from ..cli._lifeline import wait_or_kill
+from ..cli._lifeline import shared, wait_or_kill
 
 __all__ = ["BoardProcess"]
 
@@ -49,7 +51,9 @@ class BoardProcess:
         if link is not None:
             args += ["--link", os.fspath(link)]
         args += extra
+        lifeline = shared()
         child_env = {k: v for k, v in os.environ.items() if k not in ("MPBLUETOOTH_TRANSPORT",)}
+        child_env.update(lifeline.environment())
         child_env.update(env or {})
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
@@ -58,6 +62,7 @@ class BoardProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=child_env,
+            pass_fds=lifeline.pass_fds,
         )
         self.device = ""
         self.url: str | None = None

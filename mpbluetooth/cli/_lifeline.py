@@ -12,17 +12,24 @@ thread that started the child ends.
 
 The parent may name directories of its own (``MPBLUETOOTH_LIFELINE=FD:DIR:...``) that it
 cannot remove once killed: the children remove them when it is gone.
+
+A child that is not Python (the RootCanal binary) cannot watch the pipe itself: its command
+line goes through :func:`binary_command`, which runs this module as a program that forks a
+watcher and then becomes the binary (see :func:`_exec_watched`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +138,83 @@ def wait_or_kill(process: subprocess.Popen[Any], grace: float = STOP_GRACE_S) ->
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait(grace)
+
+
+def binary_command(command: Sequence[str], lifeline: Lifeline, *leftovers: str) -> list[str]:
+    """The command line that runs ``command``, a program that cannot call
+    :func:`watch_parent` (the RootCanal binary), so that it also ends when this process is
+    gone, however it went, and ``leftovers`` (directories) are then removed. Start it with
+    ``pass_fds=lifeline.pass_fds``. The binary keeps the pid, exit status and output that
+    ``Popen`` would give it run directly, and is made a process group of its own (which
+    ``start_new_session`` already makes it). Where descriptors cannot be passed (not POSIX)
+    ``command`` is returned as is: the binary is stopped by its parent, and not when that
+    is killed. The same where there is no interpreter file to run this module with.
+
+    Why not Linux's ``PR_SET_PDEATHSIG`` in ``preexec_fn``: it fires when the *thread*
+    that forked the child ends (``run`` starts RootCanal from ``asyncio.to_thread``'s
+    worker), ``preexec_fn`` is unsafe in a process with threads, it leaves the binary's
+    folder behind, and macOS has no such call."""
+    program = os.path.abspath(__file__)
+    if not _POSIX or not sys.executable or not os.path.isfile(program):
+        return list(command)  # (no interpreter to run, or this module is in an archive)
+    value = ":".join([str(lifeline.read_fd), *leftovers])
+    # -I -S: this module imports only the standard library; nothing else is looked up.
+    return [sys.executable, "-I", "-S", program, value, *command]
+
+
+def _exec_watched(args: list[str]) -> NoReturn:
+    """This module run as a program (:func:`binary_command`): fork a watcher, then become
+    the binary (``exec``), so that the binary keeps the pid its parent's ``Popen`` knows.
+
+    The watcher is the binary's child and a member of its process group, which gives two
+    guarantees a watcher beside it would not have: ``getppid()`` names the binary exactly
+    as long as the binary runs, and the group's id cannot be reused while the watcher is
+    in it, so its signals never reach an unrelated process that got a recycled pid. It
+    also holds the read end of a second pipe whose write end only the binary holds: its
+    end-of-file says the binary has ended, and the watcher then ends too."""
+    value, *command = args
+    fd_text, *leftovers = value.split(":")
+    lifeline = int(fd_text)
+    if os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)
+    alive_read, alive_write = os.pipe()
+    if os.fork() == 0:
+        os.close(alive_write)
+        _watch_binary(lifeline, alive_read, os.getppid(), leftovers)
+    os.close(lifeline)
+    os.close(alive_read)
+    os.set_inheritable(alive_write, True)
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        os.write(2, f"cannot run {command[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+
+
+def _watch_binary(lifeline: int, alive: int, binary: int, leftovers: list[str]) -> NoReturn:
+    """The watcher forked by :func:`_exec_watched`: wait for the binary's parent or the
+    binary to end; in the first case stop the binary's group (SIGTERM, SIGKILL after the
+    grace), remove ``leftovers`` and end."""
+    # The binary's output must end when the binary does: this process holds none of it.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    # Nothing is ever written to either pipe: readable means end-of-file.
+    select.select([lifeline, alive], [], [])
+    if not select.select([lifeline], [], [], 0)[0]:
+        os._exit(0)  # the binary ended and its parent is still there: nothing to do
+    group = os.getpgrp()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group's SIGTERM is not for us
+    os.killpg(group, signal.SIGTERM)
+    if not select.select([alive], [], [], _GRACE_S)[0] and os.getppid() == binary:
+        os.kill(binary, signal.SIGKILL)
+        select.select([alive], [], [], _GRACE_S)
+    for path in filter(None, leftovers):
+        shutil.rmtree(path, ignore_errors=True)
+    os.killpg(group, signal.SIGKILL)  # anything the binary started, and this watcher
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _exec_watched(sys.argv[1:])

@@ -15,6 +15,9 @@ it listens, and stops it. Facts it relies on:
   keep state, so tests start a fresh RootCanal each.
 - ``python -m rootcanal`` only wraps the binary in a child process that outlives a kill of
   the wrapper: we run the binary itself, in its own session, and stop the whole group.
+- A binary cannot watch its parent as our Python children do (``cli._lifeline``): it is
+  started through ``_lifeline.binary_command``, whose watcher stops it, and removes its
+  folder, when the process that started it is gone, even after ``kill -9`` (POSIX).
 - It listens on every interface (it has no option to bind one): anyone who can reach the
   ports joins the medium. There is no authentication.
 - The 1.10 line runs on glibc 2.34 and later; 1.11.1 and later need glibc 2.38/2.39 and
@@ -37,6 +40,8 @@ import sys
 import tempfile
 import threading
 from typing import IO
+
+from ..cli._lifeline import Lifeline, binary_command
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +173,8 @@ class RootCanal:
         self._listening = False
         self._reader: threading.Thread | None = None
         self._workdir: str | None = None
+        #: Held while RootCanal runs: its watcher stops it once this process is gone.
+        self._lifeline: Lifeline | None = None
 
     @property
     def spec(self) -> str:
@@ -182,6 +189,9 @@ class RootCanal:
             return self.spec
         binary = self.binary or find_binary()
         self.binary = binary
+        if not os.access(binary, os.X_OK):
+            # Said here: the binary is started through a wrapper (``binary_command``).
+            raise RootCanalError(f"RootCanal at {binary} cannot start: Permission denied")
         hci = self.hci_port or free_port()
         self.hci_port = hci
         ports = {"--hci_port": hci}
@@ -189,9 +199,11 @@ class RootCanal:
             ports[flag] = free_port()
         # RootCanal may write captures into its working directory: give it its own.
         self._workdir = tempfile.mkdtemp(prefix="mpbluetooth-rootcanal-")
+        self._lifeline = Lifeline()
+        command = [binary, *(f"{flag}={port}" for flag, port in ports.items())]
         try:
             self.process = subprocess.Popen(
-                [binary, *(f"{flag}={port}" for flag, port in ports.items())],
+                binary_command(command, self._lifeline, self._workdir),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -199,9 +211,10 @@ class RootCanal:
                 errors="replace",
                 cwd=self._workdir,
                 start_new_session=True,  # its own process group: stop() ends every child
+                pass_fds=self._lifeline.pass_fds,
             )
         except OSError as exc:
-            self._remove_workdir()
+            self._release()
             raise RootCanalError(f"RootCanal at {binary} cannot start: {exc.strerror}") from None
         assert self.process.stdout is not None
         self._reader = threading.Thread(
@@ -209,9 +222,12 @@ class RootCanal:
         )
         self._reader.start()
         if not self._ready.wait(timeout) or not self._listening:
-            status = self.process.poll()
-            if self._reader is not None:
-                self._reader.join(1.0)
+            self._reader.join(1.0)
+            try:
+                # Its output has ended: it is exiting (a port taken leaves it running).
+                status: int | None = self.process.wait(0 if self._reader.is_alive() else 1.0)
+            except subprocess.TimeoutExpired:
+                status = None
             output = list(self._output)
             self.stop()
             raise startup_error(binary, status, output)
@@ -257,9 +273,14 @@ class RootCanal:
             self._reader = None
         if process is not None and process.stdout is not None:
             process.stdout.close()
-        self._remove_workdir()
+        self._release()
 
-    def _remove_workdir(self) -> None:
+    def _release(self) -> None:
+        """Once RootCanal has ended (or never started): close its lifeline, which its
+        watcher no longer reads, and remove its folder."""
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
