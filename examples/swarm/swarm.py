@@ -83,10 +83,11 @@ def pss_rss(pid: int) -> tuple[int, int]:
 def children_of(pid: int) -> list[int]:
     """The running children of ``pid`` (a warm-start server's programs)."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if int(fields[1]) == pid:
@@ -194,6 +195,7 @@ def main() -> int:
             hub.wait(10)
         shutil.rmtree(warm_dir, ignore_errors=True)
     count = 2 * pairs
+    print(f"  (memory sampled in {len(peak)} processes)")
     cpu_total += programs_cpu
     pss_each = sum(p for p, _ in peak.values()) / count / 1024
     rss_each = sum(r for _, r in peak.values()) / count / 1024

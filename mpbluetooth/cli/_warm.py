@@ -18,8 +18,8 @@ passed on, and an interactive terminal, ``MPBLUETOOTH_WARM=0``, or a platform wi
 ``fork`` and descriptor passing runs the program in this process, as before
 (``docs/design.md``, "Start-up").
 
-What the server imports must not read the environment at import time (it is the first
-caller's, not the program's): such settings are read when used.
+What the server imports must not read the environment at import time (the server's is
+none of its callers'): such settings are read when used.
 """
 
 from __future__ import annotations
@@ -84,6 +84,8 @@ _WARM_MODULES: Final = (
 #: Environment variables that change how the interpreter starts or decodes its streams:
 #: a server serves only callers that agree on them.
 _INTERPRETER_ENV: Final = ("PYTHON", "LANG", "LC_")
+#: Variables the server keeps besides those (locations, no caller's settings).
+_KEPT_ENV: Final = ("PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR")
 #: The first argument that makes ``python -m mpbluetooth.cli.python`` a server, followed by
 #: the socket, the lock descriptor and the idle seconds (``mpbluetooth-python`` itself
 #: would refuse it).
@@ -262,7 +264,11 @@ def _start_server(path: str) -> bool | None:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")}
+        # Only what shapes the interpreter (the key's part), and where things are: the
+        # server serves every later caller, each of which brings its own environment.
+        environment = {
+            k: v for k, v in os.environ.items() if k.startswith(_INTERPRETER_ENV) or k in _KEPT_ENV
+        }
         log_path = path[: -len(".sock")] + ".log"
         with open(log_path, "wb") as log:
             subprocess.Popen(
