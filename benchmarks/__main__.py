@@ -13,7 +13,7 @@ import sys
 import time
 
 from . import dispatch, gatt, hub, l2cap, mainthread, report, scan, startup
-from ._common import Result, Settings
+from ._common import REPS, Result, Settings
 
 FAMILIES = {
     "gatt": (1, 2, 3, 4),
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks",
         description="mpbluetooth's BLE facade against raw Bumble on the same simulated link.",
     )
-    parser.add_argument("--quick", action="store_true", help="short windows (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="0.3 s windows, still 5 repetitions")
     parser.add_argument("--only", default="", help="workload numbers to run, e.g. 1,2,6")
-    parser.add_argument("--reps", type=int, help="repetitions per figure (default 3)")
+    parser.add_argument("--reps", type=int, help="repetitions per figure (default 5)")
     parser.add_argument("--seconds", type=float, help="measuring window per repetition")
     parser.add_argument(
         "--baseline", action="store_true", help="also write benchmarks/results/BASELINE.md"
@@ -52,14 +52,18 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "quick" if settings.quick else "full"
     log(f"mpbluetooth benchmarks ({mode}: {settings.reps} repetitions x {settings.seconds:g} s)")
+    if settings.reps < REPS:
+        log(f"fewer than {REPS} repetitions: the medians and spreads say little")
     started = time.perf_counter()
     results: list[Result] = []
     for family, workloads in FAMILIES.items():
         if not wanted.intersection(workloads):
             continue
-        log(f"[{family}] workloads {', '.join(map(str, workloads))}")
+        # The GATT family runs only the wanted ones of its workloads; the others run whole.
+        running = sorted(wanted.intersection(workloads)) if family == "gatt" else workloads
+        log(f"[{family}] workloads {', '.join(map(str, running))}")
         if family == "gatt":
-            results += gatt.run(settings, log)
+            results += gatt.run(settings, log, wanted)
         elif family == "l2cap":
             results += l2cap.run(settings, log)
         elif family == "dispatch":
@@ -80,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     log("")
     log(report.console_table(results))
     log("")
+    floor = report.floor_tables(results)
+    if floor:
+        log(floor)
+        log("")
     for target in report.targets(results):
         mark = {True: "met   ", False: "MISSED", None: "n/a   "}[target.met]
         log(f"{mark} {target.text}: {target.detail}")

@@ -34,6 +34,9 @@ from mpbluetooth.constants import (
 from mpbluetooth.testing import Recorder
 from mpbluetooth.testing.lowlevel import on_loop
 
+from .hop import UNIT, Spread, floor_figures
+from .hop import as_json as hop_json
+
 ENOMEM = 12
 
 #: The ACL backlog both senders respect (mpbluetooth's ``ACL_BACKLOG_LIMIT``; the raw
@@ -47,6 +50,11 @@ CHAR_UUID = "6E400002-B5A3-F393-E0A9-E50E24DCCA9E"
 WAIT = 10.0
 
 
+#: Repetitions of every figure unless ``--reps`` says otherwise: a median of five runs
+#: and their range say how far a row can be trusted on a shared machine.
+REPS = 5
+
+
 @dataclass
 class Settings:
     """How long and how often each measurement runs."""
@@ -57,10 +65,12 @@ class Settings:
 
     @classmethod
     def make(cls, quick: bool, reps: int | None = None, seconds: float | None = None) -> Settings:
+        """``--quick`` keeps the repetitions and shortens the window instead, so its figures
+        carry a spread as a full run's do."""
         return cls(
             quick=quick,
-            reps=reps if reps is not None else 3,
-            seconds=seconds if seconds is not None else (0.5 if quick else 2.0),
+            reps=reps if reps is not None else REPS,
+            seconds=seconds if seconds is not None else (0.3 if quick else 2.0),
         )
 
 
@@ -75,15 +85,44 @@ class Result:
     workload: int
     #: Payload size in bytes for throughput rows (the chart's x axis), else None.
     payload: int | None = None
-    #: Every repetition, for the record (medians are what the table shows).
+    #: Every repetition, for the record (medians are what the table shows, with the
+    #: lowest and highest run as the spread).
     samples: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    #: Round-trip rows only: how many bare main -> loop -> main round trips one facade
+    #: operation makes at least (``gatt.CROSSINGS``, ``mainthread``); None for other rows.
+    crossings: float | None = None
+    #: Round-trip rows only: the bare hops (``hop.PRIMITIVES``, microseconds) measured
+    #: right after each repetition, one entry per repetition.
+    hops: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
         if self.facade is None or self.raw is None or self.raw == 0:
             return None
         return self.facade / self.raw
+
+    def spread(self, side: str) -> Spread | None:
+        """Median and range of one side's repetitions; None if it kept none."""
+        values = self.samples.get(side)
+        return Spread.of(values) if values else None
+
+    def runs(self) -> int:
+        """Repetitions behind the row's figures (the most either side made)."""
+        return max((len(v) for v in self.samples.values()), default=0)
+
+    def floor(self) -> dict[str, Spread] | None:
+        """A round-trip row's figures against the floor (``hop.floor_figures``); None for
+        other rows, or when the hop was not measured with every repetition."""
+        unit_hops = self.hops.get(UNIT, [])
+        facade, raw = self.samples.get("facade", []), self.samples.get("raw", [])
+        if (
+            self.crossings is None
+            or not unit_hops
+            or len({len(facade), len(raw), len(unit_hops)}) > 1
+        ):
+            return None
+        return floor_figures(facade, raw, unit_hops, self.crossings)
 
     def as_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -97,6 +136,15 @@ class Result:
             entry["payload"] = self.payload
         if self.samples:
             entry["samples"] = self.samples
+            entry["spread"] = {
+                side: [min(values), max(values)] for side, values in self.samples.items() if values
+            }
+        if self.crossings is not None:
+            entry["crossings"] = self.crossings
+            entry["hops"] = hop_json(self.hops)
+            figures = self.floor()
+            if figures is not None:
+                entry["floor"] = {key: spread.as_json() for key, spread in figures.items()}
         if self.note:
             entry["note"] = self.note
         return entry
@@ -114,15 +162,21 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def interleaved(
-    reps: int, facade: Callable[[], float], raw: Callable[[], float]
+    reps: int,
+    facade: Callable[[], float],
+    raw: Callable[[], float],
+    after: Callable[[], object] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Run the two measurements alternately, so a disturbance on this shared machine
-    hits both sides alike rather than one whole series."""
+    hits both sides alike rather than one whole series; ``after`` runs after each pair
+    (the round-trip rows measure the bare hop there, under the same conditions)."""
     facade_runs: list[float] = []
     raw_runs: list[float] = []
     for _ in range(reps):
         facade_runs.append(facade())
         raw_runs.append(raw())
+        if after is not None:
+            after()
     return facade_runs, raw_runs
 
 

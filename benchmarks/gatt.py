@@ -6,13 +6,28 @@ facade sends from the main thread and retries on ENOMEM as a MicroPython program
 raw sender is a coroutine that waits for Bumble's ``flow`` event while 128 ACL packets are
 pending. Request/response loops wait for each answer before the next request: the facade
 through its IRQ handler (``*_DONE`` wakes the main thread), raw Bumble by awaiting.
+
+The request/response rows (3 and 4) also say how many times one facade operation must
+cross between threads, counted in bare main -> loop thread -> main round trips
+(``CROSSINGS``), and are read against that many bare hops measured after each repetition
+(``hop``). Raw Bumble's loop stays on the loop thread and crosses none. Here the handlers
+run on the scheduler's fallback thread (the IRQ context of a program whose main thread does
+not wait in ``machine.idle()``), so:
+
+* a write with response crosses 1.5 times: the call (main -> loop, half a round trip), then
+  ``_IRQ_GATTC_WRITE_DONE`` (loop -> handler thread -> the waiting main thread, a whole
+  one). Bumble sends the Write Response before the server's handler runs, so the server's
+  ``_IRQ_GATTS_WRITE`` is off the path.
+* a read crosses 2.5 times: the call (half), the server's ``_IRQ_GATTS_READ_REQUEST``
+  (loop -> handler thread -> its answer back to the loop, whole: NimBLE raises it for every
+  read, so the facade does too), then the result (loop -> handler thread -> main, whole).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from mpbluetooth import irq_stats
 from mpbluetooth.constants import (
@@ -23,6 +38,7 @@ from mpbluetooth.constants import (
 )
 from mpbluetooth.testing import wait_until
 
+from . import hop
 from ._common import (
     ACL_BACKLOG,
     ENOMEM,
@@ -43,6 +59,9 @@ from ._common import (
 )
 
 SMALL = 20
+#: Bare round trips one facade operation makes at least, per round-trip workload (see the
+#: module docstring for the count).
+CROSSINGS: dict[int, float] = {3: 1.5, 4: 2.5}
 
 
 def payloads(settings: Settings) -> list[int]:
@@ -225,7 +244,10 @@ async def raw_read(pair: RawPair, seconds: float) -> float:
 
 
 # --- the family -----------------------------------------------------------------------------
-def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
+def run(
+    settings: Settings, log: Callable[[str], None], wanted: Collection[int] = (1, 2, 3, 4)
+) -> list[Result]:
+    """The ``wanted`` workloads of 1-4, on one facade pair and one raw pair."""
     seconds, reps = settings.seconds, settings.reps
     fp = facade_pair()
     rp: RawPair = call(raw_pair(), "raw GATT pair")
@@ -239,7 +261,10 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
         raw: Callable[[], float],
         payload: int | None = None,
     ) -> None:
-        f_runs, r_runs = interleaved(reps, facade, raw)
+        crossings = CROSSINGS.get(workload)
+        hops: dict[str, list[float]] = {}
+        after = None if crossings is None else lambda: hop.record(hops)
+        f_runs, r_runs = interleaved(reps, facade, raw, after)
         result = Result(
             name,
             median(f_runs),
@@ -248,6 +273,8 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
             workload,
             payload,
             {"facade": f_runs, "raw": r_runs},
+            crossings=crossings,
+            hops=hops,
         )
         log(
             f"  {name}: facade {result.facade:,.0f}  raw {result.raw:,.0f}  "
@@ -256,7 +283,7 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
         results.append(result)
 
     try:
-        for size in payloads(settings):
+        for size in payloads(settings) if 1 in wanted else ():
             measure(
                 f"notifications/s, {size} B",
                 1,
@@ -265,7 +292,7 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
                 lambda size=size: call(raw_notify(rp, size, seconds), "raw notify"),
                 size,
             )
-        for size in payloads(settings):
+        for size in payloads(settings) if 2 in wanted else ():
             measure(
                 f"writes without response/s, {size} B",
                 2,
@@ -274,20 +301,22 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
                 lambda size=size: call(raw_write_command(rp, size, seconds), "raw write cmd"),
                 size,
             )
-        measure(
-            f"write-with-response round trips/s, {SMALL} B",
-            3,
-            "round trips/s",
-            lambda: facade_write_request(fp, seconds),
-            lambda: call(raw_write_request(rp, seconds), "raw write request"),
-        )
-        measure(
-            f"reads/s, {SMALL} B",
-            4,
-            "reads/s",
-            lambda: facade_read(fp, seconds),
-            lambda: call(raw_read(rp, seconds), "raw read"),
-        )
+        if 3 in wanted:
+            measure(
+                f"write-with-response round trips/s, {SMALL} B",
+                3,
+                "round trips/s",
+                lambda: facade_write_request(fp, seconds),
+                lambda: call(raw_write_request(rp, seconds), "raw write request"),
+            )
+        if 4 in wanted:
+            measure(
+                f"reads/s, {SMALL} B",
+                4,
+                "reads/s",
+                lambda: facade_read(fp, seconds),
+                lambda: call(raw_read(rp, seconds), "raw read"),
+            )
     finally:
         fp.close()
         call(rp.close(), "close raw pair")

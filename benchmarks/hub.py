@@ -153,6 +153,10 @@ def run(
                 rate.raw / in_process["raw"],
                 "x",
                 10,
+                samples={
+                    "facade": [run / in_process["facade"] for run in f_runs],
+                    "raw": [run / in_process["raw"] for run in r_runs],
+                },
                 note="cross-process rate over workload 1's in-process rate, per API",
             )
         )

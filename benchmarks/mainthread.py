@@ -6,10 +6,18 @@ runtime (SPEC D2) the handler then runs on that waiting main thread, with no dis
 hop. This runs workloads 3 and 4 that way, in a fresh child process with
 ``mpbluetooth.deliver_on_main_thread()`` (and ``compat.install()`` for ``machine``), and
 raw Bumble in the same child, alternating, as the other workloads do.
+
+Without the fallback thread each round trip crosses threads half a round trip less per
+event than workloads 3 and 4 (``gatt.CROSSINGS``): a write with response 1 bare round trip
+(the call main -> loop, ``_IRQ_GATTC_WRITE_DONE`` loop -> main), a read 2 (the call, the
+server's ``_IRQ_GATTS_READ_REQUEST`` loop -> main -> its answer back, the result loop ->
+main). The child measures the bare hop (``hop``) after each repetition, in its own
+process, where ``Runtime.call`` waits through the scheduler's ``wait_call``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -18,9 +26,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import hop
 from ._common import Result, Settings, interleaved, median
 
 WORKLOAD = 11
+#: Bare round trips per operation (see the module docstring).
+WRITE_CROSSINGS = 1.0
+READ_CROSSINGS = 2.0
 
 
 def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
@@ -28,7 +40,7 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
         [sys.executable, "-m", "benchmarks.mainthread", str(settings.seconds), str(settings.reps)],
         capture_output=True,
         text=True,
-        timeout=120 + 8 * settings.reps * settings.seconds,
+        timeout=120 + 8 * settings.reps * (settings.seconds + 1),
         env={**os.environ, "MPBLUETOOTH_SIM_TIMING": "instant"},
         check=False,
     )
@@ -44,7 +56,9 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
             "round trips/s",
             WORKLOAD,
             None,
-            runs,
+            {"facade": runs["facade"], "raw": runs["raw"]},
+            crossings=runs["crossings"],
+            hops=runs["hops"],
         )
         log(
             f"  {name}: facade {result.facade:,.0f}  raw {result.raw:,.0f}  "
@@ -92,9 +106,10 @@ def _child(seconds: float, reps: int) -> dict[str, Any]:
     fp.server.gatts_write(handle, data)
     figures: dict[str, Any] = {}
     try:
-        for name, facade, raw in (
+        for name, crossings, facade, raw in (
             (
                 f"write-with-response round trips/s, {SMALL} B, main thread in machine.idle()",
+                WRITE_CROSSINGS,
                 lambda: _idle_round_trips(
                     lambda: fp.client.gattc_write(conn, handle, data, 1),
                     counts,
@@ -105,14 +120,16 @@ def _child(seconds: float, reps: int) -> dict[str, Any]:
             ),
             (
                 f"reads/s, {SMALL} B, main thread in machine.idle()",
+                READ_CROSSINGS,
                 lambda: _idle_round_trips(
                     lambda: fp.client.gattc_read(conn, handle), counts, IRQ_GATTC_READ_DONE, seconds
                 ),
                 lambda: call(raw_read(rp, seconds), "raw read"),
             ),
         ):
-            f_runs, r_runs = interleaved(reps, facade, raw)
-            figures[name] = {"facade": f_runs, "raw": r_runs}
+            hops: dict[str, list[float]] = {}
+            f_runs, r_runs = interleaved(reps, facade, raw, functools.partial(hop.record, hops))
+            figures[name] = {"facade": f_runs, "raw": r_runs, "hops": hops, "crossings": crossings}
     finally:
         fp.close()
         call(rp.close(), "close raw pair")

@@ -7,11 +7,14 @@ import json
 import os
 import platform
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._common import Result
+from .hop import FIGURES, ITERATIONS, PRIMITIVES, Spread
+from .hop import spreads as hop_spreads
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Heading of the hand-written part of BASELINE.md, kept when ``--baseline`` rewrites it.
@@ -26,33 +29,149 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f}"
 
 
-def rows(results: list[Result]) -> list[tuple[str, str, str, str, str, str]]:
-    table = []
+def fmt_range(spread: Spread | None, unit: str) -> str:
+    """A row's spread as ``lowest..highest`` run."""
+    if spread is None:
+        return "-"
+    return f"{fmt(spread.low, unit)}..{fmt(spread.high, unit)}"
+
+
+def rows(results: list[Result]) -> list[tuple[str, ...]]:
+    table: list[tuple[str, ...]] = []
     for r in results:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
         table.append(
-            (str(r.workload), r.name, fmt(r.facade, r.unit), fmt(r.raw, r.unit), ratio, r.unit)
+            (
+                str(r.workload),
+                r.name,
+                fmt(r.facade, r.unit),
+                fmt_range(r.spread("facade"), r.unit),
+                fmt(r.raw, r.unit),
+                fmt_range(r.spread("raw"), r.unit),
+                ratio,
+                str(r.runs() or "-"),
+                r.unit,
+            )
         )
     return table
 
 
-HEADER = ("#", "workload", "facade", "raw Bumble", "facade/raw", "unit")
+HEADER = (
+    "#",
+    "workload",
+    "facade",
+    "facade min..max",
+    "raw Bumble",
+    "raw min..max",
+    "facade/raw",
+    "runs",
+    "unit",
+)
+#: Columns of ``HEADER`` that hold numbers (right-aligned).
+NUMERIC = (0, 2, 3, 4, 5, 6, 7)
 
 
-def console_table(results: list[Result]) -> str:
-    table = [HEADER, *rows(results)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    right = {0, 2, 3, 4}
+def floor_fmt(key: str, spread: Spread) -> str:
+    """One round-trip figure as ``median (min..max)``."""
+    digits = 1 if key in ("overhead_hops", "above_floor_pct", "hop") else 0
+    sign = "+" if key == "above_floor_pct" else ""
+
+    def one(value: float) -> str:
+        return f"{value:{sign},.{digits}f}"
+
+    return f"{one(spread.median)} ({one(spread.low)}..{one(spread.high)})"
+
+
+ROUND_TRIP_HEADER = ("#", "round trip", "crossings", *FIGURES.values())
+
+
+def round_trip_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """Each round-trip row against the floor: per operation, in µs and in unit hops."""
+    table: list[tuple[str, ...]] = []
+    for r in results:
+        figures = r.floor()
+        if figures is None or r.crossings is None:
+            continue
+        table.append(
+            (
+                str(r.workload),
+                r.name,
+                f"{r.crossings:g}",
+                *(floor_fmt(key, figures[key]) for key in FIGURES),
+            )
+        )
+    return table
+
+
+HOP_HEADER = ("#", "measured with the repetitions of", *PRIMITIVES.values())
+
+
+def hop_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """The bare hops, per round-trip row (each measured between that row's repetitions)."""
+    table: list[tuple[str, ...]] = []
+    for r in results:
+        if r.crossings is None or not r.hops:
+            continue
+        measured = hop_spreads(r.hops)
+        cells = []
+        for name in PRIMITIVES:
+            spread = measured.get(name)
+            cells.append("-" if spread is None else floor_fmt("hop", spread))
+        table.append((str(r.workload), r.name, *cells))
+    return table
+
+
+def plain_table(header: tuple[str, ...], body: list[tuple[str, ...]], right: set[int]) -> str:
+    """Columns padded to their widest cell, a rule under the header."""
+    table = [header, *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = []
     for n, row in enumerate(table):
         cells = [
             c.rjust(w) if i in right else c.ljust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
-        lines.append("  ".join(cells))
+        lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def console_table(results: list[Result]) -> str:
+    return plain_table(HEADER, rows(results), set(NUMERIC))
+
+
+#: What the floor tables show, said once above them (console and Markdown).
+FLOOR_TEXT = (
+    "Round trips against the floor: per operation, median (min..max) over the repetitions, "
+    "each repetition's facade run, raw run and bare hop taken together. crossings = bare "
+    "main -> loop thread -> main round trips the facade operation makes at least; overhead "
+    "= facade - raw; overhead hops = overhead / the call_soon_threadsafe+Lock hop; floor = "
+    "raw + crossings x that hop; above floor = facade / floor - 1."
+)
+HOP_TEXT = (
+    "Bare round trip main -> loop thread -> main, µs: each measurement the median of "
+    f"{ITERATIONS:,} round trips, made after each repetition of the row; median (min..max) "
+    "of the measurements."
+)
+
+
+def floor_tables(results: list[Result]) -> str:
+    """The round-trip and hop tables, or nothing if no round-trip row ran."""
+    trips = round_trip_rows(results)
+    if not trips:
+        return ""
+    return "\n".join(
+        [
+            textwrap.fill(FLOOR_TEXT, 100),
+            "",
+            plain_table(ROUND_TRIP_HEADER, trips, set(range(2, len(ROUND_TRIP_HEADER)))),
+            "",
+            textwrap.fill(HOP_TEXT, 100),
+            "",
+            plain_table(HOP_HEADER, hop_rows(results), set(range(2, len(HOP_HEADER)))),
+        ]
+    )
 
 
 @dataclass
@@ -173,13 +292,18 @@ def markdown(results: list[Result], mode: str) -> str:
         "",
         "Facade = mpbluetooth's `BLE` API (a MicroPython-style program); raw = Bumble's own "
         "async API; both on our `SimLink` + `SimController`, in one process, medians of the "
-        "repetitions. See `benchmarks/README.md` for what each row measures.",
+        "repetitions with the lowest and highest run. See `benchmarks/README.md` for what "
+        "each row measures.",
         "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "|".join(["---:", ":---", "---:", "---:", "---:", ":---"]) + "|",
+        *md_table(HEADER, rows(results), set(NUMERIC)),
     ]
-    for row in rows(results):
-        lines.append("| " + " | ".join(row) + " |")
+    trips = round_trip_rows(results)
+    if trips:
+        right = set(range(2, len(ROUND_TRIP_HEADER)))
+        lines += ["", "## Round trips against the floor", "", FLOOR_TEXT, ""]
+        lines += md_table(ROUND_TRIP_HEADER, trips, right)
+        lines += ["", HOP_TEXT, ""]
+        lines += md_table(HOP_HEADER, hop_rows(results), set(range(2, len(HOP_HEADER))))
     lines += ["", "## Targets", ""]
     for target in targets(results):
         mark = {True: "met", False: "missed", None: "not measured"}[target.met]
@@ -189,6 +313,14 @@ def markdown(results: list[Result], mode: str) -> str:
         lines += ["", "## Notes", ""]
         lines += [f"- {r.name}: {r.note}" for r in notes]
     return "\n".join(lines) + "\n"
+
+
+def md_table(header: tuple[str, ...], body: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    """A Markdown table, numeric columns right-aligned."""
+    align = ["---:" if i in right else ":---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return lines
 
 
 def write(results: list[Result], mode: str, baseline: bool, log: Callable[[str], None]) -> None:

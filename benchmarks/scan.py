@@ -219,6 +219,19 @@ def _raw_run(
     return rate
 
 
+def _memory_row(
+    name: str,
+    samplers: dict[str, list[RssSampler]],
+    figure: Callable[[RssSampler], float],
+    note: str = "",
+) -> Result:
+    """A memory row: ``figure`` of each repetition's sampler, per side, and their median."""
+    runs = {side: [figure(sampler) for sampler in samplers[side]] for side in samplers}
+    return Result(
+        name, median(runs["facade"]), median(runs["raw"]), "MiB", 7, samples=runs, note=note
+    )
+
+
 def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
     link = sim.Link()
     seconds = max(settings.seconds, 2.0)  # the memory trend needs a few seconds
@@ -254,20 +267,12 @@ def run(settings: Settings, log: Callable[[str], None]) -> list[Result]:
                     7,
                     samples={"facade": drops},
                 ),
-                Result(
-                    f"RSS peak during the flood, {label}",
-                    median(s.peak_mib() for s in samplers["facade"]),
-                    median(s.peak_mib() for s in samplers["raw"]),
-                    "MiB",
-                    7,
-                ),
-                Result(
+                _memory_row(f"RSS peak during the flood, {label}", samplers, RssSampler.peak_mib),
+                _memory_row(
                     f"RSS growth during the flood, {label}",
-                    median(s.growth_mib() for s in samplers["facade"]),
-                    median(s.growth_mib() for s in samplers["raw"]),
-                    "MiB",
-                    7,
-                    note="last second minus first second",
+                    samplers,
+                    RssSampler.growth_mib,
+                    "last second minus first second",
                 ),
             ]
             for row in rows:
