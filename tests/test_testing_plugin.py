@@ -226,3 +226,28 @@ def test_wait_timeout_names_events_and_lists_what_came() -> None:
     assert "_IRQ_CENTRAL_CONNECT(0, 0, F2:00:00:00:00:AA)" in message
     with pytest.raises(AssertionError, match="_IRQ_CENTRAL_DISCONNECT, _IRQ_CENTRAL_CONNECT"):
         recorder.assert_order(IRQ_CENTRAL_DISCONNECT, IRQ_CENTRAL_CONNECT)
+
+
+def test_a_board_starts_warm_and_its_events_still_reach_the_test(
+    board: Callable[..., Board], sim_hub: HubProcess, tmp_path: Path
+) -> None:
+    """A board is a fork of the warm server (``cli/_warm.py``, entry ``board``), with the
+    event pipe passed along under its own number."""
+    script = tmp_path / "warm.py"
+    script.write_text(
+        "import sys\n"
+        "print('bumble before the first line:', 'bumble.hci' in sys.modules)\n"
+        "import bluetooth\n"
+        "ble = bluetooth.BLE()\n"
+        "ble.irq(lambda event, data: None)\n"
+        "ble.active(True)\n"
+        "ble.gap_advertise(20000, b'\\x02\\x01\\x06')\n"
+        "print('advertising')\n"
+    )
+    adv = board(script)
+    adv.wait_for_line("advertising")
+    assert "bumble before the first line: True" in adv.output
+    central, events = sim_hub.instance("central")
+    central.gap_connect(*adv.config("mac"))
+    events.wait(IRQ_PERIPHERAL_CONNECT)
+    assert adv.events.wait(IRQ_CENTRAL_CONNECT)[0] >= 0  # through the passed event pipe

@@ -84,6 +84,12 @@ _WARM_MODULES: Final = (
 #: Environment variables that change how the interpreter starts or decodes its streams:
 #: a server serves only callers that agree on them.
 _INTERPRETER_ENV: Final = ("PYTHON", "LANG", "LC_")
+#: What a fork can run, by name: (module, function of the program's argument list). The
+#: server imports the module when a request names it; nothing else can be asked for.
+ENTRIES: Final = {
+    "python": ("mpbluetooth.cli.python", "main"),
+    "board": ("mpbluetooth.testing._board_main", "run"),
+}
 #: Variables the server keeps besides those (locations, no caller's settings).
 _KEPT_ENV: Final = ("PATH", "HOME", "TMPDIR", "XDG_RUNTIME_DIR")
 #: The first argument that makes ``python -m mpbluetooth.cli.python`` a server, followed by
@@ -209,9 +215,12 @@ class _Reader:
 
 
 # --- the launcher's side -------------------------------------------------------------
-def launch(argv: list[str]) -> int | None:
+def launch(argv: list[str], entry: str = "python", fds: tuple[int, ...] = ()) -> int | None:
     """Run ``mpbluetooth-python argv`` in a warm server's fork; its exit status, or None
-    when no warm start was possible and the caller must run the program itself."""
+    when no warm start was possible and the caller must run the program itself.
+
+    ``entry`` names what the fork runs (:data:`ENTRIES`); ``fds``: more descriptors the
+    program gets under the same numbers (the pytest plugin's event pipe)."""
     if not wanted():
         return None
     folder = directory()
@@ -222,7 +231,7 @@ def launch(argv: list[str]) -> int | None:
     if sock is None:
         return None
     with sock:
-        return _hand_over(sock, argv)
+        return _hand_over(sock, argv, entry, fds)
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -304,11 +313,14 @@ def _idle() -> float:
         return IDLE_S
 
 
-def _hand_over(sock: socket.socket, argv: list[str]) -> int | None:
+def _hand_over(
+    sock: socket.socket, argv: list[str], entry: str, extra_fds: tuple[int, ...]
+) -> int | None:
     fds = [0, 1, 2]
     lifeline = os.environ.get("MPBLUETOOTH_LIFELINE", "").split(":")[0]
-    if lifeline.isdigit() and int(lifeline) not in fds:
-        fds.append(int(lifeline))
+    for fd in (int(lifeline) if lifeline.isdigit() else -1, *extra_fds):
+        if fd >= 0 and fd not in fds:
+            fds.append(fd)
     for fd in fds:
         try:
             os.fstat(fd)
@@ -323,6 +335,7 @@ def _hand_over(sock: socket.socket, argv: list[str]) -> int | None:
         "nice": _nice(),
         "ignored": [int(n) for n in _FORWARDED if signal.getsignal(n) is signal.SIG_IGN],
         "fds": fds,
+        "entry": entry,
     }
     try:
         _send(sock, request, fds)
@@ -622,6 +635,14 @@ def become(request: dict[str, Any]) -> None:
 
     # The launcher imported mpbluetooth too, and said a bad MPBLUETOOTH_LOG on this stderr.
     configure_from_env(said=True)
+
+
+def entry_point(request: dict[str, Any]) -> Any:
+    """The function a request's program runs (from :data:`ENTRIES`)."""
+    import importlib
+
+    module, function = ENTRIES[request.get("entry", "python")]
+    return getattr(importlib.import_module(module), function)
 
 
 def _fresh_standard_streams() -> None:

@@ -499,7 +499,11 @@ def _serve_warm(path: str, lock_fd: str, idle: str) -> int:
     if request is None:
         return 0
     _warm.become(request)
-    return main(request["argv"][1:])
+    if request.get("entry", "python") == "python":
+        return main(request["argv"][1:])  # this module's own, running as __main__
+    run: Any = _warm.entry_point(request)
+    status: int = run(request["argv"][1:])
+    return status
 
 
 if __name__ == "__main__":

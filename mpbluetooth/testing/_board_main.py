@@ -1,6 +1,8 @@
 """The child side of a ``Board``: ``mpbluetooth-python`` with every IRQ event reported.
 
-Run as ``python -m mpbluetooth.testing._board_main FD [launcher arguments]``. Before the
+Run as ``python -m mpbluetooth.testing._board_main FD [launcher arguments]``; like
+``mpbluetooth-python`` it hands the program to a warm server's fork when it can
+(``cli/_warm.py``, entry ``board``). Before the
 launcher runs the script, ``BLE.irq`` is wrapped so that each event the script's handler
 receives is first written as one JSON line to the pipe ``FD``: the test process reads
 them into a ``Recorder``. A separate pipe keeps them apart from the script's own output,
@@ -17,15 +19,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..ble import BLE
-from ..cli import python as launcher
-from ..uuid import UUID
+from ..cli import _warm
 
 _write_lock = threading.Lock()
 
 
 def encode(value: Any) -> Any:
     """An event argument as JSON: bytes-like as ``{"b": hex}``, a UUID as ``{"u": hex}``."""
+    from ..uuid import UUID
+
     if isinstance(value, bytes | bytearray | memoryview):
         return {"b": bytes(value).hex()}
     if isinstance(value, UUID):
@@ -36,6 +38,8 @@ def encode(value: Any) -> Any:
 
 
 def _reporting(fd: int) -> None:
+    from ..ble import BLE
+
     plain_irq = BLE.irq
 
     def irq(self: BLE, handler: Callable[[int, tuple[Any, ...]], Any] | None, /) -> None:
@@ -55,10 +59,19 @@ def _reporting(fd: int) -> None:
     BLE.irq = irq  # type: ignore[method-assign]
 
 
+def run(argv: list[str]) -> int:
+    """The board's program: ``argv`` is ``[FD, launcher arguments...]``."""
+    from ..cli import python as launcher
+
+    _reporting(int(argv[0]))
+    return launcher.main(argv[1:])
+
+
 def main() -> int:
-    fd = int(sys.argv[1])
-    _reporting(fd)
-    return launcher.main(sys.argv[2:])
+    """In a warm server's fork when it can (the event pipe passed along), else here."""
+    argv = sys.argv[1:]
+    status = _warm.launch(argv, entry="board", fds=(int(argv[0]),))
+    return run(argv) if status is None else status
 
 
 if __name__ == "__main__":
