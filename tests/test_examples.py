@@ -147,3 +147,16 @@ def test_the_readme_shows_the_example_user_test_as_it_is() -> None:
     """README's "Testing your device code" is examples/testing/test_sensor.py, verbatim."""
     test = (EXAMPLES / "testing" / "test_sensor.py").read_text().rstrip()
     assert test in (EXAMPLES.parent / "README.md").read_text()
+
+
+def test_the_swarm_runs_warm_and_reports_its_figures() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "swarm" / "swarm.py"), "--engine", "sim", "--count", "4"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 processes (warm) on sim" in result.stdout and "4 ok" in result.stdout
+    assert "MiB PSS each" in result.stdout and "warm server: CPU" in result.stdout
