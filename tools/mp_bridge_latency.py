@@ -3,13 +3,14 @@ it accept, depending on the latency of MicroPython's bridge to RootCanal?
 
     python tools/mp_bridge_latency.py ../shared/conformance/bin/micropython [--runs 3]
 
-For each bridge (``delayed``: a pseudo-terminal relayed to RootCanal's TCP port, as the
-conformance runner's; ``quickack``: the same with TCP_QUICKACK set before each read, as
-our own transport does), it runs MicroPython's unix port (NimBLE) as a peripheral that
-calls ``l2cap_listen`` as soon as it sees ``_IRQ_CENTRAL_CONNECT``, and an
-``mpbluetooth-python`` central that calls ``l2cap_connect`` as soon as it sees
-``_IRQ_PERIPHERAL_CONNECT`` (``ble_l2cap``'s order), and prints whether the channel
-opened. See docs/rootcanal.md, "MicroPython as instance 0".
+It runs MicroPython's unix port (NimBLE) as a peripheral that calls ``l2cap_listen`` as
+soon as it sees ``_IRQ_CENTRAL_CONNECT``, behind a bridge to RootCanal's TCP port
+(``delayed-ACK``: a pseudo-terminal relayed to the port, as the conformance runner's;
+``quick-ACK``: the same with TCP_QUICKACK set before each read, as our own transport
+does). The central calls ``l2cap_connect`` as soon as it sees ``_IRQ_PERIPHERAL_CONNECT``
+(``ble_l2cap``'s order): an ``mpbluetooth-python`` one, or a second MicroPython behind a
+quick-ACK bridge. It prints whether the channel opened. See docs/rootcanal.md,
+"MicroPython as instance 0".
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ ble.l2cap_listen(22, 450)
 while 2 not in seen:
     machine.idle()
 print("accepted" if 22 in seen else "refused")
+ble.active(0)
+"""
+
+MP_CENTRAL = r"""
+import bluetooth, machine, time
+seen = {}
+def irq(event, data):
+    seen[event] = data[0]
+ble = bluetooth.BLE()
+ble.active(1)
+ble.irq(irq)
+ble.gap_connect(0, bytes.fromhex(MAC))
+while 7 not in seen:
+    machine.idle()
+ble.l2cap_connect(seen[7], 22, 450)
+start = time.ticks_ms()
+while 23 not in seen and 24 not in seen and time.ticks_diff(time.ticks_ms(), start) < 3000:
+    machine.idle()
+ble.gap_disconnect(seen[7])
+time.sleep_ms(200)
 ble.active(0)
 """
 
@@ -92,12 +113,18 @@ def bridge(port: int, quickack: bool) -> tuple[str, list[int]]:
     return os.ttyname(slave), [master, slave]
 
 
-def one_run(micropython: str, quickack: bool) -> str:
+def one_run(micropython: str, quickack: bool, central: str) -> str:
+    """One try: MicroPython listens behind a bridge (``quickack`` or not); the central is
+    ``ours`` (``mpbluetooth-python`` on RootCanal's port, as the runner connects it) or
+    ``micropython`` (a second MicroPython, behind a quick-ACK bridge: as fast a link as
+    ours)."""
     engine = RootCanal()
     spec = engine.start()
+    fds: list[int] = []
     try:
         port = int(spec.rsplit(":", 1)[1])
-        path, fds = bridge(port, quickack)
+        path, opened = bridge(port, quickack)
+        fds += opened
         peripheral = subprocess.Popen(
             [micropython, "-c", PERIPHERAL],
             env={"MICROPYBTUART": path},
@@ -106,19 +133,19 @@ def one_run(micropython: str, quickack: bool) -> str:
         )
         assert peripheral.stdout is not None
         mac = peripheral.stdout.readline().strip()
-        env = dict(os.environ, MPBLUETOOTH_TRANSPORT=spec)
-        subprocess.run(
-            [sys.executable, "-m", "mpbluetooth.cli.python", "-c", CENTRAL, mac],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            timeout=30,
-            check=False,
-        )
-        verdict = peripheral.communicate(timeout=30)[0].strip() or "no answer"
+        if central == "ours":
+            env = dict(os.environ, MPBLUETOOTH_TRANSPORT=spec)
+            command = [sys.executable, "-m", "mpbluetooth.cli.python", "-c", CENTRAL, mac]
+        else:
+            central_path, opened = bridge(port, True)
+            fds += opened
+            env = {"MICROPYBTUART": central_path}
+            command = [micropython, "-c", f"MAC = {mac!r}\n" + MP_CENTRAL]
+        subprocess.run(command, env=env, stdin=subprocess.DEVNULL, timeout=30, check=False)
+        return peripheral.communicate(timeout=30)[0].strip() or "no answer"
+    finally:
         for fd in fds:
             os.close(fd)
-        return verdict
-    finally:
         engine.stop()
 
 
@@ -127,10 +154,10 @@ def main() -> int:
     parser.add_argument("micropython", help="MicroPython's unix port built with NimBLE")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    for quickack in (False, True):
-        verdicts = [one_run(args.micropython, quickack) for _ in range(args.runs)]
-        name = "quickack" if quickack else "delayed"
-        print(f"{name:9} bridge: {', '.join(verdicts)}", flush=True)
+    for central, quickack in (("ours", False), ("ours", True), ("micropython", False)):
+        verdicts = [one_run(args.micropython, quickack, central) for _ in range(args.runs)]
+        bridge_name = "quick-ACK" if quickack else "delayed-ACK"
+        print(f"listener behind a {bridge_name} bridge, {central} central: {', '.join(verdicts)}")
     return 0
 
 
