@@ -98,6 +98,12 @@ def test_version_names_the_package_bumble_and_python() -> None:
         (["run", "--transport", "usb:0", "--hub", "unix:/x", BEACON], "give one"),
         (["run", "--loss", "10%", "--transport", "usb:0", BEACON], "--loss set the link"),
         (["run", "--timing", "instant", "--hub", "unix:/x", BEACON], "not with --hub"),
+        (["run", "--rootcanal", "nowhere", BEACON], "expected HOST:PORT, got 'nowhere'"),
+        (["run", "--rootcanal", ":0", BEACON], "port 0: give the port RootCanal's HCI"),
+        (["run", "--rootcanal", ":6402", "--hub", "unix:/x", BEACON], "--hub and --rootcanal"),
+        (["run", "--engine", "sim", "--rootcanal", ":6402", BEACON], "not with --engine sim"),
+        (["run", "--engine", "rootcanal", "--hub", "unix:/x", BEACON], "not with --hub"),
+        (["run", "--seed", "1", "--rootcanal", ":6402", BEACON], "not with --rootcanal"),
         (["sim-ctl", "loss", "0.1", "tcp-1"], "give two members or none, not 1"),
         (["sim-ctl", "disconnect", "a", "b", "soon"], "'soon' is not a number"),
         (["rootcanal", "--port", "0"], "0 is not in the range 1<=x<=65535"),
@@ -116,6 +122,7 @@ def test_a_bad_argument_is_one_clear_line(args: list[str], says: str) -> None:
     ("args", "says"),
     [
         (["run", "--hub", "tcp-client:127.0.0.1:1", BEACON], "run: no hub answers at tcp-"),
+        (["run", "--rootcanal", "127.0.0.1:1", BEACON], "run: no RootCanal answers at 127.0.0.1:1"),
         (["sim-hub", "--unix", "/nonexistent/dir/x.sock"], "unix /nonexistent/dir/x.sock"),
     ],
 )

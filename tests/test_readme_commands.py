@@ -51,6 +51,9 @@ COMMANDS: dict[str, str] = {
     "pytest": RUN_HERE,
     "pytest --mpbluetooth-timing instant": RUN_HERE,
     "mpbluetooth rootcanal": "tests/test_rootcanal.py (serves one, skipped where it cannot run)",
+    "mpbluetooth run --rootcanal HOST:PORT A.py": (
+        "tests/test_run_shared_engine.py (two runs on one RootCanal; skips where it cannot)"
+    ),
     "pytest -p no:mpbluetooth": (
         "tests/test_testing_plugin.py::test_the_plugin_loads_by_itself_and_switches_off"
     ),
@@ -86,6 +89,9 @@ COMMANDS: dict[str, str] = {
     "mpbluetooth sim-hub &": RUN_HERE,
     # "Use it like a board" (issue 27): its own tests hold these.
     "mpbluetooth board": "tests/test_board_repl.py (BoardProcess starts it)",
+    "mpbluetooth board --engine rootcanal": (
+        "tests/test_board_repl_keys.py::test_a_board_can_start_a_rootcanal_that_others_join"
+    ),
     "mpbluetooth board --root ./board --hub tcp-client:127.0.0.1:10723": _TWO_BOARDS,
     "mpbluetooth board --root ./other --hub tcp-client:127.0.0.1:10723": _TWO_BOARDS,
     "./run-multitests.py -t /dev/pts/7 -t /dev/pts/8 multi_bluetooth/ble_characteristic.py": (

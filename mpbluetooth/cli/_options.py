@@ -1,5 +1,6 @@
 """What several subcommands share: the transport and link options, the default hub, the
-address format, and the environment variables the help lists.
+address formats (``HOST:PORT``, Bluetooth addresses), and the environment variables the
+help lists.
 
 Nothing here imports Bumble or the hub: the help of every command is built from this
 module, and must work where the hub cannot (``termios`` is POSIX-only).
@@ -58,6 +59,37 @@ DEFAULT_PDUS_PER_EVENT: Final = 4
 
 NON_NEGATIVE: Final = click.FloatRange(min=0)
 POSITIVE: Final = click.FloatRange(min=0, min_open=True)
+
+
+class HostPort(click.ParamType):
+    """``HOST:PORT`` (``:PORT`` means 127.0.0.1) with a port in 0..65535."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        host, _, port = str(value).rpartition(":")
+        try:
+            number = int(port)
+        except ValueError:
+            self.fail(f"expected HOST:PORT, got {value!r}", param, ctx)
+        if not 0 <= number <= 65535:
+            self.fail(f"port {number} is not in 0..65535", param, ctx)
+        return host or "127.0.0.1", number
+
+
+class RootCanalAt(HostPort):
+    """``HOST:PORT`` of a running RootCanal's HCI port; the ``tcp-client:HOST:PORT`` spec
+    that ``mpbluetooth rootcanal`` prints is taken too, so it can be pasted as it is."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            value = value.removeprefix("tcp-client:")
+        host, port = super().convert(value, param, ctx)
+        if port == 0:
+            self.fail("port 0: give the port RootCanal's HCI port listens on", param, ctx)
+        return host, port
 
 
 def format_address(addr: bytes) -> str:

@@ -9,8 +9,13 @@ import click
 
 from .. import boards
 from ._app import Failure, command
-from ._options import ENV_TRANSPORT, resolve_transport, transport_options, use_snoop
-from .sim_hub import HostPort
+from ._options import (
+    ENV_TRANSPORT,
+    HostPort,
+    resolve_transport,
+    transport_options,
+    use_snoop,
+)
 
 
 @command(

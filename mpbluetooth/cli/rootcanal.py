@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
     epilog="\b\nExamples:\n"
     "  mpbluetooth rootcanal                 # prints MPBLUETOOTH_TRANSPORT=tcp-client:...\n"
     "  mpbluetooth rootcanal --port 6402 --host 192.0.2.10\n"
+    "  mpbluetooth run --rootcanal 192.0.2.10:6402 a.py   # a run (on any machine) joins it\n"
     "  MPBLUETOOTH_ROOTCANAL=/opt/rootcanal/bin/rootcanal mpbluetooth rootcanal",
 )
 @click.option(
@@ -42,8 +43,9 @@ def _rootcanal(port: int | None, host: str) -> int:
     Prints the MPBLUETOOTH_TRANSPORT=... line that joins it. Each process (on this machine
     or another) that connects to the printed spec gets its own controller on RootCanal's one
     shared medium, as with `mpbluetooth sim-hub` but with a controller written by others
-    (docs/rootcanal.md). Needs the rootcanal extra (pip install "mpbluetooth[rootcanal]") or
-    $MPBLUETOOTH_ROOTCANAL naming a binary. Runs until Ctrl-C, SIGTERM or RootCanal's exit.
+    (docs/rootcanal.md); `mpbluetooth run --rootcanal HOST:PORT` runs scripts on it. Needs
+    the rootcanal extra (pip install "mpbluetooth[rootcanal]") or $MPBLUETOOTH_ROOTCANAL
+    naming a binary. Runs until Ctrl-C, SIGTERM or RootCanal's exit.
     """
     return serve(port, host)
 

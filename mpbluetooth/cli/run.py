@@ -25,7 +25,14 @@ from .._views import ENV_STRICT
 from ._app import Failure, command, one_line
 from ._board import STAY_ON_ENV, STAY_ON_MARKER
 from ._lifeline import Lifeline, own_process_group
-from ._options import POSITIVE, link_options, link_settings, stop_on_signals, transport_options
+from ._options import (
+    POSITIVE,
+    RootCanalAt,
+    link_options,
+    link_settings,
+    stop_on_signals,
+    transport_options,
+)
 
 if TYPE_CHECKING:
     from ..sim.hub import Hub
@@ -194,12 +201,14 @@ async def run_scripts(
     str_buffer: bool = True,
     link: dict[str, Any] | None = None,
     engine: str = "sim",
+    rootcanal: str | None = None,
     board: str | None = None,
     strict: bool = False,
 ) -> int:
     """Run the scripts to completion; the process exit status to return. ``link``: the
     local hub's timing and faults (``_options.link_settings``). ``engine="rootcanal"``: a
-    RootCanal started for the run instead of the local hub. ``board``: every script's
+    RootCanal started for the run instead of the local hub; ``rootcanal="HOST:PORT"``
+    (which implies that engine) joins a running one instead. ``board``: every script's
     profile unless its own ``board=`` says otherwise; ``strict``: release event
     memoryviews when the handler returns (SPEC D5)."""
     try:
@@ -218,16 +227,22 @@ async def run_scripts(
     stop = asyncio.Event()
     stop_on_signals(stop)
     local_hub: Hub | None = None
-    rootcanal: RootCanal | None = None
+    started: RootCanal | None = None
+    if rootcanal is not None:
+        engine = "rootcanal"
     with tempfile.TemporaryDirectory(prefix="mpbluetooth-run-") as workdir:
         lifeline = Lifeline()
         if engine == "rootcanal" and (transport is not None or hub is not None):
-            _say("--engine rootcanal starts its own controller: drop --transport/--hub")
+            _say("--engine rootcanal runs on a RootCanal: drop --transport/--hub")
             return 2
-        if engine == "rootcanal":
-            rootcanal = RootCanal()
+        if rootcanal is not None:
+            # Joined, not ours: it keeps running, and its controllers' state, after the run.
+            spec = transport = f"tcp-client:{rootcanal}"
+            _say(f"running {len(scripts)} script(s) on RootCanal at {spec} (joined)")
+        elif engine == "rootcanal":
+            started = RootCanal()
             try:
-                spec = await asyncio.to_thread(rootcanal.start)
+                spec = await asyncio.to_thread(started.start)
             except RootCanalError as exc:
                 _say(str(exc))
                 return 1
@@ -264,8 +279,8 @@ async def run_scripts(
             lifeline.close()
             if local_hub is not None:
                 await local_hub.close()
-            if rootcanal is not None:
-                await asyncio.to_thread(rootcanal.stop)
+            if started is not None:
+                await asyncio.to_thread(started.stop)
 
 
 @dataclass
@@ -390,10 +405,16 @@ async def _supervise(
     return 1 if failed else 0
 
 
-def _check_command_line(words: list[str], transport: str | None, hub: str | None) -> None:
+def _check_command_line(
+    words: list[str],
+    transport: str | None,
+    hub: str | None,
+    rootcanal: tuple[str, int] | None,
+    engine: str,
+) -> str:
     """Refuse, as a usage error, what ``run`` cannot do, before anything starts: missing
     scripts, bad settings, options that contradict each other; and fail in one line when
-    ``--hub`` names no running hub."""
+    ``--hub`` or ``--rootcanal`` names nothing that answers. Returns the engine."""
     try:
         check_scripts(parse_scripts(list(words)))
     except SpecError as exc:
@@ -404,13 +425,22 @@ def _check_command_line(words: list[str], transport: str | None, hub: str | None
         for name in ("timing", "loss", "latency", "pdus_per_event", "seed")
         if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
     ]
-    if transport is not None and hub is not None:
-        raise click.UsageError("--transport and --hub both name where to run: give one")
-    if given and (transport is not None or hub is not None):
+    named = {"--transport": transport, "--hub": hub, "--rootcanal": rootcanal}
+    where = [option for option, value in named.items() if value is not None]
+    if len(where) > 1:
         raise click.UsageError(
-            f"{', '.join(given)} set the link run starts itself: not with "
-            f"{'--transport' if transport is not None else '--hub'} (a running hub takes "
-            "faults from `mpbluetooth sim-ctl`)"
+            f"{', '.join(where[:-1])} and {where[-1]} "
+            f"{'both' if len(where) == 2 else 'all'} name where to run: give one"
+        )
+    engine = _engine(ctx, engine, where)
+    if given and where:
+        raise click.UsageError(
+            f"{', '.join(given)} set the link run starts itself: not with {where[0]}"
+            + (
+                " (a running hub takes faults from `mpbluetooth sim-ctl`)"
+                if hub is not None
+                else ""
+            )
         )
     if hub is not None:
         from .sim_ctl import send
@@ -419,6 +449,33 @@ def _check_command_line(words: list[str], transport: str | None, hub: str | None
             send(hub, {"op": "list"}, 5.0)
         except (OSError, ValueError) as exc:
             raise Failure(f"no hub answers at {hub} ({one_line(exc)})") from None
+    if rootcanal is not None:
+        from ..sim.rootcanal import probe
+
+        try:
+            probe(*rootcanal)
+        except (OSError, ValueError) as exc:
+            raise Failure(
+                f"no RootCanal answers at {rootcanal[0]}:{rootcanal[1]} ({one_line(exc)})"
+            ) from None
+    return engine
+
+
+def _engine(ctx: click.Context, engine: str, where: list[str]) -> str:
+    """The engine to run on. ``--rootcanal`` implies RootCanal, as ``--hub`` implies ours;
+    a contradicting ``--engine``, or ``--engine rootcanal`` with ``--hub``/``--transport``,
+    is a usage error (those name controllers that are not RootCanal's)."""
+    named = ctx.get_parameter_source("engine") is click.core.ParameterSource.COMMANDLINE
+    if where == ["--rootcanal"]:
+        if named and engine != "rootcanal":
+            raise click.UsageError(f"--rootcanal joins a RootCanal: not with --engine {engine}")
+        return "rootcanal"
+    if engine == "rootcanal" and where:
+        raise click.UsageError(
+            f"--engine rootcanal runs on a RootCanal (its own, or --rootcanal HOST:PORT): "
+            f"not with {where[0]}"
+        )
+    return engine
 
 
 class _RunCommand(click.Command):
@@ -439,6 +496,7 @@ Examples:
   mpbluetooth run --timing instant --loss 10% --timeout 30 a.py b.py
   mpbluetooth run --snoop run.btsnoop a.py b.py      # run-a.btsnoop, run-b.btsnoop
   mpbluetooth run --engine rootcanal a.py b.py
+  mpbluetooth run --engine rootcanal --rootcanal 192.0.2.10:6402 a.py   # join a running one
   mpbluetooth run --board esp32 server.py board=rp2 client.py""",
 )
 @click.argument("scripts", nargs=-1, required=True, metavar="[SETTING=value ...] SCRIPT.py...")
@@ -456,7 +514,14 @@ Examples:
     type=click.Choice(["sim", "rootcanal"]),
     default="sim",
     show_default=True,
-    help="The controllers of the local link: ours (sim) or a RootCanal started for the run.",
+    help="The controllers of the local link: ours (sim) or a RootCanal started for the run "
+    "(or joined: --rootcanal).",
+)
+@click.option(
+    "--rootcanal",
+    type=RootCanalAt(),
+    help="Join the RootCanal whose HCI port is HOST:PORT (as `mpbluetooth rootcanal` prints "
+    "it, maybe on another machine) instead of starting one; implies --engine rootcanal.",
 )
 @click.option(
     "--board",
@@ -481,6 +546,7 @@ def _run(
     transport: str | None,
     snoop: str | None,
     engine: str,
+    rootcanal: tuple[str, int] | None,
     board: str | None,
     strict: bool,
     **link: Any,
@@ -490,10 +556,13 @@ def _run(
     Every script runs in its own process as `mpbluetooth-python` runs it, all on one
     simulated link (a hub started here, unless --hub names a running one, or a real
     controller with --transport; $MPBLUETOOTH_TRANSPORT is not read: each script gets the
-    run's). Output is interleaved line by line behind a per-script prefix. A script that
-    fails (a non-zero exit status, an uncaught exception) stops all the others, and the
-    run's exit status is then 1 (124 after --timeout, 130 after Ctrl-C); everything is
-    also stopped on Ctrl-C, on --timeout, or (--stop-on-exit) when the first script ends.
+    run's). --engine rootcanal starts a RootCanal for the run instead; --rootcanal
+    HOST:PORT joins a running one (other runs, on this machine or others, join it too),
+    which is left running at the end. Output is interleaved line by line behind a
+    per-script prefix. A script that fails (a non-zero exit status, an uncaught
+    exception) stops all the others, and the run's exit status is then 1 (124 after
+    --timeout, 130 after Ctrl-C); everything is also stopped on Ctrl-C, on --timeout, or
+    (--stop-on-exit) when the first script ends.
 
     A script whose radio is still active when it returns stays on, as a board at its REPL
     keeps advertising and answering IRQs, until every other script's program has returned
@@ -506,7 +575,7 @@ def _run(
     runs a module instead of a file. --snoop PATH writes one HCI trace per script
     (PATH with the script's name added before the extension).
     """
-    _check_command_line(list(scripts), transport, hub)
+    engine = _check_command_line(list(scripts), transport, hub, rootcanal, engine)
     return asyncio.run(
         run_scripts(
             list(scripts),
@@ -518,6 +587,7 @@ def _run(
             str_buffer=not no_str_buffer,
             link=link_settings(**link),
             engine=engine,
+            rootcanal=None if rootcanal is None else f"{rootcanal[0]}:{rootcanal[1]}",
             board=board,
             strict=strict,
         )

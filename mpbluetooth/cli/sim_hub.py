@@ -10,27 +10,16 @@ from typing import Any
 import click
 
 from ._app import Failure, command
-from ._options import DEFAULT_HUB, DEFAULT_HUB_TEXT, link_options, link_settings, stop_on_signals
+from ._options import (
+    DEFAULT_HUB,
+    DEFAULT_HUB_TEXT,
+    HostPort,
+    link_options,
+    link_settings,
+    stop_on_signals,
+)
 
 logger = logging.getLogger(__name__)
-
-
-class HostPort(click.ParamType):
-    """``HOST:PORT`` (``:PORT`` means 127.0.0.1) with a port in 0..65535."""
-
-    name = "HOST:PORT"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple):
-            return value
-        host, _, port = str(value).rpartition(":")
-        try:
-            number = int(port)
-        except ValueError:
-            self.fail(f"expected HOST:PORT, got {value!r}", param, ctx)
-        if not 0 <= number <= 65535:
-            self.fail(f"port {number} is not in 0..65535", param, ctx)
-        return host or "127.0.0.1", number
 
 
 def ipaddress_is_loopback(host: str) -> bool:

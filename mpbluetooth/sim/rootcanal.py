@@ -20,6 +20,8 @@ it listens, and stops it. Facts it relies on:
   folder, when the process that started it is gone, even after ``kill -9`` (POSIX).
 - It listens on every interface (it has no option to bind one): anyone who can reach the
   ports joins the medium. There is no authentication.
+- A RootCanal started elsewhere (``mpbluetooth rootcanal``, maybe on another machine) is
+  joined, not started: :func:`probe` checks first that a controller answers at its port.
 - The 1.10 line runs on glibc 2.34 and later; 1.11.1 and later need glibc 2.38/2.39 and
   GLIBCXX 3.4.32. A binary that cannot start is reported in one line naming both versions.
 """
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import IO
 
 from ..cli._lifeline import Lifeline, binary_command
@@ -51,8 +54,15 @@ ENV_BINARY = "MPBLUETOOTH_ROOTCANAL"
 START_TIMEOUT = 15.0
 #: Seconds a stopped RootCanal gets to exit before it is killed.
 STOP_TIMEOUT = 5.0
+#: Seconds a running RootCanal gets to answer :func:`probe`.
+PROBE_TIMEOUT = 5.0
 #: What ``pip`` should install when the package or a working binary is missing.
 INSTALL_HINT = "pip install 'mpbluetooth[rootcanal]'"
+
+#: HCI Reset as an H4 command packet (type 0x01, opcode 0x0C03, no parameters).
+_HCI_RESET = bytes((0x01, 0x03, 0x0C, 0x00))
+#: An H4 event packet (type 0x04) that is a Command Complete (event code 0x0E).
+_COMMAND_COMPLETE = bytes((0x04, 0x0E))
 
 _LISTENING = re.compile(r"Listening on: (\d+)")
 _BIND_ERROR = re.compile(r"Error binding .* port: (\d+), (.*)")
@@ -152,6 +162,29 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("", 0))
         return int(probe.getsockname()[1])
+
+
+def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> None:
+    """Check that an HCI controller answers at ``host:port`` before scripts join it.
+
+    A RootCanal that is not there would otherwise fail every script with its own error.
+    Each connection to the HCI port is a controller of its own, so the probe is one: it
+    sends HCI Reset and waits for a Command Complete, which tells a listening controller
+    from a closed port or a server speaking something else; the connection is closed at
+    once. Raises ``OSError`` (refused, unreachable, timed out) or
+    ``ValueError`` (what answered is not an HCI controller)."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((host, port), timeout=timeout) as conn:
+        conn.sendall(_HCI_RESET)
+        answer = b""
+        while len(answer) < len(_COMMAND_COMPLETE):
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(len(_COMMAND_COMPLETE) - len(answer))
+            if not chunk:
+                raise ValueError("the connection closed without an answer to HCI Reset")
+            answer += chunk
+    if answer != _COMMAND_COMPLETE:
+        raise ValueError(f"what answered is not an HCI controller (0x{answer.hex()})")
 
 
 class RootCanal:
@@ -293,4 +326,4 @@ class RootCanal:
         self.stop()
 
 
-__all__ = ["RootCanal", "RootCanalError", "find_binary", "glibc_found", "ENV_BINARY"]
+__all__ = ["RootCanal", "RootCanalError", "find_binary", "glibc_found", "probe", "ENV_BINARY"]
