@@ -45,7 +45,8 @@ print("accepted" if 22 in seen else "refused")
 ble.active(0)
 """
 
-MP_CENTRAL = r"""
+#: The central, the same program for both: ``MAC`` is prepended.
+CENTRAL = r"""
 import bluetooth, machine, time
 seen = {}
 def irq(event, data):
@@ -54,26 +55,6 @@ ble = bluetooth.BLE()
 ble.active(1)
 ble.irq(irq)
 ble.gap_connect(0, bytes.fromhex(MAC))
-while 7 not in seen:
-    machine.idle()
-ble.l2cap_connect(seen[7], 22, 450)
-start = time.ticks_ms()
-while 23 not in seen and 24 not in seen and time.ticks_diff(time.ticks_ms(), start) < 3000:
-    machine.idle()
-ble.gap_disconnect(seen[7])
-time.sleep_ms(200)
-ble.active(0)
-"""
-
-CENTRAL = r"""
-import bluetooth, machine, sys, time
-seen = {}
-def irq(event, data):
-    seen[event] = data[0]
-ble = bluetooth.BLE()
-ble.active(1)
-ble.irq(irq)
-ble.gap_connect(0, bytes.fromhex(sys.argv[1]))
 while 7 not in seen:
     machine.idle()
 ble.l2cap_connect(seen[7], 22, 450)
@@ -135,12 +116,18 @@ def one_run(micropython: str, quickack: bool, central: str) -> str:
         mac = peripheral.stdout.readline().strip()
         if central == "ours":
             env = dict(os.environ, MPBLUETOOTH_TRANSPORT=spec)
-            command = [sys.executable, "-m", "mpbluetooth.cli.python", "-c", CENTRAL, mac]
+            command = [
+                sys.executable,
+                "-m",
+                "mpbluetooth.cli.python",
+                "-c",
+                f"MAC = {mac!r}\n" + CENTRAL,
+            ]
         else:
             central_path, opened = bridge(port, True)
             fds += opened
             env = {"MICROPYBTUART": central_path}
-            command = [micropython, "-c", f"MAC = {mac!r}\n" + MP_CENTRAL]
+            command = [micropython, "-c", f"MAC = {mac!r}\n" + CENTRAL]
         subprocess.run(command, env=env, stdin=subprocess.DEVNULL, timeout=30, check=False)
         return peripheral.communicate(timeout=30)[0].strip() or "no answer"
     finally:
