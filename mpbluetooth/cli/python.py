@@ -495,13 +495,15 @@ def entry() -> int:
 
 def _serve_warm(path: str, lock_fd: str, idle: str) -> int:
     """A warm server's life; in each forked child, that child's program."""
-    request = _warm.serve(path, int(lock_fd), float(idle))
+    from . import _warm_server
+
+    request = _warm_server.serve(path, int(lock_fd), float(idle))
     if request is None:
         return 0
-    _warm.become(request)
+    _warm_server.become(request)
     if request.get("entry", "python") == "python":
         return main(request["argv"][1:])  # this module's own, running as __main__
-    run: Any = _warm.entry_point(request)
+    run: Any = _warm_server.entry_point(request)
     status: int = run(request["argv"][1:])
     return status
 
