@@ -138,7 +138,11 @@ class Recorder:
             self.counts = [0] * _CODES
 
     # --- waiting ----------------------------------------------------------------------
-    def _wait_for(self, found: Callable[[], Any], timeout: float | None, what: str) -> Any:
+    def _wait_for(
+        self, found: Callable[[], Any], timeout: float | None, what: Callable[[], str]
+    ) -> Any:
+        """Wait until ``found()`` returns something. ``what`` names the wait, only for the
+        timeout's message: building it costs more than a round trip's bookkeeping."""
         from .._scheduler import scheduler
 
         limit = self.timeout if timeout is None else timeout
@@ -154,7 +158,7 @@ class Recorder:
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise WaitTimeout(f"no {what} within {limit:g} s; {self._recorded()}")
+                    raise WaitTimeout(f"no {what()} within {limit:g} s; {self._recorded()}")
                 if not on_main:
                     self._cond.wait(remaining)
                     continue
@@ -181,8 +185,9 @@ class Recorder:
             matching = [d for c, d in self.events if c == event and (where is None or where(d))]
             return matching[count - 1] if len(matching) >= count else None
 
-        what = event_name(event) + (f" (#{count})" if count > 1 else "")
-        result: Data = self._wait_for(found, timeout, what)
+        result: Data = self._wait_for(
+            found, timeout, lambda: event_name(event) + (f" (#{count})" if count > 1 else "")
+        )
         return result
 
     def wait_next(
@@ -202,7 +207,7 @@ class Recorder:
         self._wait_for(
             lambda: True if self.counts[event] >= count else None,
             timeout,
-            f"{count} x {event_name(event)} (have {self.counts[event]})",
+            lambda: f"{count} x {event_name(event)} (have {self.counts[event]})",
         )
 
     def take(self, *events: int, timeout: float | None = None) -> tuple[int, Data]:
@@ -220,8 +225,9 @@ class Recorder:
                     return code, data
             return None
 
-        names = " or ".join(event_name(e) for e in events)
-        result: tuple[int, Data] = self._wait_for(found, timeout, names)
+        result: tuple[int, Data] = self._wait_for(
+            found, timeout, lambda: " or ".join(event_name(e) for e in events)
+        )
         return result
 
     # --- asserting --------------------------------------------------------------------
