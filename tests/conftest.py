@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -133,6 +134,27 @@ def gatt(link: Any) -> Any:
     from .gatt_setup import make_gatt
 
     return make_gatt(link)
+
+
+@pytest.fixture
+def web_server() -> Iterator[str]:
+    """``127.0.0.1:PORT`` of something that is not a controller nor a hub: it answers its
+    first request as a web server would (for the errors that say so)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer() -> None:
+            try:
+                peer, _ = server.accept()
+            except OSError:
+                return  # the test ended without calling
+            with peer:
+                peer.recv(100)
+                peer.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        yield f"127.0.0.1:{server.getsockname()[1]}"
 
 
 def default_sigint() -> None:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,20 +131,9 @@ def test_a_failure_to_start_is_one_clear_line(args: list[str], says: str) -> Non
     assert says in result.stderr
 
 
-def test_sim_ctl_against_something_that_is_not_a_hub_says_so() -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-
-        def answer_as_a_web_server() -> None:
-            peer, _ = server.accept()
-            with peer:
-                peer.recv(100)
-                peer.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-
-        threading.Thread(target=answer_as_a_web_server, daemon=True).start()
-        spec = f"tcp-client:127.0.0.1:{server.getsockname()[1]}"
-        result = run_cli("sim-ctl", "--hub", spec, "list")
+def test_sim_ctl_against_something_that_is_not_a_hub_says_so(web_server: str) -> None:
+    spec = f"tcp-client:{web_server}"
+    result = run_cli("sim-ctl", "--hub", spec, "list")
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert f"no answer from a hub at {spec} (what answered is not a hub" in result.stderr
 

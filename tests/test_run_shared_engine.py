@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,25 +196,14 @@ def test_two_runs_share_one_engine_and_connect_across(engine: Engine, tmp_path: 
     assert engine.process.poll() is None
 
 
-def test_a_port_that_is_not_a_controller_is_one_line(tmp_path: Path) -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-
-        def answer_as_a_web_server() -> None:
-            peer, _ = server.accept()
-            with peer:
-                peer.recv(100)
-                peer.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-
-        threading.Thread(target=answer_as_a_web_server, daemon=True).start()
-        (tmp_path / "a.py").write_text("print('never')\n")
-        where = f"127.0.0.1:{server.getsockname()[1]}"
-        result = subprocess.run(
-            [sys.executable, "-m", "mpbluetooth", "run", "--rootcanal", where, "a.py"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
-            env={k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")},
-        )  # fmt: skip
+def test_a_port_that_is_not_a_controller_is_one_line(tmp_path: Path, web_server: str) -> None:
+    (tmp_path / "a.py").write_text("print('never')\n")
+    where = web_server
+    result = subprocess.run(
+        [sys.executable, "-m", "mpbluetooth", "run", "--rootcanal", where, "a.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MPBLUETOOTH_")},
+    )  # fmt: skip
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert f"no RootCanal answers at {where} (what answered is not an HCI" in result.stderr
     assert "never" not in result.stdout
