@@ -48,6 +48,8 @@ ENV_WARM_IDLE: Final = "MPBLUETOOTH_WARM_IDLE"
 _CONNECT_S: Final = 5.0
 _POLL_S: Final = 0.01
 _MAX_MESSAGE: Final = 1 << 20
+#: A server's socket is ``warm-KEY.sock``; its lock, log and pid files sit beside it.
+_SOCKET: Final = ".sock"
 #: Signals the launcher passes on to the program (what a shell, a runner or a test harness
 #: sends to the process it started).
 _FORWARDED: Final = tuple(
@@ -107,6 +109,11 @@ def directory() -> str | None:
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None
     return path
+
+
+def sibling(path: str, suffix: str) -> str:
+    """The server's other file beside its socket ``path``: ``.lock``, ``.log`` or ``.pid``."""
+    return path.removesuffix(_SOCKET) + suffix
 
 
 def _newest_mtime(package_dir: str) -> int:
@@ -200,7 +207,7 @@ def launch(argv: list[str], entry: str = "python", fds: tuple[int, ...] = ()) ->
     folder = directory()
     if folder is None:
         return None
-    path = os.path.join(folder, f"warm-{key()}.sock")
+    path = os.path.join(folder, f"warm-{key()}{_SOCKET}")
     sock = _connect(path)
     if sock is None:
         return None
@@ -239,7 +246,7 @@ def _start_server(path: str) -> bool | None:
     import subprocess
 
     try:
-        lock_fd = os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        lock_fd = os.open(sibling(path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None
     try:
@@ -252,7 +259,7 @@ def _start_server(path: str) -> bool | None:
         environment = {
             k: v for k, v in os.environ.items() if k.startswith(_INTERPRETER_ENV) or k in _KEPT_ENV
         }
-        log_path = path[: -len(".sock")] + ".log"
+        log_path = sibling(path, ".log")
         with open(log_path, "wb") as log:
             subprocess.Popen(
                 [*_interpreter(), "-m", _LAUNCHER, SERVER_ARG, path, str(lock_fd), str(_idle())],

@@ -10,18 +10,18 @@ started fresh; ``python.py`` then runs it (:func:`entry_point`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import selectors
 import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from ._warm import _CONNECT_S, _FORWARDED, ENTRIES, _nice, _Reader, _send
-
-if TYPE_CHECKING:
-    import selectors
+from ._lifeline import STOP_GRACE_S
+from ._warm import _CONNECT_S, _FORWARDED, ENTRIES, _nice, _Reader, _send, sibling
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ class _Server:
     end to its launcher, and ends when idle."""
 
     def __init__(self, path: str, lock_fd: int, idle: float) -> None:
-        import selectors
-
         self.path = path
         self.idle = idle
         self.lock_fd = lock_fd
@@ -65,7 +63,7 @@ class _Server:
         self.listener.listen(128)
         os.replace(temporary, path)
         self.inode = os.stat(path).st_ino
-        self.pid_path = path[: -len(".sock")] + ".pid"
+        self.pid_path = sibling(path, ".pid")
         with open(self.pid_path, "w") as file:
             file.write(f"{os.getpid()}\n")
         self.wake_read, self.wake_write = os.pipe()
@@ -79,10 +77,9 @@ class _Server:
         self.children: dict[int, socket.socket] = {}
         #: Children told to stop because their launcher went: pid -> when to kill them.
         self.orphans: dict[int, float] = {}
-        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
-        self.selector_read = selectors.EVENT_READ
-        self.selector.register(self.listener, self.selector_read)
-        self.selector.register(self.wake_read, self.selector_read)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self.wake_read, selectors.EVENT_READ)
 
     def _stop(self) -> None:
         self.stopping = True
@@ -147,7 +144,7 @@ class _Server:
         except OSError:
             pass
         self.children[pid] = conn
-        self.selector.register(conn, self.selector_read, pid)
+        self.selector.register(conn, selectors.EVENT_READ, pid)
         return None
 
     def _in_child(self, conn: socket.socket) -> None:
@@ -177,8 +174,6 @@ class _Server:
         self.selector.unregister(conn)
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
-        from ._lifeline import STOP_GRACE_S
-
         self.orphans[pid] = time.monotonic() + STOP_GRACE_S
 
     def _kill_lingering(self) -> None:
@@ -227,8 +222,6 @@ def become(request: dict[str, Any]) -> None:
     streams, so the program cannot tell it was not started fresh."""
     received: list[int] = request["_received"]
     targets: list[int] = request["fds"]
-    import fcntl
-
     # Above every target first, so that no dup2 below closes a descriptor still needed.
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(targets) + 1) for fd in received]
     for fd in received:
