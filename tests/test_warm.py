@@ -152,9 +152,12 @@ def test_streams_are_buffered_as_in_a_cold_start(warm_dir: Path) -> None:
 
 def test_ctrl_c_reaches_the_program(warm_dir: Path) -> None:
     warm_probe(warm_dir)
+    # Announced from inside the ``try``: a SIGINT sent as soon as the line is read cannot
+    # arrive before the program handles it.
     program = (
-        PROBE + "import time\n"
+        "import os, sys, time\n"
         "try:\n"
+        "    print(os.getpid(), 'bumble.hci' in sys.modules, flush=True)\n"
         "    time.sleep(30)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
