@@ -30,6 +30,12 @@ from mpbluetooth.testing import HubProcess, Recorder
 # whole suite in air timing instead.
 os.environ.setdefault("MPBLUETOOTH_SIM_TIMING", "instant")
 
+# Tests read the lines of the programs they start as the lines come. Like `python`,
+# `mpbluetooth-python` buffers a piped stdout unless told (-u, PYTHONUNBUFFERED), so the suite
+# tells every program it starts, whatever the caller's shell has (`env -i` has nothing).
+# Tests of buffering itself set their programs' environment explicitly.
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
 # The programs the suite starts (`mpbluetooth-python`, `mpbluetooth run`) start warm, as a
 # user's do (cli/_warm.py), from servers in a folder of this session that end with it.
 _WARM_DIR = tempfile.mkdtemp(prefix="mpbluetooth-warm-")
