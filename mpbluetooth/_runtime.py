@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any
 
 from ._errors import CallTimeoutError
 from ._scheduler import scheduler
 from .constants import ETIMEDOUT
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Default deadline of a synchronous call, in seconds. Longer than Bumble's own 10 s HCI
 #: command timeout so that a stack-side timeout surfaces with its own error first.
@@ -103,29 +101,24 @@ class Runtime:
         meanwhile, and with ``drain`` every event is (as NimBLE's calls that wait, such
         as ``active(True)``, run the scheduler while they wait).
         """
-        coro: Coroutine[Any, Any, Any]
-        if asyncio.iscoroutinefunction(fn):
-            coro = fn(*args)
-        else:
-            coro = _plain(fn, args)
-        what = what or getattr(fn, "__qualname__", "a call")
         if self.in_loop_thread():
-            coro.close()
+            what = what or getattr(fn, "__qualname__", "a call")
             raise RuntimeError(f"{what}: blocking call made from the stack's own loop thread")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            sched = scheduler()
-            if sched.on_main_thread():
-                sched.wait_call(future, timeout, drain)
-                return future.result(0)
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            if future.done():  # the coroutine itself raised TimeoutError (same class in 3.11)
-                raise
-            future.cancel()
-            raise CallTimeoutError(
-                ETIMEDOUT, f"ETIMEDOUT (no answer from the stack within {timeout:g} s: {what})"
-            ) from None
+        pending = _Call(fn, args)
+        self.loop.call_soon_threadsafe(pending.start)
+        sched = scheduler()
+        if sched.on_main_thread():
+            sched.wait_call(pending, timeout, drain)  # until done or the deadline
+            timeout_left: float | None = 0.0
+        else:
+            timeout_left = timeout
+        if pending.wait(timeout_left):
+            return pending.outcome()
+        pending.cancel()
+        what = what or getattr(fn, "__qualname__", "a call")
+        raise CallTimeoutError(
+            ETIMEDOUT, f"ETIMEDOUT (no answer from the stack within {timeout:g} s: {what})"
+        )
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Schedule ``fn(*args)`` on the loop from any thread, without waiting.
@@ -217,10 +210,110 @@ class Runtime:
             await asyncio.wait(tasks, timeout=0.2)
 
 
-async def _plain(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    """A plain function as the loop runs it for :meth:`Runtime.call` (in a task of its own,
-    so it runs exactly where an ``async def`` would)."""
-    return fn(*args)
+class _Call:
+    """One blocking call: started on the loop, its outcome read by the caller's thread.
+
+    Lighter than ``run_coroutine_threadsafe``, which wraps even a plain function in a
+    coroutine, a task and two chained futures: here a plain function is one callback and
+    the caller waits on one lock, released when the outcome is in. Both kinds still start
+    one loop iteration after the hand-over, where a task's first step would run, so a
+    call keeps its place after work the same thread handed over before it (``call_soon``
+    batches, the tasks they spawn).
+    """
+
+    __slots__ = (
+        "_fn",
+        "_args",
+        "_lock",
+        "_done",
+        "_value",
+        "_error",
+        "_task",
+        "_callbacks",
+        "_cancelled",
+    )
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._fn = fn
+        self._args = args
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._cancelled = False
+
+    # --- the loop's side ----------------------------------------------------------------
+    def start(self) -> None:
+        if self._cancelled:
+            return
+        if asyncio.iscoroutinefunction(self._fn):
+            task = asyncio.get_running_loop().create_task(self._fn(*self._args))
+            self._task = task
+            task.add_done_callback(self._task_done)
+        else:
+            asyncio.get_running_loop().call_soon(self._run_plain)
+
+    def _run_plain(self) -> None:
+        if self._cancelled:
+            return
+        try:
+            self._settle(self._fn(*self._args), None)
+        except BaseException as exc:  # handed to the caller, raised there with its type
+            self._settle(None, exc)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            self._settle(None, asyncio.CancelledError())
+        else:
+            self._settle(task.result() if task.exception() is None else None, task.exception())
+
+    def _settle(self, value: Any, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+        self._fn = self._args = None  # type: ignore[assignment]
+        self._done = True
+        self._lock.release()
+        for callback in self._callbacks:
+            callback(self)
+
+    def _cancel_on_loop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    # --- the caller's side --------------------------------------------------------------
+    def done(self) -> bool:
+        return self._done
+
+    def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+        """``callback(self)`` once done, on the loop thread, or at once if done already
+        (possibly both, if it settles meanwhile: callbacks here only wake a waiter)."""
+        self._callbacks.append(callback)
+        if self._done:
+            callback(self)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether it is done, waiting at most ``timeout`` seconds (None: no limit)."""
+        if self._done:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()
+            return True
+        return self._done
+
+    def outcome(self) -> Any:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._value
+
+    def cancel(self) -> None:
+        """Give up on it (the caller timed out): not started, it never runs; running as a
+        task, it is cancelled there."""
+        self._cancelled = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            runtime().loop.call_soon_threadsafe(self._cancel_on_loop)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -29,7 +29,6 @@ stack's loop thread.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -329,11 +328,10 @@ class Scheduler:
                 self.run_pending()
                 return
 
-    def wait_call(
-        self, future: concurrent.futures.Future[Any], timeout: float | None, drain: bool
-    ) -> None:
-        """The main thread waits for a ``BLE`` call's ``future``: only answered events run
-        meanwhile (all events with ``drain``, as NimBLE's ``active(True)`` runs the
+    def wait_call(self, future: Any, timeout: float | None, drain: bool) -> None:
+        """The main thread waits for a ``BLE`` call's ``future`` (anything with ``done()``
+        and ``add_done_callback``, as ``Runtime.call``'s pending call): only answered events
+        run meanwhile (all events with ``drain``, as NimBLE's ``active(True)`` runs the
         scheduler while it waits for the host); the rest run at the program's next check
         point after the call returns. Returns when the future is done or the deadline
         passed (the caller's ``result`` then raises)."""
