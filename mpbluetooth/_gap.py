@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ._convert import address_to_mp, adv_type, mp_to_address
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _NO_ADDR = bytes(6)
+
+#: At most how long the IRQ context waits after a connect event for the controller to
+#: acknowledge the host's feature request (NimBLE's HCI command timeout is 2 s).
+_FEATURES_ACK_S = 2.0
 #: NimBLE's defaults for gap_connect: 30..50 ms interval, 2.56 s supervision timeout.
 DEFAULT_MIN_CONN_US = 30000
 DEFAULT_MAX_CONN_US = 50000
@@ -409,12 +414,15 @@ class Gap:
 
         central = connection.role == Role.CENTRAL
         addr_type, addr = address_to_mp(connection.peer_address)
+        exchanged = threading.Event()
         self.ring.post(
             IRQ_PERIPHERAL_CONNECT if central else IRQ_CENTRAL_CONNECT,
             connection.handle,
             addr_type,
             addr,
+            after=functools.partial(_hold_until_acknowledged, exchanged),
         )
+        self.stack.spawn(self._read_remote_features(connection, exchanged), "remote-features")
         event = IRQ_PERIPHERAL_DISCONNECT if central else IRQ_CENTRAL_DISCONNECT
         connection.on(
             "connection_parameters_update",
@@ -427,6 +435,26 @@ class Gap:
         connection.on(
             "disconnection", guarded(functools.partial(self._on_disconnection, connection, event))
         )
+
+    async def _read_remote_features(
+        self, connection: Connection, exchanged: threading.Event
+    ) -> None:
+        """NimBLE's host asks for the peer's LE features on every new link, right after the
+        connect event's callback, and waits for the controller's Command Status before it
+        goes on (``ble_gap_rx_conn_complete`` -> ``ble_gap_rd_rem_sup_feat_tx``, a blocking
+        ``ble_hs_hci_cmd_tx``). So does this host; ``exchanged`` tells the IRQ context."""
+        from bumble.hci import HCI_LE_Read_Remote_Features_Command
+
+        device = self.stack.require()
+        try:
+            await device.send_async_command(
+                HCI_LE_Read_Remote_Features_Command(connection_handle=connection.handle),
+                check_status=False,
+            )
+        except Exception as exc:  # a controller without it, a link gone: NimBLE goes on
+            logger.debug("%s: LE Read Remote Features: %r", self.stack.name, exc)
+        finally:
+            exchanged.set()
 
     def _on_parameters(self, connection: Connection, status: int, *error: Any) -> None:
         """_IRQ_CONNECTION_UPDATE in raw HCI units (1.25 ms, 10 ms); NimBLE's status is 0/1."""
@@ -463,3 +491,14 @@ class Gap:
 
 
 __all__ = ["Gap"]
+
+
+def _hold_until_acknowledged(exchanged: threading.Event) -> None:
+    """After a connect event's handler: the IRQ context (and with it the program, whose
+    next statement on a board runs only once the handler's task has finished) waits until
+    the controller acknowledged the host's LE Read Remote Features, as NimBLE's connect
+    handling does inside the task that ran the handler. A peer's request already received
+    meanwhile (an L2CAP connection, a read) is then answered before the program's next
+    call. Not on the loop thread (an event with no handler), which the wait would block."""
+    if not runtime().in_loop_thread():
+        exchanged.wait(_FEATURES_ACK_S)
