@@ -467,3 +467,47 @@ def test_a_scheduled_callback_never_overlaps_a_handler(tmp_path: Path, delivery:
         MPBLUETOOTH_DELIVERY=delivery,
     )
     assert lines(result) == ["most at once: 1", "both ran: True True"]
+
+
+@pytest.mark.parametrize("timing", ["air", "instant"])
+def test_after_a_connect_event_the_program_goes_on_once_the_features_request_is_acknowledged(
+    tmp_path: Path, timing: str
+) -> None:
+    """NimBLE sends LE Read Remote Features after the connect event's callback, on every
+    new link, and the program's next statement runs only once the controller answered it
+    with a Command Status (the unix port waits inside the task that ran the handler). Each
+    side's program records, at its first statement after seeing the connect event, whether
+    its own host had that Command Status by then."""
+    result = run_program(
+        """
+        from mpbluetooth.testing.lowlevel import bumble_device, on_loop
+
+        acknowledged = {"a": 0, "b": 0}
+
+        def watch(name, ble):
+            host = bumble_device(ble).host
+            original = host.on_hci_command_status_event
+
+            def on_status(event):
+                if event.command_opcode == 0x2016:  # HCI_LE_Read_Remote_Features
+                    acknowledged[name] += 1
+                return original(event)
+
+            host.on_hci_command_status_event = on_status
+
+        a.irq(recorder("a"))
+        b.irq(recorder("b"))
+        a.active(True)
+        b.active(True)
+        on_loop(lambda: (watch("a", a), watch("b", b)))
+        b.gap_advertise(20000, b"\\x02\\x01\\x06")
+        a.gap_connect(*b.config("mac"))
+        wait_for("a", 7)
+        print("a acknowledged", acknowledged["a"])
+        wait_for("b", 1)
+        print("b acknowledged", acknowledged["b"])
+        """,
+        tmp_path,
+        timing,
+    )
+    assert lines(result) == ["a acknowledged 1", "b acknowledged 1"], result.stderr
