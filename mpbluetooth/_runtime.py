@@ -260,9 +260,11 @@ class _Call:
         if self._cancelled:
             return
         try:
-            self._settle(self._fn(*self._args), None)
+            value = self._fn(*self._args)
         except BaseException as exc:  # handed to the caller, raised there with its type
             self._settle(None, exc)
+            return
+        self._settle(value, None)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
