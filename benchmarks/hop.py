@@ -16,8 +16,9 @@ both alike), with nothing on either side but the primitive itself:
   ``concurrent.futures.Future.result()``.
 * ``coroutine``: ``asyncio.run_coroutine_threadsafe(coro, loop).result()``.
 * ``runtime``: mpbluetooth's own blocking call, ``Runtime.call`` with a plain function (a
-  ``run_coroutine_threadsafe`` of a wrapper coroutine; on the main thread under main-thread
-  delivery the wait is the scheduler's ``wait_call``). Every ``BLE`` call that waits for
+  ``call_soon_threadsafe`` that runs it one loop iteration later, the caller blocked on a
+  lock; on the main thread under main-thread delivery the wait is the scheduler's
+  ``wait_call``). Every ``BLE`` call that waits for
   the stack goes through it.
 * ``in-loop``: the same hand-over inside the loop (``loop.call_soon(future.set_result)``,
   then ``await`` the ``asyncio.Future``), which is what raw Bumble pays for a hand-over.
