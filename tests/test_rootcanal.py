@@ -8,6 +8,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,6 +80,34 @@ def test_a_binary_that_cannot_start_is_one_line_naming_both_glibcs(
     monkeypatch.setenv(ENV_BINARY, str(unstartable))
     with pytest.raises(RootCanalError, match="needs glibc 2.99"):
         sim.Link(engine="rootcanal")
+
+
+def test_a_port_taken_before_rootcanal_binds_it_starts_it_on_fresh_ports(
+    working_binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ports are free when chosen and bound by RootCanal a moment later; one taken in
+    between (RootCanals starting side by side, as in CI) costs a second start, not an
+    error. A port the caller names is tried once."""
+    from mpbluetooth.sim import rootcanal as module
+
+    real_free_port = module.free_port
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        handed = iter([port])
+        monkeypatch.setattr(module, "free_port", lambda: next(handed, None) or real_free_port())
+        with RootCanal(binary=working_binary) as rootcanal:
+            assert rootcanal.hci_port not in (None, port)
+            medium = HubMedium(rootcanal.spec)
+            try:
+                a = medium.instance("a")
+                a.active(True)
+                assert a.active()
+            finally:
+                medium.close()
+        with pytest.raises(RootCanalError):
+            RootCanal(port, binary=working_binary).start()
 
 
 def test_a_missing_package_or_binary_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

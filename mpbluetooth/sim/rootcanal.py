@@ -65,6 +65,9 @@ _HCI_RESET = bytes((0x01, 0x03, 0x0C, 0x00))
 _COMMAND_COMPLETE = bytes((0x04, 0x0E))
 
 _LISTENING = re.compile(r"Listening on: (\d+)")
+#: How many times :meth:`RootCanal.start` tries ports of its own choosing.
+_START_ATTEMPTS = 3
+
 _BIND_ERROR = re.compile(r"Error binding .* port: (\d+), (.*)")
 _MISSING_VERSION = re.compile(r"version `(GLIBC(?:XX)?_[0-9.]+)' not found")
 
@@ -204,6 +207,8 @@ class RootCanal:
         self._output: collections.deque[str] = collections.deque(maxlen=40)
         self._ready = threading.Event()
         self._listening = False
+        #: RootCanal said it could not bind one of its ports.
+        self._port_taken = False
         self._reader: threading.Thread | None = None
         self._workdir: str | None = None
         #: Held while RootCanal runs: its watcher stops it once this process is gone.
@@ -217,9 +222,30 @@ class RootCanal:
         return f"tcp-client:{self.host}:{self.hci_port}"
 
     def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start the binary and wait (bounded) until its HCI port listens; return the spec."""
+        """Start the binary and wait (bounded) until its HCI port listens; return the spec.
+
+        Ports it chose itself are free when chosen but bound only by RootCanal, a moment
+        later: another process may take one meanwhile (many RootCanals starting side by
+        side, as in CI). Then it starts again on fresh ports, up to three times; a port the
+        caller named is tried once."""
+        chosen = self.hci_port is None
+        for attempt in range(_START_ATTEMPTS if chosen else 1):
+            try:
+                return self._start_once(timeout)
+            except RootCanalError:
+                if attempt + 1 >= _START_ATTEMPTS or not (chosen and self._port_taken):
+                    raise
+                logger.info("RootCanal: a port was taken before it bound it; starting again")
+                self.hci_port = None
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> str:
         if self.process is not None:
             return self.spec
+        self._ready.clear()
+        self._listening = False
+        self._port_taken = False
+        self._output.clear()
         binary = self.binary or find_binary()
         self.binary = binary
         if not os.access(binary, os.X_OK):
@@ -280,6 +306,7 @@ class RootCanal:
                 self._ready.set()
             elif _BIND_ERROR.search(line):
                 # It does not exit when a port is taken: it only logs it.
+                self._port_taken = True
                 self._ready.set()
         self._ready.set()
 
