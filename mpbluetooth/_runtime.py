@@ -249,12 +249,12 @@ class _Call:
     def start(self) -> None:
         if self._cancelled:
             return
+        loop = asyncio.get_running_loop()
         if asyncio.iscoroutinefunction(self._fn):
-            task = asyncio.get_running_loop().create_task(self._fn(*self._args))
-            self._task = task
-            task.add_done_callback(self._task_done)
+            self._task = loop.create_task(self._fn(*self._args))
+            self._task.add_done_callback(self._task_done)
         else:
-            asyncio.get_running_loop().call_soon(self._run_plain)
+            loop.call_soon(self._run_plain)
 
     def _run_plain(self) -> None:
         if self._cancelled:
@@ -269,8 +269,9 @@ class _Call:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
             self._settle(None, asyncio.CancelledError())
-        else:
-            self._settle(task.result() if task.exception() is None else None, task.exception())
+            return
+        error = task.exception()
+        self._settle(None if error is not None else task.result(), error)
 
     def _settle(self, value: Any, error: BaseException | None) -> None:
         self._value, self._error = value, error

@@ -65,11 +65,11 @@ _HCI_RESET = bytes((0x01, 0x03, 0x0C, 0x00))
 _COMMAND_COMPLETE = bytes((0x04, 0x0E))
 
 _LISTENING = re.compile(r"Listening on: (\d+)")
-#: How many times :meth:`RootCanal.start` tries ports of its own choosing.
-_START_ATTEMPTS = 3
-
 _BIND_ERROR = re.compile(r"Error binding .* port: (\d+), (.*)")
 _MISSING_VERSION = re.compile(r"version `(GLIBC(?:XX)?_[0-9.]+)' not found")
+
+#: How many times :meth:`RootCanal.start` tries ports of its own choosing.
+_START_ATTEMPTS = 3
 
 
 class RootCanalError(RuntimeError):
@@ -228,12 +228,12 @@ class RootCanal:
         later: another process may take one meanwhile (many RootCanals starting side by
         side, as in CI). Then it starts again on fresh ports, up to three times; a port the
         caller named is tried once."""
-        chosen = self.hci_port is None
-        for attempt in range(_START_ATTEMPTS if chosen else 1):
+        attempts = _START_ATTEMPTS if self.hci_port is None else 1
+        for attempt in range(1, attempts + 1):
             try:
                 return self._start_once(timeout)
             except RootCanalError:
-                if attempt + 1 >= _START_ATTEMPTS or not (chosen and self._port_taken):
+                if attempt == attempts or not self._port_taken:
                     raise
                 logger.info("RootCanal: a port was taken before it bound it; starting again")
                 self.hci_port = None
