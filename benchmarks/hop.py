@@ -20,8 +20,15 @@ both alike), with nothing on either side but the primitive itself:
   lock; on the main thread under main-thread delivery the wait is the scheduler's
   ``wait_call``). Every ``BLE`` call that waits for
   the stack goes through it.
+* ``lock-apart``: ``lock`` with the caller held on another CPU than the loop thread's: what
+  each hand-over cost before mpbluetooth kept its waits on the loop thread's CPU
+  (``mpbluetooth/_cpu.py``), and what it costs with ``MPBLUETOOTH_CPU=any``. Empty where
+  threads are not placed (one CPU, no ``sched_setaffinity``, no GIL).
 * ``in-loop``: the same hand-over inside the loop (``loop.call_soon(future.set_result)``,
   then ``await`` the ``asyncio.Future``), which is what raw Bumble pays for a hand-over.
+
+The cross-thread primitives are timed as the facade's waits run: the caller waits on the
+loop thread's CPU (``_cpu.visiting``), so ``lock`` is the hop the facade pays.
 
 Each figure is the median of ``iterations`` timed round trips, in microseconds.
 """
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import statistics
 import threading
 import time
@@ -37,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mpbluetooth import _cpu
 from mpbluetooth._runtime import runtime
 from mpbluetooth.testing.lowlevel import on_loop
 
@@ -46,6 +55,7 @@ PRIMITIVES: dict[str, str] = {
     "future": "cf.Future",
     "coroutine": "run_coroutine_threadsafe",
     "runtime": "Runtime.call",
+    "lock-apart": "Lock, CPUs apart",
     "in-loop": "in-loop",
 }
 #: The hop the round-trip rows are counted in (see the module docstring).
@@ -137,10 +147,31 @@ _CROSS_THREAD: dict[str, Callable[[asyncio.AbstractEventLoop], Callable[[], obje
 }
 
 
+def _apart(loop: asyncio.AbstractEventLoop, iterations: int) -> float | None:
+    """``lock`` with this thread held on a CPU other than the loop thread's, or None."""
+    cpu = _cpu.loop_cpu()
+    if cpu is None:
+        return None
+    mask = os.sched_getaffinity(0)
+    others = mask - {cpu}
+    if not others:
+        return None
+    os.sched_setaffinity(0, {min(others)})
+    try:
+        return _timed(_lock_trip(loop), iterations)
+    finally:
+        os.sched_setaffinity(0, mask)
+
+
 def measure(iterations: int = ITERATIONS) -> dict[str, float]:
-    """Every primitive's round trip from this thread, median microseconds each."""
+    """Every primitive's round trip from this thread, median microseconds each (a
+    primitive that cannot be measured here is left out)."""
     loop = runtime().loop
-    figures = {name: _timed(make(loop), iterations) for name, make in _CROSS_THREAD.items()}
+    with _cpu.visiting():
+        figures = {name: _timed(make(loop), iterations) for name, make in _CROSS_THREAD.items()}
+    apart = _apart(loop, iterations)
+    if apart is not None:
+        figures["lock-apart"] = apart
     figures["in-loop"] = on_loop(lambda: _in_loop(iterations), "benchmark: in-loop hop")
     return figures
 

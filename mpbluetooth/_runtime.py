@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import _cpu
 from ._errors import CallTimeoutError
 from ._scheduler import scheduler
 from .constants import ETIMEDOUT
@@ -66,6 +67,7 @@ class Runtime:
             ready = threading.Event()
 
             def run() -> None:
+                _cpu.settle_loop_thread()
                 asyncio.set_event_loop(loop)
                 loop.call_soon(ready.set)
                 loop.run_forever()
@@ -300,7 +302,9 @@ class _Call:
         """Whether it is done, waiting at most ``timeout`` seconds (None: no limit)."""
         if self._done:
             return True
-        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        with _cpu.visiting():
+            acquired = self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        if acquired:
             self._lock.release()
             return True
         return self._done

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from . import _cpu
 from ._checkpoints import SIGNUM, CheckPoints, check_points, interrupt_main, roots
 
 logger = logging.getLogger(__name__)
@@ -289,7 +290,8 @@ class Scheduler:
             if not (runnable or timeout <= 0 or (until is not None and until())):
                 self._waiting = True
                 try:
-                    self._cond.wait(timeout)
+                    with _cpu.visiting():
+                        self._cond.wait(timeout)
                 finally:
                     self._waiting = False
         run()
@@ -313,7 +315,8 @@ class Scheduler:
                     continue  # more arrived meanwhile, or a long batch was cut
                 self._fd_waiting = True
             try:
-                ready, _, _ = select.select([fd, wake], [], [])
+                with _cpu.visiting():
+                    ready, _, _ = select.select([fd, wake], [], [])
             except (OSError, ValueError):
                 return  # the read itself will report what is wrong with the descriptor
             finally:
@@ -368,11 +371,14 @@ class Scheduler:
 
     def _fallback(self) -> None:
         """The IRQ context while the main thread is not (library mode, or after it ended)."""
+        _cpu.release_thread()
         cond = self._cond
         while True:
             with cond:
-                while self._main_mode or not self._queue or self._locked:
-                    cond.wait()
+                if self._main_mode or not self._queue or self._locked:
+                    with _cpu.visiting():
+                        while self._main_mode or not self._queue or self._locked:
+                            cond.wait()
             self._run_batch()
 
     # --- machine.disable_irq ------------------------------------------------------------

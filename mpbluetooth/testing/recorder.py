@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from .. import _cpu
+
 if TYPE_CHECKING:
     from ..ble import BLE
 
@@ -160,7 +162,8 @@ class Recorder:
                 if remaining <= 0:
                     raise WaitTimeout(f"no {what()} within {limit:g} s; {self._recorded()}")
                 if not on_main:
-                    self._cond.wait(remaining)
+                    with _cpu.visiting():
+                        self._cond.wait(remaining)
                     continue
             sched.wait(min(remaining, _IDLE_SLICE_S))
 
