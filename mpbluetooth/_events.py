@@ -362,19 +362,24 @@ class EventRing:
         self._dropped += 1
         self._burst += 1
 
-    def ask(self, event: int, *values: Any) -> asyncio.Future[Any]:
-        """Queue an event whose handler answer the stack needs (call on the loop thread).
+    def ask(
+        self, event: int, *values: Any, before: Callable[[], None] | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue an event whose handler answer the stack needs, or whose handler must
+        have run before the stack goes on (call on the loop thread).
 
         The returned future resolves with the handler's return value, or ``None`` when no
         handler ran. These events are never dropped and not counted against ``rxbuf``:
         each one holds a stack operation open, so their number is bounded by the stack.
+        ``before`` is as ``post``'s (run at once when there is no handler).
         """
         future: asyncio.Future[Any] = self._loop_getter().create_future()
         if self.handler is None:
+            _run_hooks(before, None)
             future.set_result(None)
             return future
         with self._cond:
-            self._append(_Pending(event, values, 0, answer=future))
+            self._append(_Pending(event, values, 0, answer=future, before=before))
         self._publish_soon()
         return future
 

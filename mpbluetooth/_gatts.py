@@ -18,7 +18,7 @@ import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import _gatts_defs as defs
@@ -295,7 +295,7 @@ class GattServer:
         self, settled: asyncio.Future[None], value: _Value, connection: Connection, data: bytes
     ) -> None:
         await settled
-        self._remote_write(value, connection, data)
+        await self._remote_write(value, connection, data)
 
     async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
@@ -319,13 +319,30 @@ class GattServer:
         with self._lock:
             return value.data
 
-    def _remote_write(self, value: _Value, connection: Connection, data: bytes) -> None:
+    def _remote_write(
+        self, value: _Value, connection: Connection, data: bytes
+    ) -> Coroutine[Any, Any, Any]:
+        """A Write Request: refused at once, or answered once its ``_IRQ_GATTS_WRITE``
+        handler has returned (Bumble awaits what the value's ``write`` returns before it
+        sends the Write Response). On NimBLE the handler runs inside the ATT server's
+        access callback, so the response leaves after it: a central's next write cannot
+        reach the server before the program has seen this one (SPEC 1.16)."""
         from bumble.att import ATT_Error
 
         code = self._write_error(value, connection)
         if code:
             raise ATT_Error(code, value.handle)
-        self._store_remote(value, connection, data)
+        with self._lock:
+            value.unseen.append(data)
+        return wait_answer(
+            self.ring.ask(
+                IRQ_GATTS_WRITE,
+                connection.handle,
+                value.handle,
+                before=functools.partial(self._store_unseen, value),
+            ),
+            "a write",
+        )
 
     def _on_write_command(
         self, bearer: Any, request: Any, bumble_write_command: Callable[..., Any]
@@ -350,8 +367,9 @@ class GattServer:
         value whose event it has not reached. Here the handler runs later, in arrival
         order with every other event, so each write waits in the value's ``unseen`` queue
         and is stored just before its handler is called. A read request asked after it
-        is answered after it (same queue), so it counts every earlier write. The stack
-        never waits: the write's response goes out at once.
+        is answered after it (same queue), so it counts every earlier write. This is the
+        Write Command's path, which has no response to hold; a Write Request's is
+        ``_remote_write``.
         """
         with self._lock:
             value.unseen.append(data)

@@ -413,6 +413,27 @@ def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> 
     assert got == sent
 
 
+def test_a_write_request_is_answered_after_its_handler_returns(gatt: Gatt) -> None:
+    """SPEC 1.16: on NimBLE the GATTS_WRITE handler runs inside the ATT server, before the
+    Write Response leaves, so a central's next write can never overtake the program's look
+    at this one (aioble's ``written()`` relies on it). Here: while the server's handler
+    runs, the client has no WRITE_DONE queued, however long the handler takes; a Write
+    Command (no response) still never waits."""
+    queued_during: list[int] = []
+
+    def on_write(conn: int, handle: int) -> None:
+        deadline = time.monotonic() + 0.3  # bounded look for a response that must not come
+        while time.monotonic() < deadline and not irq_stats(gatt.client).queued:
+            time.sleep(0.005)
+        queued_during.append(irq_stats(gatt.client).queued)
+
+    gatt.rs.on_write = on_write
+    assert gatt.write(gatt.rx, b"one")[2] == 0
+    assert gatt.write(gatt.control, b"two")[2] == 0
+    assert queued_during == [0, 0]
+    assert gatt.server.gatts_read(gatt.control) == b"two"
+
+
 def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     """NimBLE reads the stored value through the access callback with conn 65535: the
     handler gets READ_REQUEST(65535, h) before the call returns and may refresh the value;

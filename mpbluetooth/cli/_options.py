@@ -39,6 +39,7 @@ ENVIRONMENT: Final = (
     ("MPBLUETOOTH_BOARD", "the board profile: unix (default), esp32, stm32, rp2"),
     ("MPBLUETOOTH_STRICT", "1: event memoryviews are released when the IRQ handler returns"),
     ("MPBLUETOOTH_DELIVERY", "thread: IRQ handlers on a thread, not the main one"),
+    ("MPBLUETOOTH_CPU", "any: leave mpbluetooth's threads off one shared CPU"),
     ("MPBLUETOOTH_L2CAP_MULTICHANNEL", "1: several L2CAP channels per connection"),
     ("MPBLUETOOTH_ROOTCANAL", "the RootCanal binary to run instead of the package's"),
     ("MPBLUETOOTH_MIP_INDEX", "the package index of `mip install`"),
