@@ -145,7 +145,18 @@ class IrqStats:
 class _Pending:
     """An event waiting in the ring: its code, field values, accounted size, answer slot."""
 
-    __slots__ = ("event", "values", "size", "answer", "done", "before", "after", "seq", "result")
+    __slots__ = (
+        "event",
+        "values",
+        "size",
+        "answer",
+        "reply",
+        "done",
+        "before",
+        "after",
+        "seq",
+        "result",
+    )
 
     def __init__(
         self,
@@ -156,11 +167,13 @@ class _Pending:
         done: threading.Event | None = None,
         before: Callable[[], None] | None = None,
         after: Callable[[], None] | None = None,
+        reply: _Reply | None = None,
     ) -> None:
         self.event = event
         self.values = values
         self.size = size
         self.answer = answer
+        self.reply = reply
         self.done = done
         self.before = before
         self.after = after
@@ -309,7 +322,7 @@ class EventRing:
             queue = self._queue
             if not queue or queue[0].seq > self._published:
                 return None
-            if answered_only and queue[0].answer is None:
+            if answered_only and queue[0].answer is None and queue[0].reply is None:
                 return None
             pending = queue.popleft()
             self._used -= pending.size
@@ -383,6 +396,31 @@ class EventRing:
         self._publish_soon()
         return future
 
+    def ask_reply(
+        self,
+        event: int,
+        *values: Any,
+        reply: Callable[[Any], None],
+        before: Callable[[], None] | None = None,
+        what: str = "an event",
+    ) -> None:
+        """As ``ask``, for a stack operation that must go on in the same loop callback as
+        the handler's return (call on the loop thread): ``reply(answer)`` runs on the loop
+        in the callback the IRQ context hands over as the handler returns, so whatever the
+        program does after its handler (a notification it sends, say) reaches the loop
+        after it; an awaited future would resume its task one iteration later, behind it.
+        Once, with ``None``, at once when there is no handler or after ``ANSWER_DEADLINE``.
+        """
+        once = _Reply(reply)
+        if self.handler is None:
+            _run_hooks(before, None)
+            once(None)
+            return
+        once.timer = self._loop_getter().call_later(ANSWER_DEADLINE, once.expire, what)
+        with self._cond:
+            self._append(_Pending(event, values, 0, before=before, reply=once))
+        self._publish_soon()
+
     def discard(self, event: int) -> None:
         """Forget queued events of one kind (not counted as drops).
 
@@ -393,7 +431,7 @@ class EventRing:
             kept = deque(
                 p
                 for p in self._queue
-                if p.event != event or p.answer or p.done or p.before or p.after
+                if p.event != event or p.answer or p.reply or p.done or p.before or p.after
             )
             self._used = sum(p.size for p in kept)
             self._queue.clear()
@@ -458,6 +496,11 @@ class EventRing:
                 answer.get_loop().call_soon_threadsafe(_resolve, answer, result)
             except RuntimeError:  # loop already closed (interpreter exit)
                 pass
+        if pending.reply is not None:
+            try:
+                self._loop_getter().call_soon_threadsafe(pending.reply, result)
+            except RuntimeError:  # loop already closed (interpreter exit)
+                pass
         if pending.done is not None:
             pending.done.set()
         if pending.after is not None:
@@ -476,6 +519,32 @@ def _run_hooks(before: Callable[[], None] | None, after: Callable[[], None] | No
                 hook()
             except Exception:
                 logger.exception("error in the hook of an IRQ event")
+
+
+class _Reply:
+    """A reply to the stack that runs once: the handler's answer, or the default."""
+
+    __slots__ = ("_fn", "timer")
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self._fn: Callable[[Any], None] | None = fn
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, result: Any) -> None:
+        fn, self._fn = self._fn, None
+        if fn is None:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            fn(result)
+        except Exception:
+            logger.exception("error replying to the stack after an IRQ handler")
+
+    def expire(self, what: str) -> None:
+        if self._fn is not None:
+            logger.warning("IRQ handler did not answer %s within %g s", what, ANSWER_DEADLINE)
+            self(None)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any) -> None:

@@ -151,6 +151,7 @@ class GattServer:
         server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
         _overrides.take_write_commands(server, self._on_write_command)
+        _overrides.take_write_requests(server, self._on_write_request)
         _overrides.ignore_late_confirmations(server)
         if not self.stack.board.peer_starts_mtu_as_central:
             _overrides.refuse_mtu_exchange_as_central(server)
@@ -342,6 +343,73 @@ class GattServer:
                 before=functools.partial(self._store_unseen, value),
             ),
             "a write",
+        )
+
+    def _on_write_request(
+        self, bearer: Any, request: Any, bumble_write_request: Callable[..., Any]
+    ) -> None:
+        """A Write Request to one of the program's values: refused at once, or stored as its
+        ``_IRQ_GATTS_WRITE`` is handled and answered as that handler returns. On NimBLE the
+        handler runs inside the ATT server's access callback, so the Write Response leaves
+        right after it: a central's next write cannot reach the server before the program
+        has seen this one, and what the program does next (a notification) follows the
+        response (SPEC 1.16)."""
+        from bumble.att import is_enhanced_bearer
+        from bumble.gatt import GATT_MAX_ATTRIBUTE_VALUE_SIZE
+
+        with self._lock:
+            value = self._values.get(request.attribute_handle)
+        if (
+            value is None
+            or is_enhanced_bearer(bearer)
+            or len(request.attribute_value) > GATT_MAX_ATTRIBUTE_VALUE_SIZE
+        ):
+            bumble_write_request(bearer, request)  # the stack's own attributes, and errors
+            return
+        settled = self.security.settled(bearer)
+        if settled is None:
+            self._take_write_request(value, bearer, request)
+        else:
+            self.stack.spawn(
+                self._take_write_request_after(settled, value, bearer, request), "write-request"
+            )
+
+    async def _take_write_request_after(
+        self, settled: asyncio.Future[None], value: _Value, bearer: Any, request: Any
+    ) -> None:
+        await settled
+        self._take_write_request(value, bearer, request)
+
+    def _take_write_request(self, value: _Value, connection: Connection, request: Any) -> None:
+        from bumble.att import ATT_Error_Response, ATT_Write_Response
+
+        server = connection.device.gatt_server
+        code = self._write_error(value, connection)
+        if code:
+            server.send_response(
+                connection,
+                ATT_Error_Response(
+                    request_opcode_in_error=request.op_code,
+                    attribute_handle_in_error=value.handle,
+                    error_code=code,
+                ),
+            )
+            return
+
+        def respond(_: Any) -> None:
+            device = self.stack.device
+            if device is not None and device.lookup_connection(connection.handle) is connection:
+                server.send_response(connection, ATT_Write_Response())
+
+        with self._lock:
+            value.unseen.append(bytes(request.attribute_value))
+        self.ring.ask_reply(
+            IRQ_GATTS_WRITE,
+            connection.handle,
+            value.handle,
+            reply=respond,
+            before=functools.partial(self._store_unseen, value),
+            what="a write",
         )
 
     def _on_write_command(

@@ -163,6 +163,24 @@ def take_write_commands(
     server.on_att_write_command = guarded(on_write_command)
 
 
+def take_write_requests(
+    server: Server, handler: Callable[[Any, Any, Callable[..., Any]], None]
+) -> None:
+    """Give ATT Write Requests to ``handler(bearer, request, bumble_default)``.
+
+    Gap: Bumble awaits the attribute's write in a task of its own and sends the Write
+    Response when that task resumes, one loop iteration after the write completes; NimBLE
+    sends it from the access callback that ran the application's handler, before the
+    application does anything else (a notification it sends then follows the response).
+    """
+    default = server.on_att_write_request
+
+    def on_write_request(bearer: Any, request: Any) -> None:
+        handler(bearer, request, default)
+
+    server.on_att_write_request = guarded(on_write_request)
+
+
 def ignore_late_confirmations(server: Server) -> None:
     """Drop a Handle Value Confirmation for an indication whose wait already ended.
 
