@@ -306,6 +306,28 @@ def test_answer_deadline(link: sim.Link) -> None:
         stop.set()
 
 
+def test_write_response_deadline(link: sim.Link) -> None:
+    """A GATTS_WRITE handler that does not return holds the Write Response 5 s at most (as
+    a read request's answer): the client's WRITE_DONE is queued then, while the handler
+    still runs (it shares the one IRQ context, so it is handled after)."""
+    gatt = make_gatt(link)
+    seen: list[tuple[int, float]] = []
+    started = time.monotonic()
+
+    def on_write(*_: Any) -> None:
+        deadline = time.monotonic() + ANSWER_DEADLINE_S + 3
+        while time.monotonic() < deadline and not mpbluetooth.irq_stats(gatt.client).queued:
+            time.sleep(0.01)
+        seen.append((mpbluetooth.irq_stats(gatt.client).queued, time.monotonic() - started))
+
+    gatt.rs.on_write = on_write
+    assert gatt.write(gatt.control, b"late")[2] == 0
+    ((queued, after),) = seen
+    assert queued == 1
+    assert ANSWER_DEADLINE_S <= after < ANSWER_DEADLINE_S + 3
+    assert gatt.server.gatts_read(gatt.control) == b"late"
+
+
 def test_answered_events_are_never_dropped(link: sim.Link) -> None:
     """A ring too small for a scan flood drops scan results, never a question the stack
     waits on: every read request is answered by the handler."""

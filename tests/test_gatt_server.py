@@ -434,6 +434,25 @@ def test_a_write_request_is_answered_after_its_handler_returns(gatt: Gatt) -> No
     assert gatt.server.gatts_read(gatt.control) == b"two"
 
 
+def test_a_write_request_is_answered_without_a_handler_or_after_a_failing_one(
+    gatt: Gatt, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The response waits for the handler only while there is one: without a handler the
+    write is stored and answered at once, and a handler that raises is reported, removed
+    (SPEC D4) and the write answered all the same."""
+    gatt.server.irq(None)
+    assert gatt.write(gatt.control, b"a")[2] == 0
+    assert gatt.server.gatts_read(gatt.control) == b"a"
+
+    def bad(event: int, data: Any) -> None:
+        raise RuntimeError("boom")
+
+    gatt.server.irq(bad)
+    assert gatt.write(gatt.control, b"b")[2] == 0
+    assert gatt.server.gatts_read(gatt.control) == b"b"
+    assert "Unhandled exception in IRQ callback handler" in capsys.readouterr().err
+
+
 def test_notify_of_the_stored_value_asks_the_handler_first(gatt: Gatt) -> None:
     """NimBLE reads the stored value through the access callback with conn 65535: the
     handler gets READ_REQUEST(65535, h) before the call returns and may refresh the value;
