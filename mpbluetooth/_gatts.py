@@ -3,7 +3,7 @@
 IRQs 3 (GATTS_WRITE), 4 (GATTS_READ_REQUEST) and 20 (GATTS_INDICATE_DONE).
 
 The values live here, not in Bumble: each user characteristic value and user descriptor is
-a ``_Value`` with MicroPython's capacity and append mode, and Bumble's attributes only
+a ``StoredValue`` with MicroPython's capacity and append mode, and Bumble's attributes only
 call back into it. Bumble enforces none of the ``FLAG_*`` permissions itself, so the
 callbacks apply NimBLE's checks (``ble_att_svr_check_perms``) before touching a value.
 The local calls (``gatts_read``/``gatts_write``/``gatts_set_buffer``) take a lock instead
@@ -17,7 +17,6 @@ import asyncio
 import functools
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,13 @@ from . import _overrides
 from ._errors import mp_oserror
 from ._events import wait_answer
 from ._flow import acl_packets, backlog_full
-from ._gatts_defs import ServiceDef, attribute_count, bumble_uuid, properties_byte
+from ._gatts_defs import (
+    ServiceDef,
+    StoredValue,
+    attribute_count,
+    bumble_uuid,
+    properties_byte,
+)
 from ._runtime import runtime
 from ._status import (
     ATT_INSUFFICIENT_AUTHENTICATION,
@@ -43,13 +48,6 @@ from .constants import (
     ENOMEM,
     FLAG_INDICATE,
     FLAG_NOTIFY,
-    FLAG_READ,
-    FLAG_READ_AUTHENTICATED,
-    FLAG_READ_ENCRYPTED,
-    FLAG_WRITE,
-    FLAG_WRITE_AUTHENTICATED,
-    FLAG_WRITE_ENCRYPTED,
-    FLAG_WRITE_NO_RESPONSE,
     IRQ_GATTS_INDICATE_DONE,
     IRQ_GATTS_READ_REQUEST,
     IRQ_GATTS_WRITE,
@@ -67,8 +65,6 @@ logger = logging.getLogger(__name__)
 MAX_BUFFER = 1 << 24
 #: The longest attribute value ATT allows (Core Vol 3, Part F, 3.2.9).
 _MAX_ATTRIBUTE = 512
-#: Initial capacity of every value, in bytes (MicroPython's default buffer).
-DEFAULT_CAPACITY = 20
 #: Indications waiting for their confirmation, per instance, above which OSError(ENOMEM)
 #: (NimBLE counts them among its 4 GATT procedures).
 MAX_PENDING_INDICATIONS = 4
@@ -77,48 +73,6 @@ MAX_PENDING_INDICATIONS = 4
 DEFAULT_MTU = 256
 _MTU_RANGE = range(23, 528)
 _LAST_HANDLE = 0xFFFF
-
-
-# --- stored values --------------------------------------------------------------------
-class _Value:
-    """A user characteristic value or user descriptor: bytes, capacity, access rules."""
-
-    __slots__ = (
-        "handle",
-        "data",
-        "capacity",
-        "append",
-        "readable",
-        "writable",
-        "read_security",
-        "write_security",
-        "updates",
-        "unseen",
-    )
-
-    def __init__(self, flags: int, descriptor: bool) -> None:
-        self.handle = 0
-        self.data = b""
-        #: Remote writes whose ``_IRQ_GATTS_WRITE`` the program has not reached yet.
-        self.unseen: deque[bytes] = deque()
-        self.capacity = DEFAULT_CAPACITY
-        self.append = False
-        self.readable = bool(flags & FLAG_READ)
-        self.writable = bool(flags & (FLAG_WRITE | FLAG_WRITE_NO_RESPONSE))
-        if descriptor:
-            # MicroPython keeps only the read/write bits of a descriptor's flags.
-            self.read_security = self.write_security = (False, False)
-            self.updates = False
-        else:
-            self.read_security = (
-                bool(flags & FLAG_READ_ENCRYPTED),
-                bool(flags & FLAG_READ_AUTHENTICATED),
-            )
-            self.write_security = (
-                bool(flags & FLAG_WRITE_ENCRYPTED),
-                bool(flags & FLAG_WRITE_AUTHENTICATED),
-            )
-            self.updates = bool(flags & (FLAG_NOTIFY | FLAG_INDICATE))
 
 
 class GattServer:
@@ -137,7 +91,7 @@ class GattServer:
         #: ``config('mtu')``: what we offer in an MTU exchange (Bumble's server max MTU).
         self.mtu = DEFAULT_MTU
         self._lock = threading.Lock()
-        self._values: dict[int, _Value] = {}
+        self._values: dict[int, StoredValue] = {}
         self._indications: set[asyncio.Task[Any]] = set()
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
@@ -212,13 +166,13 @@ class GattServer:
             # with a struct.error when a handle passes 0xFFFF.
             raise mp_oserror(ENOMEM, "the services do not fit in the 16-bit handle space")
         permissions = Attribute.Permissions.READABLE | Attribute.Permissions.WRITEABLE
-        layout: list[list[tuple[_Value, Any]]] = []
+        layout: list[list[tuple[StoredValue, Any]]] = []
         bumble_services = []
         for service in services:
-            entries: list[tuple[_Value, Any]] = []
+            entries: list[tuple[StoredValue, Any]] = []
             characteristics = []
             for char in service.characteristics:
-                value = _Value(char.flags, descriptor=False)
+                value = StoredValue(char.flags, descriptor=False)
                 characteristic = Characteristic(
                     bumble_uuid(char.uuid),
                     Characteristic.Properties(properties_byte(char.flags)),
@@ -238,7 +192,7 @@ class GattServer:
                         )
                     )
                 for desc in char.descriptors:
-                    d_value = _Value(desc.flags, descriptor=True)
+                    d_value = StoredValue(desc.flags, descriptor=True)
                     descriptor = Descriptor(
                         bumble_uuid(desc.uuid),
                         permissions,
@@ -251,7 +205,7 @@ class GattServer:
             bumble_services.append(Service(bumble_uuid(service.uuid), characteristics))
             layout.append(entries)
         device.add_services(bumble_services)
-        values: dict[int, _Value] = {}
+        values: dict[int, StoredValue] = {}
         for entries in layout:
             for value, attribute in entries:
                 value.handle = attribute.handle
@@ -260,7 +214,7 @@ class GattServer:
             self._values = values
         return tuple(tuple(value.handle for value, _ in entries) for entries in layout)
 
-    def _attribute_value(self, value: _Value, factory: Any) -> Any:
+    def _attribute_value(self, value: StoredValue, factory: Any) -> Any:
         async def read(connection: Connection) -> bytes:
             return await self._remote_read(value, connection)
 
@@ -287,18 +241,18 @@ class GattServer:
             return ATT_INSUFFICIENT_AUTHENTICATION
         return 0
 
-    def _write_error(self, value: _Value, connection: Connection) -> int:
+    def _write_error(self, value: StoredValue, connection: Connection) -> int:
         if not value.writable:
             return ATT_WRITE_NOT_PERMITTED
         return self._security_error(connection, value.write_security)
 
     async def _remote_write_after(
-        self, settled: asyncio.Future[None], value: _Value, connection: Connection, data: bytes
+        self, settled: asyncio.Future[None], value: StoredValue, connection: Connection, data: bytes
     ) -> None:
         await settled
         await self._remote_write(value, connection, data)
 
-    async def _remote_read(self, value: _Value, connection: Connection) -> bytes:
+    async def _remote_read(self, value: StoredValue, connection: Connection) -> bytes:
         from bumble.att import ATT_Error
 
         settled = self.security.settled(connection)
@@ -321,7 +275,7 @@ class GattServer:
             return value.data
 
     def _remote_write(
-        self, value: _Value, connection: Connection, data: bytes
+        self, value: StoredValue, connection: Connection, data: bytes
     ) -> Coroutine[Any, Any, Any]:
         """A Write Request: refused at once, or answered once its ``_IRQ_GATTS_WRITE``
         handler has returned (Bumble awaits what the value's ``write`` returns before it
@@ -375,12 +329,12 @@ class GattServer:
             )
 
     async def _take_write_request_after(
-        self, settled: asyncio.Future[None], value: _Value, bearer: Any, request: Any
+        self, settled: asyncio.Future[None], value: StoredValue, bearer: Any, request: Any
     ) -> None:
         await settled
         self._take_write_request(value, bearer, request)
 
-    def _take_write_request(self, value: _Value, connection: Connection, request: Any) -> None:
+    def _take_write_request(self, value: StoredValue, connection: Connection, request: Any) -> None:
         from bumble.att import ATT_Error_Response, ATT_Write_Response
 
         server = connection.device.gatt_server
@@ -426,7 +380,7 @@ class GattServer:
             return  # a refused Write Command is dropped silently (no response exists)
         self._store_remote(value, bearer, bytes(request.attribute_value))
 
-    def _store_remote(self, value: _Value, connection: Connection, data: bytes) -> None:
+    def _store_remote(self, value: StoredValue, connection: Connection, data: bytes) -> None:
         """Take a remote write, and let the program see it as it handles its event.
 
         On NimBLE the handler of ``_IRQ_GATTS_WRITE`` runs inside the write, before the
@@ -448,7 +402,7 @@ class GattServer:
             before=functools.partial(self._store_unseen, value),
         )
 
-    def _store_unseen(self, value: _Value) -> None:
+    def _store_unseen(self, value: StoredValue) -> None:
         """Store a value's oldest unseen remote write: truncated to the capacity (remote
         writes never grow it) or appended (any thread)."""
         with self._lock:

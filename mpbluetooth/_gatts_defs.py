@@ -1,13 +1,26 @@
 """GATT service definitions as ``gatts_register_services`` takes them, parsed with
-MicroPython's errors and messages, and what they take in the attribute database."""
+MicroPython's errors and messages, what they take in the attribute database, and the
+stored value each user characteristic value or descriptor becomes."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .constants import FLAG_AUX_WRITE, FLAG_INDICATE, FLAG_NOTIFY
+from .constants import (
+    FLAG_AUX_WRITE,
+    FLAG_INDICATE,
+    FLAG_NOTIFY,
+    FLAG_READ,
+    FLAG_READ_AUTHENTICATED,
+    FLAG_READ_ENCRYPTED,
+    FLAG_WRITE,
+    FLAG_WRITE_AUTHENTICATED,
+    FLAG_WRITE_ENCRYPTED,
+    FLAG_WRITE_NO_RESPONSE,
+)
 from .uuid import UUID
 
 if TYPE_CHECKING:
@@ -17,6 +30,8 @@ if TYPE_CHECKING:
 
 #: NimBLE's limit on services per ``gatts_register_services`` call (OSError(E2BIG) above).
 MAX_SERVICES = 8
+#: Initial capacity of every value, in bytes (MicroPython's default buffer).
+DEFAULT_CAPACITY = 20
 
 
 @dataclass(frozen=True)
@@ -153,3 +168,45 @@ __all__ = [
     "properties_byte",
     "sized",
 ]
+
+
+# --- stored values --------------------------------------------------------------------
+class StoredValue:
+    """A user characteristic value or user descriptor: bytes, capacity, access rules."""
+
+    __slots__ = (
+        "handle",
+        "data",
+        "capacity",
+        "append",
+        "readable",
+        "writable",
+        "read_security",
+        "write_security",
+        "updates",
+        "unseen",
+    )
+
+    def __init__(self, flags: int, descriptor: bool) -> None:
+        self.handle = 0
+        self.data = b""
+        #: Remote writes whose ``_IRQ_GATTS_WRITE`` the program has not reached yet.
+        self.unseen: deque[bytes] = deque()
+        self.capacity = DEFAULT_CAPACITY
+        self.append = False
+        self.readable = bool(flags & FLAG_READ)
+        self.writable = bool(flags & (FLAG_WRITE | FLAG_WRITE_NO_RESPONSE))
+        if descriptor:
+            # MicroPython keeps only the read/write bits of a descriptor's flags.
+            self.read_security = self.write_security = (False, False)
+            self.updates = False
+        else:
+            self.read_security = (
+                bool(flags & FLAG_READ_ENCRYPTED),
+                bool(flags & FLAG_READ_AUTHENTICATED),
+            )
+            self.write_security = (
+                bool(flags & FLAG_WRITE_ENCRYPTED),
+                bool(flags & FLAG_WRITE_AUTHENTICATED),
+            )
+            self.updates = bool(flags & (FLAG_NOTIFY | FLAG_INDICATE))

@@ -16,7 +16,6 @@ takes over the parts that differ, per instance and only for channels we own:
   of credits, and ``_IRQ_L2CAP_SEND_READY`` follows once it has.
 * **Stale CID.** Bumble forgets to drop a closed channel from its LE table, so the peer
   cannot open another channel on the same link; our close hook removes it.
-
 * **One slot**, as MicroPython's NimBLE binding: one channel per device. ``l2cap_listen``
   takes the slot for good (until the radio stops), so a listening device cannot connect
   and cannot listen on a second PSM (EALREADY); ``l2cap_connect`` takes it from the call
@@ -119,31 +118,31 @@ class L2cap:
         #: MicroPython's one channel slot: taken by a listen (for good) or a connect.
         self.slot_taken = False
         self.slot_listening = False
+        #: Guards the slot and ``listening`` (``listen`` runs on the caller's thread).
+        self._slot_lock = threading.Lock()
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
     # --- lifecycle ------------------------------------------------------------------
     def _attach(self, device: Device) -> None:
-        self.listening.clear()
-        self.channels.clear()
-        self.slot_taken = self.slot_listening = False
-        with self._closed_lock:
-            self.closed_rx.clear()
+        self._detach()
         manager = device.l2cap_channel_manager
         take_le_coc_requests(manager, self._on_connection_request)
         drop_closed_le_channels(manager)
         guard_l2cap_pdus(manager, self._dropped_pdu)
 
     def _detach(self) -> None:
-        self.listening.clear()
+        """Forget the channels and the listened PSMs (also as the stack starts)."""
+        with self._slot_lock:
+            self.listening.clear()
+            self.slot_taken = self.slot_listening = False
         self.channels.clear()
-        self.slot_taken = self.slot_listening = False
         with self._closed_lock:
             self.closed_rx.clear()
 
-    # --- calls from ble.py (loop thread) ----------------------------------------------
+    # --- calls from ble.py (loop thread, except listen) ----------------------------------
     def _take_slot(self, listening: bool) -> None:
-        """MicroPython's ``create_l2cap_channel``: one channel per device (EALREADY)."""
+        """``create_l2cap_channel``: one channel per device (EALREADY); under the lock."""
         if self.multichannel:
             return
         if self.slot_taken:
@@ -157,22 +156,26 @@ class L2cap:
 
     def _free_slot(self) -> None:
         """MicroPython's ``destroy_l2cap_channel``: a listener keeps its slot."""
-        if not self.slot_listening:
-            self.slot_taken = False
+        with self._slot_lock:
+            if not self.slot_listening:
+                self.slot_taken = False
 
     def listen(self, psm: int, mtu: int) -> None:
+        """Any thread: only what ``_on_connection_request`` reads, no Bumble state."""
         self.stack.require()
-        if psm in self.listening:
-            raise mp_oserror(EALREADY, f"already listening on PSM {psm}")
-        self._take_slot(listening=True)
-        self.listening[psm] = clamp_mtu(mtu)
+        with self._slot_lock:
+            if psm in self.listening:
+                raise mp_oserror(EALREADY, f"already listening on PSM {psm}")
+            self._take_slot(listening=True)
+            self.listening[psm] = clamp_mtu(mtu)
 
     def connect(self, conn_handle: int, psm: int, mtu: int) -> None:
         from bumble.l2cap import LeCreditBasedChannel
 
         device = self.stack.require()
         # Taken before the link is looked up, and kept if that fails, as on a board.
-        self._take_slot(listening=False)
+        with self._slot_lock:
+            self._take_slot(listening=False)
         connection = self.stack.connection(conn_handle)
         manager = device.l2cap_channel_manager
         by_cid = manager.channels.setdefault(conn_handle, {})

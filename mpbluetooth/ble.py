@@ -444,7 +444,9 @@ class BLE:
         ``OSError(EALREADY)``."""
         psm_value, mtu_value = uint16(psm), clamp_mtu(to_int(mtu))
         self._stack.require()
-        self._call(self._l2cap.listen, psm_value, mtu_value, what="l2cap_listen")
+        # On the caller's thread, as NimBLE's ble_l2cap_create_server registers in the
+        # call: a request the loop is about to handle must find the PSM listened on.
+        self._l2cap.listen(psm_value, mtu_value)
 
     @mp_args(4, 4)
     def l2cap_connect(self, conn_handle: Any, psm: Any, mtu: Any, /) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE, set_l2cap_multichannel
 from mpbluetooth.constants import (
     EALREADY,
@@ -100,6 +101,28 @@ def test_rejected_accept_gives_the_connecting_side_a_failed_disconnect(
     # The refusal left nothing behind: the next request on the same link is accepted.
     b.irq(rb)
     open_channel(a, ra, ca, rb)
+
+
+def test_listen_registers_in_the_call_without_the_stacks_thread(
+    pair: tuple[BLE, Recorder, BLE, Recorder],
+) -> None:
+    """NimBLE's ble_l2cap_create_server registers the PSM inside the call, so a request
+    the stack handles right after ``l2cap_listen`` returns finds it, however busy the
+    stack's thread was: here it is held busy for the whole call, which still returns at
+    once, and the channel then opens."""
+    a, ra, b, rb = pair
+    ca, cb = connect(a, ra, b, rb)
+    gate = threading.Event()
+    runtime().loop.call_soon_threadsafe(gate.wait, WAIT)  # the loop thread is held
+    try:
+        started = time.monotonic()
+        b.l2cap_listen(PSM, 128)
+        took = time.monotonic() - started
+    finally:
+        gate.set()
+    assert took < WAIT / 2  # it did not wait for the held thread
+    _, cid_b, _, on_b = open_channel(a, ra, ca, rb)
+    assert on_b == (cb, cid_b, PSM, 128, 64)
 
 
 def test_unknown_psm_is_refused(linked: tuple[BLE, Recorder, int, BLE, Recorder, int]) -> None:
