@@ -277,11 +277,11 @@ class GattServer:
     def _remote_write(
         self, value: StoredValue, connection: Connection, data: bytes
     ) -> Coroutine[Any, Any, Any]:
-        """A Write Request: refused at once, or answered once its ``_IRQ_GATTS_WRITE``
-        handler has returned (Bumble awaits what the value's ``write`` returns before it
-        sends the Write Response). On NimBLE the handler runs inside the ATT server's
-        access callback, so the response leaves after it: a central's next write cannot
-        reach the server before the program has seen this one (SPEC 1.16)."""
+        """A write that reaches the value through Bumble's own server (a Write Request on
+        a bearer ``_on_write_request`` does not take: EATT): refused at once, or answered
+        once its ``_IRQ_GATTS_WRITE`` handler has returned (Bumble awaits what the value's
+        ``write`` returns, then responds, one loop iteration later than
+        ``_take_write_request`` does)."""
         from bumble.att import ATT_Error
 
         code = self._write_error(value, connection)
@@ -391,7 +391,7 @@ class GattServer:
         and is stored just before its handler is called. A read request asked after it
         is answered after it (same queue), so it counts every earlier write. This is the
         Write Command's path, which has no response to hold; a Write Request's is
-        ``_remote_write``.
+        ``_take_write_request``.
         """
         with self._lock:
             value.unseen.append(data)
