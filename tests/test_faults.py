@@ -41,6 +41,7 @@ from .conftest import ENV, connect, default_sigint
 from .gatt_setup import SERVICES, Server
 
 ENODEV = 19
+ETIMEDOUT = 110
 SCAN_MS = 1500
 #: How long the blocking handler blocks, in seconds.
 BLOCK_S = 2.0
@@ -233,6 +234,63 @@ def test_tcp_transport_closed_disconnects_both_ends_and_instance_restarts(
         local.ble.close()
         peer.ble.close()
         proxy.close()
+
+
+class SlowProxy(Proxy):
+    """A ``Proxy`` whose answers from the hub each arrive ``delay`` seconds late: a
+    controller that answers every command, slowly (as a hub starved of CPU does)."""
+
+    delay = 0.6
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._late, args=(upstream, client), daemon=True).start()
+
+    def _late(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                time.sleep(self.delay)
+                sink.sendall(data)
+        except OSError:
+            pass
+
+
+def test_power_on_waits_for_a_slow_controller_and_fails_on_a_silent_one(
+    hub_spec: str, no_errors: None
+) -> None:
+    """A controller that answers each of the power-on's commands late is waited for,
+    even when the whole takes longer than 5 s; one that stops answering fails after 5 s
+    of silence, with ETIMEDOUT naming the transport."""
+    port = int(hub_spec.rsplit(":", 1)[1])
+    slow = SlowProxy(port)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    slow_ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{slow.port}", "slow")
+    silent_ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{silent.getsockname()[1]}", "silent")
+    try:
+        started = time.monotonic()
+        assert slow_ble.active(True) is True
+        assert time.monotonic() - started > 5.0  # longer than the old limit for the whole
+        started = time.monotonic()
+        with pytest.raises(OSError) as info:
+            silent_ble.active(True)
+        assert info.value.errno == ETIMEDOUT
+        assert 5.0 <= time.monotonic() - started < 12.0
+        assert "unanswered" in " ".join(getattr(info.value, "__notes__", []))
+        assert silent_ble.active() is False
+    finally:
+        slow_ble.close()
+        silent_ble.close()
+        slow.close()
+        silent.close()
 
 
 # --- a handler that blocks ------------------------------------------------------------------
