@@ -104,8 +104,8 @@ class Stack:
             except TimeoutError:
                 raise mp_oserror(
                     ETIMEDOUT,
-                    f"controller behind {transport.spec!r} left an HCI command of the "
-                    f"power-on unanswered for {POWER_ON_TIMEOUT:g} s",
+                    f"controller behind {transport.spec!r} did not answer a command of the "
+                    f"power-on (HCI Reset and setup) within {POWER_ON_TIMEOUT:g} s",
                 ) from None
             except OSError:
                 raise

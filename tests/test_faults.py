@@ -41,7 +41,6 @@ from .conftest import ENV, connect, default_sigint
 from .gatt_setup import SERVICES, Server
 
 ENODEV = 19
-ETIMEDOUT = 110
 SCAN_MS = 1500
 #: How long the blocking handler blocks, in seconds.
 BLOCK_S = 2.0
@@ -262,35 +261,25 @@ class SlowProxy(Proxy):
             pass
 
 
-def test_power_on_waits_for_a_slow_controller_and_fails_on_a_silent_one(
-    hub_spec: str, no_errors: None
-) -> None:
-    """A controller that answers each of the power-on's commands late is waited for,
-    even when the whole takes longer than 5 s; one that stops answering fails after 5 s
-    of silence, with ETIMEDOUT naming the transport."""
+def test_power_on_waits_for_a_slow_controller(hub_spec: str, no_errors: None) -> None:
+    """A controller that answers each of the power-on's commands late is waited for, even
+    when the whole takes longer than 5 s (a silent one still fails after 5 s:
+    test_lifecycle.py, "silent controller...")."""
     port = int(hub_spec.rsplit(":", 1)[1])
     slow = SlowProxy(port)
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen()
     slow_ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{slow.port}", "slow")
-    silent_ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{silent.getsockname()[1]}", "silent")
+    peer = Member(hub_spec, "peer")
     try:
         started = time.monotonic()
         assert slow_ble.active(True) is True
-        assert time.monotonic() - started > 5.0  # longer than the old limit for the whole
-        started = time.monotonic()
-        with pytest.raises(OSError) as info:
-            silent_ble.active(True)
-        assert info.value.errno == ETIMEDOUT
-        assert 5.0 <= time.monotonic() - started < 12.0
-        assert "unanswered" in " ".join(getattr(info.value, "__notes__", []))
-        assert silent_ble.active() is False
+        assert time.monotonic() - started > 5.0  # longer than a limit for the whole
+        rec = Server()
+        slow_ble.irq(rec)
+        connect(slow_ble, rec, peer.ble, peer.rec)  # it works, as any other instance
     finally:
         slow_ble.close()
-        silent_ble.close()
+        peer.ble.close()
         slow.close()
-        silent.close()
 
 
 # --- a handler that blocks ------------------------------------------------------------------
