@@ -28,15 +28,11 @@ from .constants import ENODEV, ENOTCONN, ETIMEDOUT
 
 if TYPE_CHECKING:
     from bumble.device import Connection, Device
-    from bumble.host import Host
 
 logger = logging.getLogger(__name__)
 
-#: Seconds the controller may leave one command of the power-on (HCI Reset and the setup
-#: commands) unanswered; the sequence as a whole may take longer (``_answered``).
+#: Seconds one power-on command may stay unanswered (the whole may take longer).
 POWER_ON_TIMEOUT = 5.0
-#: How often the power-on watch looks whether the controller has answered a command.
-_POWER_ON_POLL = 0.1
 #: Seconds allowed to tear an instance down before the transport is closed regardless.
 POWER_OFF_TIMEOUT = 2.0
 #: Seconds a lost transport's operations in flight get to report their outcome (status 7,
@@ -100,7 +96,7 @@ class Stack:
                 if pending is not None:
                     await pending
             try:
-                await _answered(device.power_on(), device.host)
+                await _transport.answered(device.power_on(), device.host, POWER_ON_TIMEOUT)
             except TimeoutError:
                 raise mp_oserror(
                     ETIMEDOUT,
@@ -298,32 +294,6 @@ class Stack:
         self.gap_name = name
         if self.device is not None:
             serve_gap_name(self.device, name)
-
-
-async def _answered(power_on: Coroutine[Any, Any, None], host: Host) -> None:
-    """Run Bumble's power-on (about twenty HCI commands, one at a time) and fail only when
-    the controller leaves one of them unanswered for ``POWER_ON_TIMEOUT``, not when the
-    whole sequence takes longer: a simulated controller behind a hub that a hundred
-    starting programs starve of CPU answers every command, late (3-7 s in all for 100
-    boards on 2 cores), and a controller that is gone never does. The caller's own
-    deadline (``Runtime.call``'s 15 s) still bounds the whole."""
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(power_on)
-    seen: object = None
-    since = loop.time()
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=_POWER_ON_POLL)
-            if done:
-                return task.result()
-            command = host.pending_command
-            if command is not seen:
-                seen, since = command, loop.time()
-            elif loop.time() - since >= POWER_ON_TIMEOUT:
-                raise TimeoutError
-    finally:
-        if not task.done():
-            task.cancel()
 
 
 __all__ = ["Stack", "TransportError", "POWER_ON_TIMEOUT"]

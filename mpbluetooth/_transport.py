@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._engine import SIM_SPEC, OpenedTransport, engine_for
@@ -27,6 +28,7 @@ from ._runtime import runtime
 
 if TYPE_CHECKING:
     from bumble.device import Device
+    from bumble.host import Host
 
     from ._address import OwnAddress
 
@@ -257,3 +259,33 @@ def _hint(scheme: str, exc: BaseException, code: int) -> str:
     if scheme in ("tcp-client", "unix") and code in (errno.ECONNREFUSED, errno.ENOENT):
         return "nothing is listening there: start `mpbluetooth sim-hub` or the HCI bridge first"
     return ""
+
+
+#: How often ``answered`` looks whether the controller has answered a command.
+_ANSWER_POLL = 0.1
+
+
+async def answered(power_on: Coroutine[Any, Any, None], host: Host, limit: float) -> None:
+    """Run Bumble's power-on (about twenty HCI commands, one at a time) and fail only when
+    the controller leaves one of them unanswered for ``limit`` seconds, not when the
+    whole sequence takes longer: a simulated controller behind a hub that a hundred
+    starting programs starve of CPU answers every command, late (3-7 s in all for 100
+    boards on 2 cores), and a controller that is gone never does. The caller's own
+    deadline (``Runtime.call``'s 15 s) still bounds the whole."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(power_on)
+    seen: object = None
+    since = loop.time()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_ANSWER_POLL)
+            if done:
+                return task.result()
+            command = host.pending_command
+            if command is not seen:
+                seen, since = command, loop.time()
+            elif loop.time() - since >= limit:
+                raise TimeoutError
+    finally:
+        if not task.done():
+            task.cancel()
