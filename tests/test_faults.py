@@ -178,8 +178,12 @@ class Proxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for pump, a, b in ((self._pump, client, upstream), (self._answer, upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    def _answer(self, source: socket.socket, sink: socket.socket) -> None:
+        """What the hub sends back to the instance."""
+        self._pump(source, sink)
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -241,18 +245,7 @@ class SlowProxy(Proxy):
 
     delay = 0.6
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._late, args=(upstream, client), daemon=True).start()
-
-    def _late(self, source: socket.socket, sink: socket.socket) -> None:
+    def _answer(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
                 time.sleep(self.delay)
