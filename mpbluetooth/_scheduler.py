@@ -135,8 +135,21 @@ class Scheduler:
             self._check_points.disarm()
         with self._cond:
             self._main_mode = False
-            self._start_fallback_locked()
+            try:
+                self._start_fallback_locked()
+            except RuntimeError:
+                # Python 3.12 refuses new threads once shutdown has begun ("can't create
+                # new thread at interpreter shutdown"); 3.11 and 3.13 allow this one. The
+                # work queued now runs here, once; later events of threads that outlive
+                # the main thread are not delivered there.
+                self._thread = None
+                drain_here = True
+            else:
+                drain_here = False
             self._cond.notify_all()
+        if drain_here:
+            logger.debug("no fallback thread at shutdown: queued work runs on the main thread")
+            self.run_pending()
 
     def add_ring(self, ring: Any) -> None:
         with self._cond:
