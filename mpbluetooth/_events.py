@@ -18,6 +18,7 @@ so ``config('rxbuf')`` means what it means on a ring-buffer build (SPEC D1, sect
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
@@ -143,13 +144,13 @@ class IrqStats:
 
 
 class _Pending:
-    """An event waiting in the ring: its code, field values, accounted size, answer slot."""
+    """An event waiting in the ring: its code, field values, accounted size, and for an
+    answered event the ``reply`` that hands the handler's answer to the loop."""
 
     __slots__ = (
         "event",
         "values",
         "size",
-        "answer",
         "reply",
         "done",
         "before",
@@ -163,16 +164,14 @@ class _Pending:
         event: int,
         values: tuple[Any, ...],
         size: int,
-        answer: asyncio.Future[Any] | None = None,
         done: threading.Event | None = None,
         before: Callable[[], None] | None = None,
         after: Callable[[], None] | None = None,
-        reply: _Reply | None = None,
+        reply: Callable[[Any], None] | None = None,
     ) -> None:
         self.event = event
         self.values = values
         self.size = size
-        self.answer = answer
         self.reply = reply
         self.done = done
         self.before = before
@@ -322,7 +321,7 @@ class EventRing:
             queue = self._queue
             if not queue or queue[0].seq > self._published:
                 return None
-            if answered_only and queue[0].answer is None and queue[0].reply is None:
+            if answered_only and queue[0].reply is None:
                 return None
             pending = queue.popleft()
             self._used -= pending.size
@@ -392,7 +391,9 @@ class EventRing:
             future.set_result(None)
             return future
         with self._cond:
-            self._append(_Pending(event, values, 0, answer=future, before=before))
+            self._append(
+                _Pending(event, values, 0, before=before, reply=functools.partial(_resolve, future))
+            )
         self._publish_soon()
         return future
 
@@ -431,7 +432,7 @@ class EventRing:
             kept = deque(
                 p
                 for p in self._queue
-                if p.event != event or p.answer or p.reply or p.done or p.before or p.after
+                if p.event != event or p.reply or p.done or p.before or p.after
             )
             self._used = sum(p.size for p in kept)
             self._queue.clear()
@@ -490,12 +491,6 @@ class EventRing:
 
     def _finish(self, pending: _Pending, result: Any) -> None:
         pending.result = result
-        if pending.answer is not None:
-            answer = pending.answer
-            try:
-                answer.get_loop().call_soon_threadsafe(_resolve, answer, result)
-            except RuntimeError:  # loop already closed (interpreter exit)
-                pass
         if pending.reply is not None:
             try:
                 self._loop_getter().call_soon_threadsafe(pending.reply, result)

@@ -287,14 +287,12 @@ class GattServer:
         code = self._write_error(value, connection)
         if code:
             raise ATT_Error(code, value.handle)
-        with self._lock:
-            value.unseen.append(data)
         return wait_answer(
             self.ring.ask(
                 IRQ_GATTS_WRITE,
                 connection.handle,
                 value.handle,
-                before=functools.partial(self._store_unseen, value),
+                before=self._queue_unseen(value, data),
             ),
             "a write",
         )
@@ -355,14 +353,12 @@ class GattServer:
             if device is not None and device.lookup_connection(connection.handle) is connection:
                 server.send_response(connection, ATT_Write_Response())
 
-        with self._lock:
-            value.unseen.append(bytes(request.attribute_value))
         self.ring.ask_reply(
             IRQ_GATTS_WRITE,
             connection.handle,
             value.handle,
             reply=respond,
-            before=functools.partial(self._store_unseen, value),
+            before=self._queue_unseen(value, bytes(request.attribute_value)),
             what="a write",
         )
 
@@ -393,14 +389,19 @@ class GattServer:
         Write Command's path, which has no response to hold; a Write Request's is
         ``_take_write_request``.
         """
-        with self._lock:
-            value.unseen.append(data)
         self.ring.post(
             IRQ_GATTS_WRITE,
             connection.handle,
             value.handle,
-            before=functools.partial(self._store_unseen, value),
+            before=self._queue_unseen(value, data),
         )
+
+    def _queue_unseen(self, value: StoredValue, data: bytes) -> Callable[[], None]:
+        """Queue a remote write in the value's ``unseen`` queue; return the hook that
+        stores it as its ``_IRQ_GATTS_WRITE`` is handled (the event's ``before``)."""
+        with self._lock:
+            value.unseen.append(data)
+        return functools.partial(self._store_unseen, value)
 
     def _store_unseen(self, value: StoredValue) -> None:
         """Store a value's oldest unseen remote write: truncated to the capacity (remote

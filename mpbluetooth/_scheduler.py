@@ -388,11 +388,16 @@ class Scheduler:
         cond = self._cond
         while True:
             with cond:
-                if self._main_mode or not self._queue or self._locked:
+                if self._fallback_idle_locked():
                     with _cpu.visiting():
-                        while self._main_mode or not self._queue or self._locked:
+                        while self._fallback_idle_locked():
                             cond.wait()
             self._run_batch()
+
+    def _fallback_idle_locked(self) -> bool:
+        """Whether the fallback thread has nothing to run (the main thread is the IRQ
+        context, nothing is queued, or ``disable_irq`` holds it back)."""
+        return self._main_mode or not self._queue or self._locked > 0
 
     # --- machine.disable_irq ------------------------------------------------------------
     def lock(self) -> None:
