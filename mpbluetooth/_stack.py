@@ -97,11 +97,11 @@ class Stack:
                     await pending
             try:
                 await _transport.answered(device.power_on(), device.host, POWER_ON_TIMEOUT)
-            except TimeoutError:
+            except TimeoutError as stalled:
                 raise mp_oserror(
                     ETIMEDOUT,
                     f"controller behind {transport.spec!r} did not answer a command of the "
-                    f"power-on (HCI Reset and setup) within {POWER_ON_TIMEOUT:g} s",
+                    f"power-on (HCI Reset and setup) within {POWER_ON_TIMEOUT:g} s ({stalled})",
                 ) from None
             except OSError:
                 raise

@@ -285,7 +285,10 @@ async def answered(power_on: Coroutine[Any, Any, None], host: Host, limit: float
             if command is not seen:
                 seen, since = command, loop.time()
             elif loop.time() - since >= limit:
-                raise TimeoutError
+                # Name what was waited for: a lost command and a stalled host differ.
+                raise TimeoutError(
+                    "no HCI command was pending" if command is None else command.name
+                )
     finally:
         if not task.done():
             task.cancel()
