@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._convert import address_to_mp, adv_type, mp_to_address
 from ._errors import controller_answer, hci_oserror, hci_status, mp_oserror
+from ._l2cap_early import mark_told
 from ._runtime import guarded, runtime
 from ._status import HCI_INVALID_PARAMETERS, HS_ADV_DATA_TOO_LONG
 from .constants import (
@@ -420,7 +421,7 @@ class Gap:
             connection.handle,
             addr_type,
             addr,
-            after=functools.partial(_hold_until_acknowledged, exchanged),
+            after=functools.partial(_hold_until_acknowledged, exchanged, connection),
         )
         self.stack.spawn(self._read_remote_features(connection, exchanged), "remote-features")
         event = IRQ_PERIPHERAL_DISCONNECT if central else IRQ_CENTRAL_DISCONNECT
@@ -493,12 +494,14 @@ class Gap:
 __all__ = ["Gap"]
 
 
-def _hold_until_acknowledged(exchanged: threading.Event) -> None:
+def _hold_until_acknowledged(exchanged: threading.Event, connection: Connection) -> None:
     """After a connect event's handler: the IRQ context (and with it the program, whose
     next statement on a board runs only once the handler's task has finished) waits until
     the controller acknowledged the host's LE Read Remote Features, as NimBLE's connect
     handling does inside the task that ran the handler. A peer's request already received
     meanwhile (an L2CAP connection, a read) is then answered before the program's next
-    call. Not on the loop thread (an event with no handler), which the wait would block."""
+    call. Not on the loop thread (an event with no handler), which the wait would block.
+    Then the program has been told of the link (``_l2cap_early``)."""
     if not runtime().in_loop_thread():
         exchanged.wait(_FEATURES_ACK_S)
+    mark_told(connection)

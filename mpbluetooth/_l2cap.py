@@ -8,6 +8,8 @@ takes over the parts that differ, per instance and only for channels we own:
   request on a PSM we listen on is held until the IRQ handler has answered
   ``_IRQ_L2CAP_ACCEPT``; a non-zero answer refuses it with the L2CAP result NimBLE would
   send, and the connecting side gets ``_IRQ_L2CAP_DISCONNECT`` with a non-zero status.
+  A request for a PSM not listened on yet, on a link the program has just been told of,
+  waits for the listen as the air would make it wait (``_l2cap_early``).
 * **Receive credits.** Bumble hands the peer new credits as PDUs arrive. We replace each
   channel's PDU handler: received SDUs queue up for ``l2cap_recvinto`` and the peer gets
   its credits back only once the application has drained everything.
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from . import _events
 from ._errors import mp_oserror
 from ._l2cap_channel import Channel, clamp_mtu, credits_for, mps_for, respond
+from ._l2cap_early import EarlyRequests
 from ._overrides import (
     bumble_credits,
     drop_closed_le_channels,
@@ -120,6 +123,8 @@ class L2cap:
         self.slot_listening = False
         #: Guards the slot and ``listening`` (``listen`` runs on the caller's thread).
         self._slot_lock = threading.Lock()
+        #: Requests for a PSM not yet listened on, on a link the program just saw come up.
+        self.early = EarlyRequests(stack, self.listening, self._on_connection_request)
         stack.on_power_on.append(self._attach)
         stack.on_power_off.append(self._detach)
 
@@ -136,6 +141,7 @@ class L2cap:
         with self._slot_lock:
             self.listening.clear()
             self.slot_taken = self.slot_listening = False
+        self.early.clear()
         self.channels.clear()
         with self._closed_lock:
             self.closed_rx.clear()
@@ -168,6 +174,7 @@ class L2cap:
                 raise mp_oserror(EALREADY, f"already listening on PSM {psm}")
             self._take_slot(listening=True)
             self.listening[psm] = clamp_mtu(mtu)
+        self.early.wake()
 
     def connect(self, conn_handle: int, psm: int, mtu: int) -> None:
         from bumble.l2cap import LeCreditBasedChannel
@@ -489,6 +496,8 @@ class L2cap:
         request: L2CAP_LE_Credit_Based_Connection_Request,
     ) -> None:
         mtu = self.listening.get(request.le_psm)
+        if mtu is None and self.early.park(manager, delegate, connection, signaling_cid, request):
+            return  # the program may not have had its chance to listen yet
         if mtu is None or not self.stack.active:
             delegate(connection, signaling_cid, request)
             return
@@ -562,36 +571,20 @@ class L2cap:
         if by_cid is None or by_cid.get(bumble.source_cid) is not bumble or not self.stack.active:
             return  # the link went down (or the stack stopped) while the handler decided
         # MicroPython: a non-zero int rejects; None and non-ints accept.
+        answer_peer = functools.partial(
+            respond, manager, connection, signaling_cid, request, mtu=bumble.mtu, mps=bumble.mps
+        )
         if isinstance(answer, int) and answer != 0:
             del by_cid[bumble.source_cid]
-            respond(
-                manager,
-                connection,
-                signaling_cid,
-                request,
-                0,
-                bumble.mtu,
-                bumble.mps,
-                0,
-                L2CAP_ANSWER_TO_RESULT.get(answer, L2CAP_NO_RESOURCES),
-            )
+            refused = L2CAP_ANSWER_TO_RESULT.get(answer, L2CAP_NO_RESOURCES)
+            answer_peer(cid=0, credits=0, result=refused)
             return
         manager.le_coc_channels.setdefault(handle, {})[request.source_cid] = bumble
         bumble.state = bumble.State.CONNECTED
         bumble.connected = True
         channel = self._adopt(handle, request.le_psm, bumble)
         channel.connected = True
-        respond(
-            manager,
-            connection,
-            signaling_cid,
-            request,
-            bumble.source_cid,
-            bumble.mtu,
-            bumble.mps,
-            bumble.peer_credits,
-            L2CAP_SUCCESS,
-        )
+        answer_peer(cid=bumble.source_cid, credits=bumble.peer_credits, result=L2CAP_SUCCESS)
         self.stack.post(
             IRQ_L2CAP_CONNECT, handle, bumble.source_cid, request.le_psm, bumble.mtu, request.mtu
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mpbluetooth import _l2cap_early
 from mpbluetooth._runtime import runtime
 from mpbluetooth.ble import BLE, set_l2cap_multichannel
 from mpbluetooth.constants import (
@@ -123,6 +124,42 @@ def test_listen_registers_in_the_call_without_the_stacks_thread(
     assert took < WAIT / 2  # it did not wait for the held thread
     _, cid_b, _, on_b = open_channel(a, ra, ca, rb)
     assert on_b == (cb, cid_b, PSM, 128, 64)
+
+
+def test_a_request_that_overtakes_the_listen_waits_for_it(
+    pair: tuple[BLE, Recorder, BLE, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that listens as soon as it has seen its connect event is in time on a
+    board (the peer's request needs a connection event). Here the peer's request reaches
+    the peripheral before its program listens, and is accepted once it does, not refused
+    for an unknown PSM. (The wait is stretched so that no timing decides the test.)"""
+    monkeypatch.setattr(_l2cap_early, "GRACE_S", WAIT)
+    a, ra, b, rb = pair
+    ca, cb = connect(a, ra, b, rb)
+    a.l2cap_connect(ca, PSM, 64)
+    wait_until(lambda: b._l2cap.early.parked, what="the request held at b")
+    b.l2cap_listen(PSM, 128)
+    on_a = ra.wait(IRQ_L2CAP_CONNECT)
+    assert on_a[0] == ca and on_a[2:] == (PSM, 64, 128)
+    assert rb.wait(IRQ_L2CAP_CONNECT)[0] == cb and len(rb.of(IRQ_L2CAP_ACCEPT)) == 1
+    assert ra.of(IRQ_L2CAP_DISCONNECT) == []
+
+
+def test_a_held_request_is_refused_when_the_program_never_listens(
+    pair: tuple[BLE, Recorder, BLE, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait ends: the request is refused as an unknown PSM (8), no sooner than the
+    program's grace after its connect event, and the link keeps working."""
+    monkeypatch.setattr(_l2cap_early, "GRACE_S", 0.5)
+    a, ra, b, rb = pair
+    ca, cb = connect(a, ra, b, rb)
+    told = time.monotonic()
+    a.l2cap_connect(ca, PSM, 64)
+    assert ra.wait(IRQ_L2CAP_DISCONNECT)[2:] == (PSM, 8)  # BLE_HS_ENOTSUP
+    assert time.monotonic() - told >= 0.5
+    assert b._l2cap.early.parked == []
+    b.l2cap_listen(PSM, 128)
+    open_channel(a, ra, ca, rb)
 
 
 def test_unknown_psm_is_refused(linked: tuple[BLE, Recorder, int, BLE, Recorder, int]) -> None:
