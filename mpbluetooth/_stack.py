@@ -96,7 +96,7 @@ class Stack:
                 if pending is not None:
                     await pending
             try:
-                await _transport.answered(device.power_on(), device.host, POWER_ON_TIMEOUT)
+                await _transport.answered(device, transport, POWER_ON_TIMEOUT)
             except TimeoutError as stalled:
                 raise mp_oserror(
                     ETIMEDOUT,

@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Coroutine
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._engine import SIM_SPEC, OpenedTransport, engine_for
@@ -28,7 +28,6 @@ from ._runtime import runtime
 
 if TYPE_CHECKING:
     from bumble.device import Device
-    from bumble.host import Host
 
     from ._address import OwnAddress
 
@@ -207,6 +206,8 @@ def _ack_promptly(source: Any, sink: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
         except OSError:
             pass  # the socket is closing; the data is still delivered
+        if source not in _first_bytes:
+            _first_bytes[source] = data[:_FIRST_BYTES]
         received(data)
 
     source.data_received = data_received
@@ -263,9 +264,13 @@ def _hint(scheme: str, exc: BaseException, code: int) -> str:
 
 #: How often ``answered`` looks whether the controller has answered a command.
 _ANSWER_POLL = 0.1
+#: What a TCP controller sent first, kept to say what answered a power-on that stalled
+#: (a server that is not a controller, or nothing at all).
+_first_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_FIRST_BYTES = 16
 
 
-async def answered(power_on: Coroutine[Any, Any, None], host: Host, limit: float) -> None:
+async def answered(device: Device, transport: OpenedTransport, limit: float) -> None:
     """Run Bumble's power-on (about twenty HCI commands, one at a time) and fail only when
     the controller leaves one of them unanswered for ``limit`` seconds, not when the
     whole sequence takes longer: a simulated controller behind a hub that a hundred
@@ -273,7 +278,8 @@ async def answered(power_on: Coroutine[Any, Any, None], host: Host, limit: float
     boards on 2 cores), and a controller that is gone never does. The caller's own
     deadline (``Runtime.call``'s 15 s) still bounds the whole."""
     loop = asyncio.get_running_loop()
-    task = loop.create_task(power_on)
+    task = loop.create_task(device.power_on())
+    host = device.host
     seen: object = None
     since = loop.time()
     try:
@@ -285,10 +291,12 @@ async def answered(power_on: Coroutine[Any, Any, None], host: Host, limit: float
             if command is not seen:
                 seen, since = command, loop.time()
             elif loop.time() - since >= limit:
-                # Name what was waited for: a lost command and a stalled host differ.
-                raise TimeoutError(
-                    "no HCI command was pending" if command is None else command.name
-                )
+                # Name what was waited for (a lost command and a stalled host differ),
+                # and what the controller sent first, if it is a TCP one.
+                what = "no HCI command was pending" if command is None else command.name
+                if transport.source in _first_bytes:
+                    what += f"; it sent first: 0x{_first_bytes[transport.source].hex()}"
+                raise TimeoutError(what)
     finally:
         if not task.done():
             task.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import mpbluetooth
-from mpbluetooth import TransportError, sim
+from mpbluetooth import TransportError, _stack, sim
 from mpbluetooth.ble import BLE
 from mpbluetooth.constants import (
     IRQ_CENTRAL_CONNECT,
@@ -211,6 +211,34 @@ def test_silent_controller_times_out_instead_of_hanging(silent_server: int) -> N
     assert time.monotonic() - started < POWER_ON_S + 3
     assert ble.active() is False
     ble.close()
+
+
+def test_a_server_that_is_not_a_controller_is_named_by_what_it_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A power-on that stalls says what the other end sent first, so a port taken by a
+    server of another kind (which answers, and stays connected) is told from a controller
+    that went quiet."""
+    monkeypatch.setattr(_stack, "POWER_ON_TIMEOUT", 1.0)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer_as_a_web_server() -> None:
+            peer, _ = server.accept()
+            with peer:
+                peer.recv(100)
+                peer.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                peer.recv(100)  # until the host gives up and closes
+
+        thread = threading.Thread(target=answer_as_a_web_server, daemon=True)
+        thread.start()
+        ble = mpbluetooth.open(f"tcp-client:127.0.0.1:{server.getsockname()[1]}", "web")
+        with pytest.raises(OSError) as info:
+            ble.active(True)
+        ble.close()
+        thread.join(5)
+    assert info.value.errno == 110
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "(HCI_RESET_COMMAND; it sent first: 0x" + b"HTTP/1.0".hex() in notes, notes
 
 
 def test_set_transport_validates_and_resets() -> None:
