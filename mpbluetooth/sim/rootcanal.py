@@ -66,6 +66,9 @@ _COMMAND_COMPLETE = bytes((0x04, 0x0E))
 
 _LISTENING = re.compile(r"Listening on: (\d+)")
 _BIND_ERROR = re.compile(r"Error binding .* port: (\d+), (.*)")
+#: Its ``listen()`` failed after the bind succeeded (another SO_REUSEADDR socket bound the
+#: port too and listened first); the line names no port.
+_LISTEN_ERROR = re.compile(r"Error listening for .*: (.*)")
 _MISSING_VERSION = re.compile(r"version `(GLIBC(?:XX)?_[0-9.]+)' not found")
 
 #: How many times :meth:`RootCanal.start` tries ports of its own choosing.
@@ -155,6 +158,9 @@ def startup_error(binary: str, status: int | None, output: list[str]) -> RootCan
             return RootCanalError(
                 f"RootCanal cannot listen on port {bind.group(1)}: {bind.group(2)}"
             )
+        listen = _LISTEN_ERROR.search(line)
+        if listen:
+            return RootCanalError(f"RootCanal cannot listen on one of its ports: {listen.group(1)}")
     last = next((line for line in reversed(output) if line.strip()), "no output")
     how = f"exited with status {status}" if status is not None else "did not start listening"
     return RootCanalError(f"RootCanal at {binary} {how}: {last.strip()}")
@@ -162,9 +168,31 @@ def startup_error(binary: str, status: int | None, output: list[str]) -> RootCan
 
 def free_port() -> int:
     """A TCP port free on every interface (RootCanal binds them all)."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, *, besides: int | None = None) -> list[int]:
+    """``count`` distinct TCP ports free on every interface, none equal to ``besides``.
+
+    The probes are held open together: a port freed by one probe may be the next probe's
+    (Linux picks a random free port each time), and a RootCanal given one port for two of
+    its servers binds the first and only logs that the second failed; when the second is
+    the HCI server, the first server's "Listening on" line names the HCI port and a host
+    joins the test channel instead of a controller."""
+    probes: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            probe = socket.socket()
+            probes.append(probe)  # held bound until every port is chosen
+            probe.bind(("", 0))
+            port = int(probe.getsockname()[1])
+            if port != besides:
+                ports.append(port)
+        return ports
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> None:
@@ -251,11 +279,18 @@ class RootCanal:
         if not os.access(binary, os.X_OK):
             # Said here: the binary is started through a wrapper (``binary_command``).
             raise RootCanalError(f"RootCanal at {binary} cannot start: Permission denied")
-        hci = self.hci_port or free_port()
+        # Four distinct ports: RootCanal opens test, link and LE link before HCI, and one
+        # port given twice makes the earlier server's "Listening on" name the HCI port.
+        if self.hci_port is None:
+            hci, *others = free_ports(4)
+        else:
+            hci, others = self.hci_port, free_ports(3, besides=self.hci_port)
         self.hci_port = hci
         ports = {"--hci_port": hci}
-        for flag in ("--test_port", "--link_port", "--link_ble_port"):
-            ports[flag] = free_port()
+        for flag, port in zip(
+            ("--test_port", "--link_port", "--link_ble_port"), others, strict=True
+        ):
+            ports[flag] = port
         # RootCanal may write captures into its working directory: give it its own.
         self._workdir = tempfile.mkdtemp(prefix="mpbluetooth-rootcanal-")
         self._lifeline = Lifeline()
@@ -304,7 +339,7 @@ class RootCanal:
             if match and int(match.group(1)) == hci_port:
                 self._listening = True
                 self._ready.set()
-            elif _BIND_ERROR.search(line):
+            elif _BIND_ERROR.search(line) or _LISTEN_ERROR.search(line):
                 # It does not exit when a port is taken: it only logs it.
                 self._port_taken = True
                 self._ready.set()
