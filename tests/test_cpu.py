@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 # records, from every side, the affinity the user could see.
 _PROGRAM = textwrap.dedent(
     """
-    import json, os, threading
+    import json, os, threading, time
     from mpbluetooth import sim
     from mpbluetooth._runtime import runtime
     from mpbluetooth.testing import Recorder
@@ -61,13 +61,24 @@ _PROGRAM = textwrap.dedent(
     rc.wait(IRQ_GATTC_READ_DONE)
 
     threads = {t.name: t.native_id for t in threading.enumerate()}
+    loop_mask = os.sched_getaffinity(threads["mpbluetooth-loop"])
+
+    def waiting_mask():
+        # On the loop thread, while the program waits for this answer. The program narrows
+        # its mask as it starts to wait, which a loaded machine may let the loop overtake:
+        # look again until it has (bounded), as the wake-up that matters comes after.
+        deadline = time.monotonic() + 2.0
+        while os.sched_getaffinity(main_tid) != loop_mask and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return sorted(os.sched_getaffinity(main_tid))
+
     report = {
         "before": before,
         "after": sorted(os.sched_getaffinity(0)),
         "value": value.decode(),
         "loop": sorted(os.sched_getaffinity(threads["mpbluetooth-loop"])),
         # asked on the loop thread while this thread waits for the answer
-        "waiting": runtime().call(lambda: sorted(os.sched_getaffinity(main_tid))),
+        "waiting": runtime().call(waiting_mask),
         **seen,
     }
     client.active(False)
