@@ -189,7 +189,8 @@ def _ack_promptly(source: Any, sink: Any) -> None:
     algorithm until our ACK of the first, which the delayed-ACK timer holds back: every
     command then takes about 44 ms and power-on, 20 commands, 0.9 s instead of 0.1 s.
     TCP_QUICKACK is not sticky (the kernel may fall back to delayed ACKs), so it is set again
-    after every read; setting it also sends an ACK that is pending.
+    after every read; setting it also sends an ACK that is pending. The first bytes read are
+    kept for ``answered``'s error.
     """
     quickack = getattr(socket, "TCP_QUICKACK", None)
     writer = getattr(sink, "transport", None)
@@ -201,13 +202,16 @@ def _ack_promptly(source: Any, sink: Any) -> None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
 
+    first: list[bytes] = []
+
     def data_received(data: bytes) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
         except OSError:
             pass  # the socket is closing; the data is still delivered
-        if source not in _first_bytes:
-            _first_bytes[source] = data[:_FIRST_BYTES]
+        if not first:  # a local test: this runs for every chunk the controller sends
+            first.append(data[:_FIRST_BYTES])
+            _first_bytes[source] = first[0]
         received(data)
 
     source.data_received = data_received
