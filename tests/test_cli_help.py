@@ -102,6 +102,7 @@ def test_version_names_the_package_bumble_and_python() -> None:
         (["run", "--engine", "sim", "--rootcanal", ":6402", BEACON], "not with --engine sim"),
         (["run", "--engine", "rootcanal", "--hub", "unix:/x", BEACON], "not with --hub"),
         (["run", "--seed", "1", "--rootcanal", ":6402", BEACON], "not with --rootcanal"),
+        (["run", "--timing", "air", "--engine", "rootcanal", BEACON], "not with --engine rootc"),
         (["sim-ctl", "loss", "0.1", "tcp-1"], "give two members or none, not 1"),
         (["sim-ctl", "disconnect", "a", "b", "soon"], "'soon' is not a number"),
         (["rootcanal", "--port", "0"], "0 is not in the range 1<=x<=65535"),

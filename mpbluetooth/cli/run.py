@@ -433,6 +433,11 @@ def _check_command_line(
             f"{'both' if len(where) == 2 else 'all'} name where to run: give one"
         )
     engine = _engine(ctx, engine, where)
+    if given and engine == "rootcanal" and not where:
+        raise click.UsageError(
+            f"{', '.join(given)} set the link run starts itself: not with --engine rootcanal "
+            "(RootCanal's own link layer has no such settings)"
+        )
     if given and where:
         raise click.UsageError(
             f"{', '.join(given)} set the link run starts itself: not with {where[0]}"
