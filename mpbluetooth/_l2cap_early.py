@@ -73,7 +73,7 @@ class EarlyRequests:
     def park(self, manager: Any, delegate: Any, connection: Any, cid: int, request: Any) -> bool:
         """Hold a request for an unlistened PSM if its link is young; False: answer now."""
         now = time.monotonic()
-        if not self.stack.active or self._due(connection, now, now) <= now:
+        if not self.stack.active or self._due(connection, now) <= now:
             return False
         entry = _Parked(manager, delegate, connection, cid, request, now)
         self.parked.append(entry)
@@ -101,19 +101,22 @@ class EarlyRequests:
             handle = entry.connection.handle
             gone = device is None or device.lookup_connection(handle) is not entry.connection
             listened = entry.request.le_psm in self.listening
-            due = self._due(entry.connection, entry.since, now) <= now
+            due = self._due(entry.connection, entry.since) <= now
             if not (gone or listened or due) and self.stack.active:
                 continue
             self.parked.remove(entry)
             if gone or not self.stack.active:
                 continue
             args = (entry.connection, entry.signaling_cid, entry.request)
-            if listened:
-                self.answer(entry.manager, entry.delegate, *args)
-            else:
-                entry.delegate(*args)
+            try:
+                if listened:
+                    self.answer(entry.manager, entry.delegate, *args)
+                else:
+                    entry.delegate(*args)
+            except Exception:  # the other held requests are still answered
+                logger.exception("%s: answering a held L2CAP request failed", self.stack.name)
 
-    def _due(self, connection: Connection, since: float, now: float) -> float:
+    def _due(self, connection: Connection, since: float) -> float:
         told = _told_at.get(connection)
         if told is None:
             return since + TOLD_LIMIT_S
@@ -122,7 +125,7 @@ class EarlyRequests:
     def _recheck(self, entry: _Parked, now: float) -> None:
         """Settle again at the entry's deadline, or soon while its link is not yet told."""
         told = _told_at.get(entry.connection)
-        delay = self._due(entry.connection, entry.since, now) - now if told else GRACE_S / 5
+        delay = self._due(entry.connection, entry.since) - now if told else GRACE_S / 5
         runtime().loop.call_later(max(delay, 0.0), self._on_timer, entry)
 
     def _on_timer(self, entry: _Parked) -> None:
