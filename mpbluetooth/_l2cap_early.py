@@ -124,8 +124,10 @@ class EarlyRequests:
 
     def _recheck(self, entry: _Parked, now: float) -> None:
         """Settle again at the entry's deadline, or soon while its link is not yet told."""
-        told = _told_at.get(entry.connection)
-        delay = self._due(entry.connection, entry.since) - now if told else GRACE_S / 5
+        if entry.connection in _told_at:
+            delay = self._due(entry.connection, entry.since) - now
+        else:
+            delay = GRACE_S / 5
         runtime().loop.call_later(max(delay, 0.0), self._on_timer, entry)
 
     def _on_timer(self, entry: _Parked) -> None:

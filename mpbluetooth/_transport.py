@@ -202,7 +202,7 @@ def _ack_promptly(source: Any, sink: Any) -> None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
 
-    first: list[bytes] = []
+    first = _first_bytes[source] = []
 
     def data_received(data: bytes) -> None:
         try:
@@ -211,7 +211,6 @@ def _ack_promptly(source: Any, sink: Any) -> None:
             pass  # the socket is closing; the data is still delivered
         if not first:  # a local test: this runs for every chunk the controller sends
             first.append(data[:_FIRST_BYTES])
-            _first_bytes[source] = first[0]
         received(data)
 
     source.data_received = data_received
@@ -270,7 +269,7 @@ def _hint(scheme: str, exc: BaseException, code: int) -> str:
 _ANSWER_POLL = 0.1
 #: What a TCP controller sent first, kept to say what answered a power-on that stalled
 #: (a server that is not a controller, or nothing at all).
-_first_bytes: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_first_bytes: weakref.WeakKeyDictionary[Any, list[bytes]] = weakref.WeakKeyDictionary()
 _FIRST_BYTES = 16
 
 
@@ -298,8 +297,9 @@ async def answered(device: Device, transport: OpenedTransport, limit: float) -> 
                 # Name what was waited for (a lost command and a stalled host differ),
                 # and what the controller sent first, if it is a TCP one.
                 what = "no HCI command was pending" if command is None else command.name
-                if transport.source in _first_bytes:
-                    what += f"; it sent first: 0x{_first_bytes[transport.source].hex()}"
+                first = _first_bytes.get(transport.source)
+                if first:
+                    what += f"; it sent first: 0x{first[0].hex()}"
                 raise TimeoutError(what)
     finally:
         if not task.done():

@@ -433,19 +433,15 @@ def _check_command_line(
             f"{'both' if len(where) == 2 else 'all'} name where to run: give one"
         )
     engine = _engine(ctx, engine, where)
-    if given and engine == "rootcanal" and not where:
+    # The link options set the simulated link run starts itself, and nothing else.
+    instead = where[0] if where else "--engine rootcanal" if engine == "rootcanal" else None
+    if given and instead is not None:
+        why = {
+            "--hub": " (a running hub takes faults from `mpbluetooth sim-ctl`)",
+            "--engine rootcanal": " (RootCanal's own link layer has no such settings)",
+        }.get(instead, "")
         raise click.UsageError(
-            f"{', '.join(given)} set the link run starts itself: not with --engine rootcanal "
-            "(RootCanal's own link layer has no such settings)"
-        )
-    if given and where:
-        raise click.UsageError(
-            f"{', '.join(given)} set the link run starts itself: not with {where[0]}"
-            + (
-                " (a running hub takes faults from `mpbluetooth sim-ctl`)"
-                if hub is not None
-                else ""
-            )
+            f"{', '.join(given)} set the link run starts itself: not with {instead}{why}"
         )
     if hub is not None:
         from .sim_ctl import send

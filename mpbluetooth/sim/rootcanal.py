@@ -286,11 +286,8 @@ class RootCanal:
         else:
             hci, others = self.hci_port, free_ports(3, besides=self.hci_port)
         self.hci_port = hci
-        ports = {"--hci_port": hci}
-        for flag, port in zip(
-            ("--test_port", "--link_port", "--link_ble_port"), others, strict=True
-        ):
-            ports[flag] = port
+        others_by_flag = zip(("--test_port", "--link_port", "--link_ble_port"), others, strict=True)
+        ports = {"--hci_port": hci, **dict(others_by_flag)}
         # RootCanal may write captures into its working directory: give it its own.
         self._workdir = tempfile.mkdtemp(prefix="mpbluetooth-rootcanal-")
         self._lifeline = Lifeline()
