@@ -186,7 +186,7 @@ class EventRing:
     def __init__(self, name: str, loop_getter: Callable[[], asyncio.AbstractEventLoop]) -> None:
         self._name = name
         self._loop_getter = loop_getter
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
         self._capacity = DEFAULT_RXBUF
         self._cap = data_cap(DEFAULT_RXBUF)
@@ -213,7 +213,7 @@ class EventRing:
     def set_capacity(self, size: int) -> None:
         """Replace the ring with one of ``size`` bytes, discarding queued events (as
         MicroPython's ``config(rxbuf=)`` does). Events awaiting an answer get the default."""
-        with self._cond:
+        with self._lock:
             discarded = [p for p in self._queue]
             self._queue.clear()
             self._used = 0
@@ -225,7 +225,7 @@ class EventRing:
             self._finish(pending, None)
 
     def stats(self) -> IrqStats:
-        with self._cond:
+        with self._lock:
             return IrqStats(
                 self._delivered, self._dropped, len(self._queue), self._used, self._capacity
             )
@@ -265,7 +265,7 @@ class EventRing:
                     size += 2
         for i in uuid_fields:
             size += 1 + bytes.__len__(values[i])
-        with self._cond:
+        with self._lock:
             queued = self._used + size <= self._capacity or self._make_room(event, size)
             if queued:
                 self._append(_Pending(event, values, size, before=before, after=after))
@@ -299,7 +299,7 @@ class EventRing:
         a 10k/s stream waited 15-60 ms instead of 4 ms)."""
         rt = runtime()
         if rt.in_loop_thread() and self._sched.enabled:
-            with self._cond:
+            with self._lock:
                 if self._publish_pending:
                     return
                 self._publish_pending = True
@@ -308,7 +308,7 @@ class EventRing:
             self._publish()
 
     def _publish(self) -> None:
-        with self._cond:
+        with self._lock:
             self._publish_pending = False
             self._published = self._seq
             if self._drain_submitted or not self._queue:
@@ -317,7 +317,7 @@ class EventRing:
         self._sched.submit(self._drain, None)
 
     def _take_published(self, answered_only: bool = False) -> _Pending | None:
-        with self._cond:
+        with self._lock:
             queue = self._queue
             if not queue or queue[0].seq > self._published:
                 return None
@@ -329,7 +329,7 @@ class EventRing:
 
     def _drain(self, _: Any) -> None:
         """Run in the IRQ context: handle every published event, in order."""
-        with self._cond:
+        with self._lock:
             self._drain_submitted = False
         while (pending := self._take_published()) is not None:
             self._dispatch(pending)
@@ -390,7 +390,7 @@ class EventRing:
             _run_hooks(before, None)
             future.set_result(None)
             return future
-        with self._cond:
+        with self._lock:
             self._append(
                 _Pending(event, values, 0, before=before, reply=functools.partial(_resolve, future))
             )
@@ -418,7 +418,7 @@ class EventRing:
             once(None)
             return
         once.timer = self._loop_getter().call_later(ANSWER_DEADLINE, once.expire, what)
-        with self._cond:
+        with self._lock:
             self._append(_Pending(event, values, 0, before=before, reply=once))
         self._publish_soon()
 
@@ -428,7 +428,7 @@ class EventRing:
         Used when a scan is stopped explicitly: on NimBLE SCAN_DONE is the last scan event
         and no result is seen after it, so results still queued here are withdrawn.
         """
-        with self._cond:
+        with self._lock:
             kept = deque(
                 p
                 for p in self._queue
@@ -454,7 +454,7 @@ class EventRing:
         if self._sched.in_irq_context():
             return self._dispatch(_Pending(event, values, 0))
         pending = _Pending(event, values, 0, done=threading.Event())
-        with self._cond:
+        with self._lock:
             self._append(pending)
         self._publish()
         assert pending.done is not None

@@ -261,11 +261,12 @@ class GattClient:
         finish: Callable[[int], object],
         epoch: int,
     ) -> None:
-        task = self.stack.spawn(
-            self._run(connection, body, finish, epoch), "gatt-procedure", link=connection.handle
+        self.stack.spawn(
+            self._run(connection, body, finish, epoch),
+            "gatt-procedure",
+            link=connection.handle,
+            group=self._tasks,
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _run(
         self,

@@ -552,11 +552,12 @@ class GattServer:
         device.gatt_server.send_gatt_pdu(connection, bytes(pdu))
 
     def _indicate(self, device: Device, connection: Connection, handle: int, data: bytes) -> None:
-        task = self.stack.spawn(
-            self._indication(device, connection, handle, data), "indicate", link=connection.handle
+        self.stack.spawn(
+            self._indication(device, connection, handle, data),
+            "indicate",
+            link=connection.handle,
+            group=self._indications,
         )
-        self._indications.add(task)
-        task.add_done_callback(self._indications.discard)
 
     async def _indication(
         self, device: Device, connection: Connection, handle: int, data: bytes

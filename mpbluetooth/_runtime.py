@@ -165,10 +165,25 @@ class Runtime:
             except Exception:  # one failed hand-over must not lose the rest
                 logger.exception("error in %r handed to the loop", fn)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        """Start a background task on the loop (call on the loop thread); log its failure."""
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        what: str,
+        done: Callable[[asyncio.Task[Any]], object] | None = None,
+    ) -> asyncio.Task[Any]:
+        """Start a background task on the loop (call on the loop thread); log its failure,
+        then call ``done(task)``. One done callback, not one per concern: asyncio runs each
+        as a loop callback of its own, and a GATT procedure's task is one per round trip."""
         task = self.loop.create_task(coro, name=what)
-        task.add_done_callback(_log_task_failure)
+        if done is None:
+            task.add_done_callback(_log_task_failure)
+        else:
+
+            def finished(task: asyncio.Task[Any]) -> None:
+                _log_task_failure(task)
+                done(task)
+
+            task.add_done_callback(finished)
         return task
 
     def add_shutdown_hook(self, hook: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -57,7 +57,11 @@ class Scheduler:
     """The process's IRQ context (one per process, see :func:`scheduler`)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Held directly (``with self._lock``) where nothing waits or is woken: a
+        # Condition's own ``with`` costs two Python calls more, and this lock is taken
+        # several times per event.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         #: Pending work, in arrival order: (function, argument, counted against a limit).
         self._queue: deque[tuple[Callable[[Any], object], Any, bool]] = deque()
         self._counted = 0
@@ -122,7 +126,7 @@ class Scheduler:
             threading._register_atexit(self._main_ended)  # type: ignore[attr-defined]
         except (AttributeError, RuntimeError):  # pragma: no cover - interpreter exiting
             pass
-        with self._cond:
+        with self._lock:
             self._main_mode = True
             pending = bool(self._queue)
         if pending:
@@ -133,7 +137,7 @@ class Scheduler:
     def _main_ended(self) -> None:
         if self._check_points is not None:
             self._check_points.disarm()
-        with self._cond:
+        with self._lock:
             self._main_mode = False
             try:
                 self._start_fallback_locked()
@@ -152,11 +156,11 @@ class Scheduler:
             self.run_pending()
 
     def add_ring(self, ring: Any) -> None:
-        with self._cond:
+        with self._lock:
             self._rings.append(ring)
 
     def remove_ring(self, ring: Any) -> None:
-        with self._cond:
+        with self._lock:
             if ring in self._rings:
                 self._rings.remove(ring)
 
@@ -180,7 +184,7 @@ class Scheduler:
         """Queue ``function(arg)`` for the IRQ context, after everything queued before it;
         False only if ``limit`` calls submitted with a limit are already pending
         (``micropython.schedule``'s queue is full)."""
-        with self._cond:
+        with self._lock:
             if limit:
                 if self._counted >= limit:
                     return False
@@ -195,7 +199,7 @@ class Scheduler:
 
     def wake(self) -> None:
         """Wake the main thread if it waits in an idle point (a call it waits for ended)."""
-        with self._cond:
+        with self._lock:
             if self._waiting:
                 self._cond.notify_all()
 
@@ -254,7 +258,7 @@ class Scheduler:
         self._running = True
         try:
             for _ in range(_BATCH_LIMIT):
-                with self._cond:
+                with self._lock:
                     self._poked = False
                     if not self._queue or self._locked:
                         return False
@@ -298,7 +302,7 @@ class Scheduler:
         wake-up cannot slip in between), or ``timeout`` seconds pass; then run it."""
         run = self.run_answered if answered_only else self.run_pending
         run()
-        with self._cond:
+        with self._lock:
             runnable = bool(self._queue) and not answered_only and not self._locked
             if not (runnable or timeout <= 0 or (until is not None and until())):
                 self._waiting = True
@@ -323,7 +327,7 @@ class Scheduler:
         wake = self._fd_wake[0]
         while True:
             self.run_pending()
-            with self._cond:
+            with self._lock:
                 if self._queue and not self._locked:
                     continue  # more arrived meanwhile, or a long batch was cut
                 self._fd_waiting = True
@@ -333,7 +337,7 @@ class Scheduler:
             except (OSError, ValueError):
                 return  # the read itself will report what is wrong with the descriptor
             finally:
-                with self._cond:
+                with self._lock:
                     self._fd_waiting = False
             if wake in ready:
                 with contextlib.suppress(BlockingIOError):
@@ -385,9 +389,9 @@ class Scheduler:
     def _fallback(self) -> None:
         """The IRQ context while the main thread is not (library mode, or after it ended)."""
         _cpu.release_thread()
-        cond = self._cond
+        cond, lock = self._cond, self._lock
         while True:
-            with cond:
+            with lock:
                 if self._fallback_idle_locked():
                     with _cpu.visiting():
                         while self._fallback_idle_locked():
@@ -403,12 +407,12 @@ class Scheduler:
     def lock(self) -> None:
         """``machine.disable_irq()``: wait for work that is running, hold back the rest."""
         self._irq_lock.acquire()
-        with self._cond:
+        with self._lock:
             self._locked += 1
 
     def unlock(self) -> None:
         """``machine.enable_irq()``: RuntimeError if this thread holds no ``lock()``."""
-        with self._cond:
+        with self._lock:
             self._irq_lock.release()
             self._locked = max(0, self._locked - 1)
             if self._locked or not self._queue:
@@ -419,7 +423,7 @@ class Scheduler:
         if self.on_main_thread():
             self.run_pending()
         else:
-            with self._cond:
+            with self._lock:
                 self._poked = False
                 self._wake_main_locked()
 

@@ -61,22 +61,19 @@ class Stack:
         #: Why the last activation ended without ``active(False)`` (the transport was lost);
         #: events of the links and operations that ended with it are still reported.
         self.lost: str | None = None
-        #: Background work of this activation (GATT procedures, indications, pairing...),
-        #: so that a transport loss can let it report before tearing down.
+        #: Background work of this activation, which a transport loss lets report first.
         self.tasks: set[asyncio.Task[Any]] = set()
         self._link_tasks: dict[int, set[asyncio.Task[Any]]] = {}
         self._watch: asyncio.Task[Any] | None = None
         self.flow = FlowControl(name, lambda: self.active)
         self._trace = Trace(name)
-        #: Concern modules attach here; called with the new Device after power-on, and
-        #: before power-off.
+        #: Concern modules attach here: called with the new Device after power-on; before power-off.
         self.on_power_on: list[Callable[[Device], None]] = []
         self.on_power_off: list[Callable[[], None]] = []
         #: Called when the transport is lost, before the power-off hooks: what a lost link
         #: does not end by itself (a running scan) ends here, with its event.
         self.on_transport_lost: list[Callable[[], None]] = []
-        #: Called with the new Device before it is powered on (e.g. to give it a key store,
-        #: which Bumble only creates itself when none is set); may be a coroutine function.
+        #: Called with the new Device before power-on (a key store, say); may be async.
         self.on_device_created: list[Callable[[Device], Awaitable[None] | None]] = []
 
     # --- lifecycle ------------------------------------------------------------------
@@ -208,21 +205,19 @@ class Stack:
         return connection
 
     def spawn(
-        self, coro: Coroutine[Any, Any, Any], what: str, link: int | None = None
+        self, coro: Coroutine[Any, Any, Any], what: str, link: int | None = None, group: Any = None
     ) -> asyncio.Task[Any]:
-        """Start background work of this activation (on the loop thread).
-
-        Work bound to a link (``link``: its connection handle) reports its outcome before
-        the link's DISCONNECT event, as NimBLE fails a link's procedures before it tells
-        the application the link is gone (see :meth:`link_work`).
-        """
-        task = runtime().spawn(coro, f"{self.name}-{what}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        """Start background work of this activation (loop thread), kept in ``group`` (a set)
+        too while it runs. Work bound to a link (its connection handle) reports before the
+        link's DISCONNECT event, as NimBLE fails a link's procedures first (``link_work``)."""
+        kept = [self.tasks]
         if link is not None:
-            bound = self._link_tasks.setdefault(link, set())
-            bound.add(task)
-            task.add_done_callback(bound.discard)
+            kept.append(self._link_tasks.setdefault(link, set()))
+        if group is not None:
+            kept.append(group)
+        task = runtime().spawn(coro, f"{self.name}-{what}", lambda done: _forget(done, kept))
+        for tasks in kept:
+            tasks.add(task)
         return task
 
     def link_work(self, conn_handle: int) -> list[asyncio.Task[Any]]:
@@ -294,6 +289,11 @@ class Stack:
         self.gap_name = name
         if self.device is not None:
             serve_gap_name(self.device, name)
+
+
+def _forget(task: asyncio.Task[Any], kept: list[set[asyncio.Task[Any]]]) -> None:
+    for tasks in kept:
+        tasks.discard(task)
 
 
 __all__ = ["Stack", "TransportError", "POWER_ON_TIMEOUT"]

@@ -109,13 +109,14 @@ class Recorder:
         self.events: list[tuple[int, Data]] = []
         self.counts = [0] * _CODES
         self.last = 0.0
-        self._cond = threading.Condition()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
 
     def __call__(self, event: int, data: Data) -> Any:
         copy = _copy(data)
         hook = self.on.get(event)
         answer = hook(copy) if hook is not None else None
-        with self._cond:
+        with self._lock:
             self.counts[event] += 1
             self.last = time.perf_counter()
             if self.keep is None or event in self.keep:
@@ -126,7 +127,7 @@ class Recorder:
     # --- looking ----------------------------------------------------------------------
     def of(self, event: int) -> list[Data]:
         """The data of every kept event of this code, oldest first."""
-        with self._cond:
+        with self._lock:
             return [data for code, data in self.events if code == event]
 
     def count(self, event: int) -> int:
@@ -135,7 +136,7 @@ class Recorder:
 
     def clear(self) -> None:
         """Forget the kept events and counts (a long run that must not grow)."""
-        with self._cond:
+        with self._lock:
             self.events.clear()
             self.counts = [0] * _CODES
 
@@ -154,7 +155,7 @@ class Recorder:
         sched = scheduler()
         on_main = sched.on_main_thread()
         while True:
-            with self._cond:
+            with self._lock:
                 result = found()
                 if result is not None:
                     return result
@@ -201,7 +202,7 @@ class Recorder:
     ) -> Data:
         """Wait for the next event of this code matching ``where``, one that arrives after
         this call (not one recorded before it); returns its data."""
-        with self._cond:
+        with self._lock:
             before = len([d for c, d in self.events if c == event and (where is None or where(d))])
         return self.wait(event, where, timeout, count=before + 1)
 
@@ -237,7 +238,7 @@ class Recorder:
     def assert_order(self, *events: int) -> None:
         """Assert that events of these codes were recorded in this order: the first of
         ``events[0]``, then a later ``events[1]``, and so on (others may come between)."""
-        with self._cond:
+        with self._lock:
             codes = [code for code, _ in self.events]
         position = -1
         for event in events:
