@@ -111,6 +111,7 @@ class Recorder:
         self.last = 0.0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
+        self._waiters = 0  # threads in ``_cond.wait``: the handler notifies only if any
 
     def __call__(self, event: int, data: Data) -> Any:
         copy = _copy(data)
@@ -121,7 +122,8 @@ class Recorder:
             self.last = time.perf_counter()
             if self.keep is None or event in self.keep:
                 self.events.append((event, copy))
-            self._cond.notify_all()
+            if self._waiters:
+                self._cond.notify_all()
         return answer
 
     # --- looking ----------------------------------------------------------------------
@@ -163,8 +165,12 @@ class Recorder:
                 if remaining <= 0:
                     raise WaitTimeout(f"no {what()} within {limit:g} s; {self._recorded()}")
                 if not on_main:
-                    with _cpu.visiting():
-                        self._cond.wait(remaining)
+                    self._waiters += 1
+                    try:
+                        with _cpu.visiting():
+                            self._cond.wait(remaining)
+                    finally:
+                        self._waiters -= 1
                     continue
             sched.wait(min(remaining, _IDLE_SLICE_S))
 
