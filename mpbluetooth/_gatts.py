@@ -105,7 +105,7 @@ class GattServer:
         server.max_mtu = DEFAULT_MTU
         # Write Commands run synchronously here: Bumble would run each in its own task.
         _overrides.take_write_commands(server, self._on_write_command)
-        _overrides.take_write_requests(server, self._on_write_request)
+        _overrides.take_requests(server, self._on_request)
         _overrides.ignore_late_confirmations(server)
         if not self.stack.board.peer_starts_mtu_as_central:
             _overrides.refuse_mtu_exchange_as_central(server)
@@ -246,6 +246,11 @@ class GattServer:
             return ATT_WRITE_NOT_PERMITTED
         return self._security_error(connection, value.write_security)
 
+    def _read_error(self, value: StoredValue, connection: Connection) -> int:
+        if not value.readable:
+            return ATT_READ_NOT_PERMITTED
+        return self._security_error(connection, value.read_security)
+
     async def _remote_write_after(
         self, settled: asyncio.Future[None], value: StoredValue, connection: Connection, data: bytes
     ) -> None:
@@ -259,9 +264,7 @@ class GattServer:
         if settled is not None:
             await settled
 
-        if not value.readable:
-            raise ATT_Error(ATT_READ_NOT_PERMITTED, value.handle)
-        code = self._security_error(connection, value.read_security)
+        code = self._read_error(value, connection)
         if code:
             raise ATT_Error(code, value.handle)
         answer = await wait_answer(
@@ -297,69 +300,77 @@ class GattServer:
             "a write",
         )
 
-    def _on_write_request(
-        self, bearer: Any, request: Any, bumble_write_request: Callable[..., Any]
-    ) -> None:
-        """A Write Request to one of the program's values: refused at once, or stored as its
-        ``_IRQ_GATTS_WRITE`` is handled and answered as that handler returns. On NimBLE the
-        handler runs inside the ATT server's access callback, so the Write Response leaves
-        right after it: a central's next write cannot reach the server before the program
-        has seen this one, and what the program does next (a notification) follows the
-        response (SPEC 1.16)."""
+    def _on_request(self, bearer: Any, request: Any, bumble_default: Callable[..., Any]) -> None:
+        """A Read or Write Request to one of the program's values: refused at once, or
+        answered as its ``_IRQ_GATTS_READ_REQUEST``/``_IRQ_GATTS_WRITE`` handler returns (a
+        write stored as it is handled). On NimBLE the handler runs inside the ATT server's
+        access callback, so the response leaves right after it: a central's next write
+        cannot reach the server before the program has seen this one, and what the
+        program does next (a notification) follows the response (SPEC 1.16)."""
         from bumble.att import is_enhanced_bearer
         from bumble.gatt import GATT_MAX_ATTRIBUTE_VALUE_SIZE
 
         with self._lock:
             value = self._values.get(request.attribute_handle)
-        if (
-            value is None
-            or is_enhanced_bearer(bearer)
-            or len(request.attribute_value) > GATT_MAX_ATTRIBUTE_VALUE_SIZE
-        ):
-            bumble_write_request(bearer, request)  # the stack's own attributes, and errors
+        data = getattr(request, "attribute_value", b"")
+        if value is None or is_enhanced_bearer(bearer) or len(data) > GATT_MAX_ATTRIBUTE_VALUE_SIZE:
+            bumble_default(bearer, request)  # the stack's own attributes, and errors
             return
         settled = self.security.settled(bearer)
         if settled is None:
-            self._take_write_request(value, bearer, request)
+            self._take_request(value, bearer, request)
         else:
-            self.stack.spawn(
-                self._take_write_request_after(settled, value, bearer, request), "write-request"
-            )
+            self.stack.spawn(self._take_request_after(settled, value, bearer, request), "request")
 
-    async def _take_write_request_after(
+    async def _take_request_after(
         self, settled: asyncio.Future[None], value: StoredValue, bearer: Any, request: Any
     ) -> None:
         await settled
-        self._take_write_request(value, bearer, request)
+        self._take_request(value, bearer, request)
 
-    def _take_write_request(self, value: StoredValue, connection: Connection, request: Any) -> None:
-        from bumble.att import ATT_Error_Response, ATT_Write_Response
+    def _take_request(self, value: StoredValue, connection: Connection, request: Any) -> None:
+        from bumble.att import ATT_Error_Response, ATT_Read_Response, ATT_Write_Response, Opcode
 
         server = connection.device.gatt_server
-        code = self._write_error(value, connection)
-        if code:
-            server.send_response(
-                connection,
-                ATT_Error_Response(
-                    request_opcode_in_error=request.op_code,
-                    attribute_handle_in_error=value.handle,
-                    error_code=code,
-                ),
+        reading = request.op_code == Opcode.ATT_READ_REQUEST
+
+        def refuse(code: int) -> None:
+            error = ATT_Error_Response(
+                request_opcode_in_error=request.op_code,
+                attribute_handle_in_error=value.handle,
+                error_code=code,
             )
+            server.send_response(connection, error)
+
+        code = (
+            self._read_error(value, connection) if reading else self._write_error(value, connection)
+        )
+        if code:
+            refuse(code)
             return
 
-        def respond(_: Any) -> None:
+        def respond(answer: Any) -> None:
             device = self.stack.device
-            if device is not None and device.lookup_connection(connection.handle) is connection:
+            if device is None or device.lookup_connection(connection.handle) is not connection:
+                return
+            if not reading:
                 server.send_response(connection, ATT_Write_Response())
+            elif status := answer & 0xFF if isinstance(answer, int) else 0:
+                refuse(status)  # the handler's answer: an ATT error code
+            else:
+                with self._lock:
+                    data = value.data
+                server.send_response(
+                    connection, ATT_Read_Response(attribute_value=data[: connection.att_mtu - 1])
+                )
 
         self.ring.ask_reply(
-            IRQ_GATTS_WRITE,
+            IRQ_GATTS_READ_REQUEST if reading else IRQ_GATTS_WRITE,
             connection.handle,
             value.handle,
             reply=respond,
-            before=self._queue_unseen(value, bytes(request.attribute_value)),
-            what="a write",
+            before=None if reading else self._queue_unseen(value, bytes(request.attribute_value)),
+            what="a read request" if reading else "a write",
         )
 
     def _on_write_command(

@@ -163,22 +163,22 @@ def take_write_commands(
     server.on_att_write_command = guarded(on_write_command)
 
 
-def take_write_requests(
-    server: Server, handler: Callable[[Any, Any, Callable[..., Any]], None]
-) -> None:
-    """Give ATT Write Requests to ``handler(bearer, request, bumble_default)``.
+def take_requests(server: Server, handler: Callable[[Any, Any, Callable[..., Any]], None]) -> None:
+    """Give ATT Read and Write Requests to ``handler(bearer, request, bumble_default)``.
 
-    Gap: Bumble awaits the attribute's write in a task of its own and sends the Write
-    Response when that task resumes, one loop iteration after the write completes; NimBLE
-    sends it from the access callback that ran the application's handler, before the
-    application does anything else (a notification it sends then follows the response).
+    Gap: Bumble reads or writes the attribute in a task of its own and sends the response
+    when that task resumes, one loop iteration (two for a read) after the value's access
+    completes; NimBLE sends it from the access callback that ran the application's
+    handler, before the application does anything else (a notification it sends then
+    follows the response), and handles the request as it arrives.
     """
-    default = server.on_att_write_request
+    for name in ("on_att_read_request", "on_att_write_request"):
+        default = getattr(server, name)
 
-    def on_write_request(bearer: Any, request: Any) -> None:
-        handler(bearer, request, default)
+        def on_request(bearer: Any, request: Any, default: Any = default) -> None:
+            handler(bearer, request, default)
 
-    server.on_att_write_request = guarded(on_write_request)
+        setattr(server, name, guarded(on_request))
 
 
 def ignore_late_confirmations(server: Server) -> None:
@@ -441,6 +441,7 @@ __all__ = [
     "refuse_mtu_exchange_as_central",
     "report_transport_lost",
     "take_write_commands",
+    "take_requests",
     "ignore_late_confirmations",
     "take_every_value",
     "intercept_att_pdus",
