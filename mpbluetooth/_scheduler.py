@@ -53,15 +53,46 @@ logger = logging.getLogger(__name__)
 _BATCH_LIMIT: Final = 1000
 
 
+class _Bell:
+    """Where one thread sleeps until another rings (both under the scheduler's lock): a
+    plain lock, held while nobody has rung. A lock hands over in ~5 µs where a Condition
+    takes ~8 µs (it makes and queues a lock per wait), and a round trip wakes the IRQ
+    context twice and the program once."""
+
+    __slots__ = ("_lock", "asleep")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        #: Set by the sleeper (under the scheduler's lock) before it sleeps.
+        self.asleep = False
+
+    def ring_locked(self) -> bool:
+        """Wake the sleeper, if it sleeps (or is about to); True if it did."""
+        if not self.asleep:
+            return False
+        self.asleep = False
+        self._lock.release()
+        return True
+
+    def sleep(self, timeout: float = -1) -> None:
+        """Sleep until rung or ``timeout`` seconds passed (not under the scheduler's lock)."""
+        self._lock.acquire(timeout=timeout)
+
+    def settle_locked(self) -> None:
+        """After a sleep: if it timed out, neither a ring nor a stale one is left over."""
+        if self.asleep:
+            self.asleep = False
+        else:
+            self._lock.acquire(False)  # rung after the timeout: take that ring back
+
+
 class Scheduler:
     """The process's IRQ context (one per process, see :func:`scheduler`)."""
 
     def __init__(self) -> None:
-        # Held directly (``with self._lock``) where nothing waits or is woken: a
-        # Condition's own ``with`` costs two Python calls more, and this lock is taken
-        # several times per event.
+        #: Guards the queue and the flags below; taken several times per event.
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         #: Pending work, in arrival order: (function, argument, counted against a limit).
         self._queue: deque[tuple[Callable[[Any], object], Any, bool]] = deque()
         self._counted = 0
@@ -70,12 +101,8 @@ class Scheduler:
         self._main_mode = False
         #: The fallback thread, started when first needed.
         self._thread: threading.Thread | None = None
-        #: The fallback thread sleeps on this lock (held while it sleeps) and is woken by
-        #: its release: a plain lock hands over in ~5 µs, a Condition in ~8 µs, and there
-        #: are two such wake-ups per round trip.
-        self._fallback_wakeup = threading.Lock()
-        self._fallback_wakeup.acquire()
-        self._fallback_asleep = False
+        #: Where the fallback thread sleeps while it has nothing to run.
+        self._fallback_bell = _Bell()
         #: True while the IRQ context runs work: nothing nests.
         self._running = False
         #: Held while work runs; ``machine.disable_irq()`` takes it (from any thread), so
@@ -83,8 +110,8 @@ class Scheduler:
         self._irq_lock = threading.RLock()
         #: Depth of ``machine.disable_irq()``: work waits while it is > 0.
         self._locked = 0
-        #: The main thread sleeps in ``wait`` on the condition and must be notified.
-        self._waiting = False
+        #: Where the main thread sleeps in an idle point (``wait``).
+        self._main_bell = _Bell()
         #: An interrupt (or a loop wake-up) is on its way: no second one is needed.
         self._poked = False
         self._main_loop: asyncio.AbstractEventLoop | None = None
@@ -156,7 +183,7 @@ class Scheduler:
                 drain_here = True
             else:
                 drain_here = False
-            self._wake_fallback_locked()
+            self._fallback_bell.ring_locked()
         if drain_here:
             logger.debug("no fallback thread at shutdown: queued work runs on the main thread")
             self.run_pending()
@@ -200,22 +227,20 @@ class Scheduler:
                 self._wake_main_locked()
             else:
                 self._start_fallback_locked()
-                self._wake_fallback_locked()
+                self._fallback_bell.ring_locked()
         return True
 
     def wake(self) -> None:
         """Wake the main thread if it waits in an idle point (a call it waits for ended)."""
         with self._lock:
-            if self._waiting:
-                self._cond.notify_all()
+            self._main_bell.ring_locked()
 
     def _wake_main_locked(self) -> None:
         if self._fd_waiting and self._fd_wake is not None:
             self._fd_waiting = False
             os.write(self._fd_wake[1], b"\0")
             return
-        if self._waiting:
-            self._cond.notify_all()
+        if self._main_bell.ring_locked():
             return
         if threading.current_thread() is self._main:
             # Submitted by the program itself (``micropython.schedule``): it runs at the
@@ -310,13 +335,16 @@ class Scheduler:
         run()
         with self._lock:
             runnable = bool(self._queue) and not answered_only and not self._locked
-            if not (runnable or timeout <= 0 or (until is not None and until())):
-                self._waiting = True
-                try:
-                    with _cpu.visiting():
-                        self._cond.wait(timeout)
-                finally:
-                    self._waiting = False
+            sleep = not (runnable or timeout <= 0 or (until is not None and until()))
+            if sleep:
+                self._main_bell.asleep = True
+        if sleep:
+            try:
+                with _cpu.visiting():
+                    self._main_bell.sleep(timeout)
+            finally:
+                with self._lock:
+                    self._main_bell.settle_locked()
         run()
 
     def wait_readable(self, fd: int) -> None:
@@ -397,22 +425,17 @@ class Scheduler:
         It sleeps while the main thread is the IRQ context, nothing is queued, or
         ``disable_irq`` holds the work back."""
         _cpu.release_thread()
-        lock, wakeup = self._lock, self._fallback_wakeup
+        lock, bell = self._lock, self._fallback_bell
         while True:
             lock.acquire()
             if self._main_mode or not self._queue or self._locked > 0:
-                self._fallback_asleep = True
+                bell.asleep = True
                 lock.release()
                 with _cpu.visiting():
-                    wakeup.acquire()
+                    bell.sleep()
                 continue
             lock.release()
             self._run_batch()
-
-    def _wake_fallback_locked(self) -> None:
-        if self._fallback_asleep:
-            self._fallback_asleep = False
-            self._fallback_wakeup.release()
 
     # --- machine.disable_irq ------------------------------------------------------------
     def lock(self) -> None:
@@ -429,7 +452,7 @@ class Scheduler:
             if self._locked or not self._queue:
                 return
             if not self._main_mode:
-                self._wake_fallback_locked()
+                self._fallback_bell.ring_locked()
                 return
         if self.on_main_thread():
             self.run_pending()
