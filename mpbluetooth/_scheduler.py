@@ -97,6 +97,9 @@ class Scheduler:
         self._queue: deque[tuple[Callable[[Any], object], Any, bool]] = deque()
         self._counted = 0
         self._main = threading.main_thread()
+        #: Compared with ``threading.get_ident()`` (C) on every event: ``current_thread()``
+        #: is a Python call.
+        self._main_ident = self._main.ident
         #: True: the main thread is the IRQ context; False: the fallback thread.
         self._main_mode = False
         #: The fallback thread, started when first needed.
@@ -199,14 +202,13 @@ class Scheduler:
 
     def on_main_thread(self) -> bool:
         """True on the main thread while it is the IRQ context."""
-        return self._main_mode and threading.current_thread() is self._main
+        return self._main_mode and threading.get_ident() == self._main_ident
 
     def in_irq_context(self) -> bool:
         """True on the thread that runs handlers (the main thread or the fallback)."""
-        current = threading.current_thread()
         if self._main_mode:
-            return current is self._main
-        return current is self._thread
+            return threading.get_ident() == self._main_ident
+        return threading.current_thread() is self._thread
 
     def in_handler(self) -> bool:
         """True inside a handler or scheduled callback (on the IRQ context's thread)."""
@@ -242,7 +244,7 @@ class Scheduler:
             return
         if self._main_bell.ring_locked():
             return
-        if threading.current_thread() is self._main:
+        if threading.get_ident() == self._main_ident:
             # Submitted by the program itself (``micropython.schedule``): it runs at the
             # program's next check point.
             self._arm_if_pending(sys._getframe(2))
