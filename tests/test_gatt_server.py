@@ -434,6 +434,32 @@ def test_a_write_request_is_answered_after_its_handler_returns(gatt: Gatt) -> No
     assert gatt.server.gatts_read(gatt.control) == b"two"
 
 
+def test_a_read_request_is_answered_after_its_handler_returns(gatt: Gatt) -> None:
+    """As a write (SPEC 1.16): NimBLE raises READ_REQUEST from the access callback and
+    sends the Read Response as the handler returns. While the handler runs, the client
+    has nothing queued, however long it takes, and the response carries what the handler
+    left in the value; a value longer than MTU - 1 is cut there, as Bumble's server cut
+    it."""
+    queued_during: list[int] = []
+
+    def on_read(conn: int, handle: int) -> None:
+        deadline = time.monotonic() + 0.3  # bounded look for a response that must not come
+        while time.monotonic() < deadline and not irq_stats(gatt.client).queued:
+            time.sleep(0.005)
+        queued_during.append(irq_stats(gatt.client).queued)
+        gatt.server.gatts_write(handle, b"set by the handler")
+
+    gatt.rs.on_read = on_read
+    assert gatt.read(gatt.hr) == (gatt.c_conn, gatt.hr, 0)
+    assert queued_during == [0]
+    assert gatt.rc.of(IRQ_GATTC_READ_RESULT) == [(gatt.c_conn, gatt.hr, b"set by the handler")]
+    gatt.rs.on_read = None
+    gatt.server.gatts_set_buffer(gatt.battery, 100)
+    gatt.server.gatts_write(gatt.battery, bytes(range(100)))
+    assert gatt.read(gatt.battery)[2] == 0  # the default ATT MTU: 23
+    assert gatt.rc.of(IRQ_GATTC_READ_RESULT)[-1] == (gatt.c_conn, gatt.battery, bytes(range(22)))
+
+
 def test_a_write_request_is_answered_without_a_handler_or_after_a_failing_one(
     gatt: Gatt, capsys: pytest.CaptureFixture[str]
 ) -> None:
