@@ -470,7 +470,11 @@ class EventRing:
         result: Any = None
         if handler is not None:
             values = pending.values
-            views = EventViews(values) if any(type(v) is bytes for v in values) else None
+            views: EventViews | None = None
+            for value in values:  # a loop, not any(genexpr): this runs for every event
+                if type(value) is bytes:
+                    views = EventViews(values)
+                    break
             failed = False
             try:
                 result = handler(pending.event, values if views is None else views.values)

@@ -85,7 +85,10 @@ def describe(event: int, data: Data) -> str:
 
 
 def _copy(data: Data) -> Data:
-    return tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
+    for item in data:  # most events carry no buffer: no new tuple for them
+        if isinstance(item, memoryview):
+            return tuple(bytes(x) if isinstance(x, memoryview) else x for x in data)
+    return data
 
 
 class Recorder:
