@@ -413,6 +413,15 @@ def test_a_handler_reading_each_write_gets_that_write_in_a_burst(gatt: Gatt) -> 
     assert got == sent
 
 
+def _queued_at_client(gatt: Gatt) -> int:
+    """From inside a server handler: the events the client has queued after a bounded look
+    (0.3 s) for a response that must not come while the handler runs."""
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline and not irq_stats(gatt.client).queued:
+        time.sleep(0.005)
+    return irq_stats(gatt.client).queued
+
+
 def test_a_write_request_is_answered_after_its_handler_returns(gatt: Gatt) -> None:
     """SPEC 1.16: on NimBLE the GATTS_WRITE handler runs inside the ATT server, before the
     Write Response leaves, so a central's next write can never overtake the program's look
@@ -420,14 +429,7 @@ def test_a_write_request_is_answered_after_its_handler_returns(gatt: Gatt) -> No
     runs, the client has no WRITE_DONE queued, however long the handler takes; a Write
     Command (no response) still never waits."""
     queued_during: list[int] = []
-
-    def on_write(conn: int, handle: int) -> None:
-        deadline = time.monotonic() + 0.3  # bounded look for a response that must not come
-        while time.monotonic() < deadline and not irq_stats(gatt.client).queued:
-            time.sleep(0.005)
-        queued_during.append(irq_stats(gatt.client).queued)
-
-    gatt.rs.on_write = on_write
+    gatt.rs.on_write = lambda conn, handle: queued_during.append(_queued_at_client(gatt))
     assert gatt.write(gatt.rx, b"one")[2] == 0
     assert gatt.write(gatt.control, b"two")[2] == 0
     assert queued_during == [0, 0]
@@ -443,10 +445,7 @@ def test_a_read_request_is_answered_after_its_handler_returns(gatt: Gatt) -> Non
     queued_during: list[int] = []
 
     def on_read(conn: int, handle: int) -> None:
-        deadline = time.monotonic() + 0.3  # bounded look for a response that must not come
-        while time.monotonic() < deadline and not irq_stats(gatt.client).queued:
-            time.sleep(0.005)
-        queued_during.append(irq_stats(gatt.client).queued)
+        queued_during.append(_queued_at_client(gatt))
         gatt.server.gatts_write(handle, b"set by the handler")
 
     gatt.rs.on_read = on_read
