@@ -127,7 +127,8 @@ async def link_status(
         if not task.done():
             task.cancel()
 
-    connection.on("disconnection", on_disconnection)
+    watchers = _link_watchers(connection)
+    watchers[on_disconnection] = None
     try:
         await work
     except asyncio.CancelledError:
@@ -143,5 +144,28 @@ async def link_status(
             return HS_FAILED
         return status
     finally:
-        connection.remove_listener("disconnection", on_disconnection)
+        watchers.pop(on_disconnection, None)
     return 0
+
+
+#: Where a connection keeps the watchers of its running work (an attribute of Bumble's
+#: Connection: a lookup on the object costs less than a weak dictionary's).
+_WATCHERS: Final = "_mpbluetooth_link_watchers"
+
+
+def _link_watchers(connection: Any) -> dict[Callable[..., None], None]:
+    """The functions the link's disconnection calls, in the order their work started. One
+    listener per link, not one added and removed per procedure: pyee's ``on`` and
+    ``remove_listener`` cost more than a GATT round trip's other bookkeeping."""
+    watchers: dict[Callable[..., None], None] | None = getattr(connection, _WATCHERS, None)
+    if watchers is None:
+        watchers = {}
+        setattr(connection, _WATCHERS, watchers)
+        kept = watchers
+
+        def on_disconnection(*args: Any) -> None:
+            for watcher in list(kept):
+                watcher(*args)
+
+        connection.on("disconnection", on_disconnection)
+    return watchers

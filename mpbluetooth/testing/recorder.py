@@ -113,8 +113,9 @@ class Recorder:
         self.counts = [0] * _CODES
         self.last = 0.0
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._waiters = 0  # threads in ``_cond.wait``: the handler notifies only if any
+        #: One held lock per waiting thread, released when an event is recorded (what a
+        #: Condition does, without its four Python calls around each wait and notify).
+        self._sleepers: list[threading.Lock] = []
 
     def __call__(self, event: int, data: Data) -> Any:
         copy = _copy(data)
@@ -125,8 +126,11 @@ class Recorder:
             self.last = time.perf_counter()
             if self.keep is None or event in self.keep:
                 self.events.append((event, copy))
-            if self._waiters:
-                self._cond.notify_all()
+            sleepers = self._sleepers
+            if sleepers:
+                self._sleepers = []
+                for sleeper in sleepers:
+                    sleeper.release()
         return answer
 
     # --- looking ----------------------------------------------------------------------
@@ -168,14 +172,19 @@ class Recorder:
                 if remaining <= 0:
                     raise WaitTimeout(f"no {what()} within {limit:g} s; {self._recorded()}")
                 if not on_main:
-                    self._waiters += 1
-                    try:
-                        with _cpu.visiting():
-                            self._cond.wait(remaining)
-                    finally:
-                        self._waiters -= 1
-                    continue
-            sched.wait(min(remaining, _IDLE_SLICE_S))
+                    sleeper = threading.Lock()
+                    sleeper.acquire()
+                    self._sleepers.append(sleeper)
+            if on_main:
+                sched.wait(min(remaining, _IDLE_SLICE_S))
+                continue
+            try:
+                with _cpu.visiting():
+                    sleeper.acquire(timeout=remaining)
+            finally:
+                with self._lock:
+                    if sleeper in self._sleepers:  # not woken (timed out, interrupted)
+                        self._sleepers.remove(sleeper)
 
     def _recorded(self) -> str:
         if not self.events:
