@@ -75,12 +75,14 @@ class _Bell:
         self._lock.release()
         return True
 
-    def sleep(self, timeout: float = -1) -> None:
-        """Sleep until rung or ``timeout`` seconds passed (not under the scheduler's lock)."""
-        self._lock.acquire(timeout=timeout)
+    def sleep(self, timeout: float = -1) -> bool:
+        """Sleep until rung or ``timeout`` seconds passed (not under the scheduler's lock);
+        True if rung."""
+        return self._lock.acquire(timeout=timeout)
 
     def settle_locked(self) -> None:
-        """After a sleep: if it timed out, neither a ring nor a stale one is left over."""
+        """After a sleep that was not rung (timed out, interrupted): neither a ring nor a
+        stale one is left over."""
         if self.asleep:
             self.asleep = False
         else:
@@ -341,12 +343,14 @@ class Scheduler:
             if sleep:
                 self._main_bell.asleep = True
         if sleep:
+            rung = False
             try:
                 with _cpu.visiting():
-                    self._main_bell.sleep(timeout)
+                    rung = self._main_bell.sleep(timeout)
             finally:
-                with self._lock:
-                    self._main_bell.settle_locked()
+                if not rung:  # a ring leaves nothing to settle: no second trip to the lock
+                    with self._lock:
+                        self._main_bell.settle_locked()
         run()
 
     def wait_readable(self, fd: int) -> None:

@@ -178,13 +178,15 @@ class Recorder:
             if on_main:
                 sched.wait(min(remaining, _IDLE_SLICE_S))
                 continue
+            woken = False
             try:
                 with _cpu.visiting():
-                    sleeper.acquire(timeout=remaining)
+                    woken = sleeper.acquire(timeout=remaining)
             finally:
-                with self._lock:
-                    if sleeper in self._sleepers:  # not woken (timed out, interrupted)
-                        self._sleepers.remove(sleeper)
+                if not woken:  # timed out or interrupted: no longer a sleeper
+                    with self._lock:
+                        if sleeper in self._sleepers:
+                            self._sleepers.remove(sleeper)
 
     def _recorded(self) -> str:
         if not self.events:
