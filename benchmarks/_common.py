@@ -382,6 +382,7 @@ async def raw_pair(
     """Bumble's API only: a GATT server with one characteristic, a client that discovered
     and subscribed to it (with ``subscriber``, else a counter), the MTU exchanged to ``mtu``
     when given."""
+    from bumble.core import UUID as BumbleUUID
     from bumble.device import Peer
     from bumble.gatt import Characteristic, CharacteristicValue, Service
 
@@ -409,7 +410,7 @@ async def raw_pair(
         | Characteristic.Properties.WRITE_WITHOUT_RESPONSE
         | Characteristic.Properties.NOTIFY
     )
-    attribute = Characteristic(
+    attribute: Characteristic[bytes] = Characteristic(
         CHAR_UUID,
         properties,
         Characteristic.Permissions.READABLE | Characteristic.Permissions.WRITEABLE,
@@ -421,9 +422,10 @@ async def raw_pair(
         server.gatt_server.max_mtu = mtu
         await c_connection.gatt_client.request_mtu(mtu)
     peer = Peer(c_connection)
-    await peer.discover_services([SERVICE_UUID])
-    service = peer.get_services_by_uuid(SERVICE_UUID)[0]
-    (proxy,) = await service.discover_characteristics([CHAR_UUID])
+    service_uuid = BumbleUUID(SERVICE_UUID)
+    await peer.discover_services([service_uuid])
+    service = peer.get_services_by_uuid(service_uuid)[0]
+    (proxy,) = await service.discover_characteristics([BumbleUUID(CHAR_UUID)])
 
     def on_notification(value: bytes) -> None:
         notified[0] += 1

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
+from functools import partial
+from typing import Any
 
 from mpbluetooth import irq_stats
 from mpbluetooth.constants import (
@@ -243,6 +245,17 @@ async def raw_read(pair: RawPair, seconds: float) -> float:
             return done / (now - start)
 
 
+def _run_raw(
+    workload: Callable[[RawPair, int, float], Coroutine[Any, Any, float]],
+    pair: RawPair,
+    size: int,
+    seconds: float,
+    what: str,
+) -> float:
+    """One raw streaming measurement, run on the loop."""
+    return float(call(workload(pair, size, seconds), what))
+
+
 # --- the family -----------------------------------------------------------------------------
 def run(
     settings: Settings, log: Callable[[str], None], wanted: Collection[int] = (1, 2, 3, 4)
@@ -288,8 +301,8 @@ def run(
                 f"notifications/s, {size} B",
                 1,
                 "notif/s",
-                lambda size=size: facade_notify(fp, size, seconds),
-                lambda size=size: call(raw_notify(rp, size, seconds), "raw notify"),
+                partial(facade_notify, fp, size, seconds),
+                partial(_run_raw, raw_notify, rp, size, seconds, "raw notify"),
                 size,
             )
         for size in payloads(settings) if 2 in wanted else ():
@@ -297,8 +310,8 @@ def run(
                 f"writes without response/s, {size} B",
                 2,
                 "writes/s",
-                lambda size=size: facade_write_command(fp, size, seconds),
-                lambda size=size: call(raw_write_command(rp, size, seconds), "raw write cmd"),
+                partial(facade_write_command, fp, size, seconds),
+                partial(_run_raw, raw_write_command, rp, size, seconds, "raw write cmd"),
                 size,
             )
         if 3 in wanted:

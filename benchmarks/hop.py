@@ -43,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from mpbluetooth import _cpu
@@ -172,7 +173,7 @@ def measure(iterations: int = ITERATIONS) -> dict[str, float]:
     apart = _apart(loop, iterations)
     if apart is not None:
         figures["lock-apart"] = apart
-    figures["in-loop"] = on_loop(lambda: _in_loop(iterations), "benchmark: in-loop hop")
+    figures["in-loop"] = on_loop(partial(_in_loop, iterations), "benchmark: in-loop hop")
     return figures
 
 

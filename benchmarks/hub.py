@@ -222,6 +222,7 @@ def _count_until_idle(count: Callable[[], int], last: Callable[[], float]) -> No
 
 
 async def raw_peer(role: str, args: list[str]) -> None:
+    from bumble.core import UUID as BumbleUUID
     from bumble.core import PhysicalTransport
     from bumble.device import Device, DeviceConfiguration, Peer
     from bumble.gatt import Characteristic, Service
@@ -287,9 +288,10 @@ async def raw_peer(role: str, args: list[str]) -> None:
     )
     await connection.gatt_client.request_mtu(MTU)
     peer = Peer(connection)
-    await peer.discover_services([SERVICE_UUID])
-    service = peer.get_services_by_uuid(SERVICE_UUID)[0]
-    (proxy,) = await service.discover_characteristics([CHAR_UUID])
+    service_uuid = BumbleUUID(SERVICE_UUID)
+    await peer.discover_services([service_uuid])
+    service = peer.get_services_by_uuid(service_uuid)[0]
+    (proxy,) = await service.discover_characteristics([BumbleUUID(CHAR_UUID)])
     counted = [0, 0.0]
 
     def on_value(value: bytes) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 if TYPE_CHECKING:
     from bumble.device import Device
@@ -26,6 +26,18 @@ T = TypeVar("T")
 
 #: Seconds a call on the loop may take before it fails with ``OSError(ETIMEDOUT)``.
 CALL_TIMEOUT = 30.0
+
+
+@overload
+def on_loop(
+    fn: Callable[[], Awaitable[T]], what: str = ..., timeout: float = ...
+) -> T: ...  # pragma: no cover
+
+
+@overload
+def on_loop(
+    fn: Callable[[], T], what: str = ..., timeout: float = ...
+) -> T: ...  # pragma: no cover
 
 
 def on_loop(
