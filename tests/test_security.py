@@ -416,7 +416,8 @@ class Program:
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -439,9 +440,15 @@ class Program:
                 self._cond.wait(remaining)
 
     def stop(self) -> None:
+        # Not communicate(): it would read stdout beside the reader thread and close the
+        # pipe under it. The reader ends at the dead process's end of file.
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate(timeout=10)
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_bond_persisted_by_the_program_survives_restarting_both_processes(
