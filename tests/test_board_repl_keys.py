@@ -4,6 +4,7 @@ the line editor, paste mode, raw-paste's refusal, Ctrl-C's rules, soft resets, t
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -248,6 +249,13 @@ def test_with_no_controller_given_a_board_has_one_all_the_same(tmp_path: Path) -
         assert "controller: a simulated link of its own" in log, log
     else:
         assert "controller: tcp-client:127.0.0.1:10723" in log, log
+
+
+def test_a_board_is_out_of_the_terminals_process_group(keys_board: BoardProcess) -> None:
+    """A Ctrl-C at the terminal reaches the test run, which stops the board, and not
+    the board beside it."""
+    assert os.getpgid(keys_board.process.pid) == keys_board.process.pid
+    assert os.getpgid(keys_board.process.pid) != os.getpgid(0)
 
 
 def test_a_link_never_replaces_a_file(tmp_path: Path) -> None:

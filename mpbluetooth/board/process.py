@@ -5,7 +5,8 @@ run-multitests.py) needs the board running in a process of its own and the seria
 it prints; ``BoardProcess`` starts one, waits for the device, and stops it (killed if it
 lingers), with what it logged kept for the failure message. The board is given this
 process's lifeline (``cli._lifeline``): if this process is killed outright, the board ends
-too, and so does the RootCanal that ``--engine rootcanal`` started (POSIX).
+too, and so does the RootCanal that ``--engine rootcanal`` started (POSIX). The board is in
+a process group of its own, so a Ctrl-C at the terminal reaches only the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import time
 from typing import Final
 
-from ..cli._lifeline import shared, wait_or_kill
+from ..cli._lifeline import own_process_group, shared, wait_or_kill
 
 __all__ = ["BoardProcess"]
 
@@ -63,6 +64,9 @@ class BoardProcess:
             stderr=self._log,
             env=child_env,
             pass_fds=lifeline.pass_fds,
+            # Out of the terminal's process group: Ctrl-C stops the caller, which stops the
+            # board (as `mpbluetooth run` does its boards), not both at once.
+            process_group=own_process_group(),
         )
         self.device = ""
         self.url: str | None = None
